@@ -1,0 +1,478 @@
+"""The demo: the node and a sequence publisher in separate processes over DDS, with a summary.
+
+    python -m superglue_ros.demo [--source DIR|VIDEO|BAG] [--output DIR] [--rate HZ]
+        [--random-weights] [--device auto|cpu|cuda] [--max-keypoints N] [--param NAME:=VALUE ...]
+
+Default source: the synthetic sequence (synthetic.py), generated into OUTPUT/sequence, whose
+ground-truth homographies give the match precision. Steps:
+  1. check the weights (official presets from the cache, else say how to get them and exit 2
+     before starting anything); --random-weights writes confident random weights to a temp dir;
+  2. start `python -m superglue_ros.node` (its log: OUTPUT/node.log) and wait until it is up;
+  3. subscribe to /superglue/matches and /superglue/match_image in this process;
+  4. start `python -m superglue_ros.demo.publisher SOURCE` (OUTPUT/publisher.log), wait until it
+     is done and the node has answered its last frame (or went quiet for --idle-timeout s);
+  5. stop both processes (SIGINT, then SIGTERM, then SIGKILL) and write OUTPUT/match_images/*.png,
+     OUTPUT/summary.json and OUTPUT/summary.md.
+All three processes use one DDS domain ($ROS_DOMAIN_ID, else one derived from this process id)
+with discovery on this host only, so parallel demos and tests never see each other.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+
+from ..image import to_bgr8
+from . import summary as summary_io
+from .sources import SourceError, open_source
+from .synthetic import DEFAULTS as SYNTHETIC_DEFAULTS, generate_sequence
+
+NODE_NAME = 'superglue'
+STOP_GRACE_S = (5.0, 3.0)  # after SIGINT, after SIGTERM; then SIGKILL
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog='python -m superglue_ros.demo', description=__doc__.split('\n\n')[0],
+                                     epilog='Writes match_images/*.png, summary.json, summary.md, node.log and '
+                                            'publisher.log into --output.')
+    add = parser.add_argument
+    add('--source', metavar='DIR|VIDEO|BAG', help='image folder, video file or ROS 2 bag (default: the synthetic '
+                                                  'sequence with ground truth, generated into OUTPUT/sequence)')
+    add('--topic', help='image topic of a bag with several')
+    add('--output', type=Path, default=Path('output/demo'), metavar='DIR', help='default: output/demo')
+    add('--rate', type=float, default=2.0, metavar='HZ',
+        help='frames published per second; 0: as fast as possible (default: 2, so that a CPU-only node '
+             'answers a good share of them; the node drops the frames it has no time for)')
+    add('--max-frames', type=int, metavar='N', help='publish only the first N frames')
+    add('--frames', type=int, default=SYNTHETIC_DEFAULTS['num_frames'], metavar='N',
+        help='length of the synthetic sequence (default: %(default)s)')
+    add('--seed', type=int, default=0, help='seed of the synthetic sequence (default: 0)')
+    add('--random-weights', action='store_true',
+        help='confident random weights instead of the official ones (offline): everything runs, but the matches '
+             'are MEANINGLESS, and every output says so')
+    add('--superpoint-weights', default='superpoint', metavar='SPEC', help="preset or path (default: 'superpoint')")
+    add('--superglue-weights', default='indoor', metavar='SPEC',
+        help="'indoor', 'outdoor' or a path (default: 'indoor')")
+    add('--device', choices=('auto', 'cpu', 'cuda'), default='auto', help="the node's device (default: auto)")
+    add('--max-keypoints', type=int, metavar='N', help="the node's max_keypoints (default: the node's)")
+    add('--param', action='append', default=[], metavar='NAME:=VALUE',
+        help='another node parameter, e.g. --param keyframe_min_matches:=100 (repeatable)')
+    add('--threshold', type=float, default=summary_io.PRECISION_THRESHOLD_PX, metavar='PX',
+        help='a correspondence is correct within this distance of the ground truth (default: %(default)g)')
+    add('--startup-timeout', type=float, default=120.0, metavar='S',
+        help='seconds the node may take to load its models (default: %(default)g)')
+    add('--idle-timeout', type=float, default=20.0, metavar='S',
+        help='once all frames are published, stop after S seconds without Matches (default: %(default)g)')
+    add('--timeout', type=float, default=600.0, metavar='S', help='bound on the whole run (default: %(default)g)')
+    args = parser.parse_args(argv)
+    if args.rate < 0:
+        parser.error(f'--rate must be >= 0 (0: as fast as possible), got {args.rate:g}')
+    if args.max_frames is not None and args.max_frames < 1:
+        parser.error(f'--max-frames must be >= 1, got {args.max_frames}')
+    if args.frames < 2:
+        parser.error(f'--frames must be >= 2, got {args.frames}')
+    if args.max_keypoints is not None and (args.max_keypoints == 0 or args.max_keypoints < -1):
+        parser.error(f'--max-keypoints must be -1 (all) or >= 1, got {args.max_keypoints}')
+    if not args.threshold > 0:
+        parser.error(f'--threshold must be > 0, got {args.threshold:g}')
+    for param in args.param:
+        if ':=' not in param or not param.split(':=')[0]:
+            parser.error(f'--param takes NAME:=VALUE (as ros2 run -p), got {param!r}')
+    return args
+
+
+def say(line: str = ''):
+    print(f'[demo] {line}', flush=True)
+
+
+# -- weights -------------------------------------------------------------------------------------
+
+def official_weights(args) -> tuple[str, str] | None:
+    """The weights specs to pass on, after checking the files exist; None (and what to do, printed)
+    when they do not."""
+    from ..download import DOWNLOAD_COMMAND, PRESETS, weights_cache_dir
+    from ..weights import WeightsError, resolve
+    problems = []
+    for spec, what in ((args.superpoint_weights, 'SuperPoint'), (args.superglue_weights, 'SuperGlue')):
+        try:
+            resolve(spec, what)
+        except WeightsError as e:
+            problems.append(str(e))
+    if not problems:
+        return args.superpoint_weights, args.superglue_weights
+    presets = [s for s in (args.superpoint_weights, args.superglue_weights) if s in PRESETS]
+    print('error: the demo needs SuperPoint and SuperGlue weights:', file=sys.stderr)
+    for problem in problems:
+        print(f'  {problem}', file=sys.stderr)
+    print(f'The official weights (non-commercial research license) are downloaded into the weights cache\n'
+          f'  {weights_cache_dir()}  (set $SUPERGLUE_ROS_WEIGHTS_DIR to use another directory)\n'
+          f'with:\n  {DOWNLOAD_COMMAND} {" ".join(presets)}\n'
+          f'Without them (offline), run the demo with --random-weights: the whole pipeline runs, but the\n'
+          f'matches are MEANINGLESS.', file=sys.stderr)
+    return None
+
+
+def random_weights(directory: Path) -> tuple[str, str]:
+    """Confident random weights written as original-layout .pth files; their paths."""
+    import torch
+    from ..random_weights import superglue_state_dict, superpoint_state_dict
+    superpoint, superglue = directory / 'superpoint_random.pth', directory / 'superglue_random.pth'
+    torch.save(superpoint_state_dict(), superpoint)
+    torch.save(superglue_state_dict(), superglue)
+    return str(superpoint), str(superglue)
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+# Fast DDS (the default RMW) sends samples larger than its shared-memory segment (512 KiB by
+# default) over UDP, where a busy receiver loses most 640x480 bgr8 images. A larger segment
+# keeps every image of the demo in shared memory; UDP stays for discovery.
+FASTDDS_PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
+<profiles xmlns="http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles">
+  <transport_descriptors>
+    <transport_descriptor><transport_id>shm_large</transport_id><type>SHM</type>
+      <segment_size>33554432</segment_size></transport_descriptor>
+    <transport_descriptor><transport_id>udp</transport_id><type>UDPv4</type></transport_descriptor>
+  </transport_descriptors>
+  <participant profile_name="superglue_demo" is_default_profile="true">
+    <rtps>
+      <userTransports><transport_id>shm_large</transport_id><transport_id>udp</transport_id></userTransports>
+      <useBuiltinTransports>false</useBuiltinTransports>
+    </rtps>
+  </participant>
+</profiles>
+"""
+DDS_VARIABLES = ('ROS_DOMAIN_ID', 'ROS_AUTOMATIC_DISCOVERY_RANGE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
+
+
+def ros_environment(temp: Path) -> dict:
+    """This process's environment with the demo's DDS domain, localhost-only discovery, the Fast DDS
+    profile above (unless another RMW or profile was chosen), and this source tree importable (the
+    node and the publisher are started with python -m)."""
+    env = dict(os.environ)
+    env.setdefault('ROS_DOMAIN_ID', str(os.getpid() % 100 + 1))
+    env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    fastdds = env.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp').startswith('rmw_fastrtps')
+    if fastdds and not (env.get('FASTRTPS_DEFAULT_PROFILES_FILE') or env.get('FASTDDS_DEFAULT_PROFILES_FILE')):
+        profile = temp / 'fastdds_profile.xml'
+        profile.write_text(FASTDDS_PROFILE)
+        env['FASTRTPS_DEFAULT_PROFILES_FILE'] = str(profile)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env['PYTHONPATH'] = os.pathsep.join(p for p in (package_root, env.get('PYTHONPATH')) if p)
+    env['PYTHONUNBUFFERED'] = '1'
+    return env
+
+
+def start(command: list[str], log_path: Path, env: dict) -> subprocess.Popen:
+    """A child in its own session (a terminal's Ctrl-C reaches the demo only, which stops it)."""
+    log = open(log_path, 'w')
+    try:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True)
+    finally:
+        log.close()  # the child holds its own descriptor
+
+
+def stop(process: subprocess.Popen | None, name: str):
+    """SIGINT (a ROS node's clean shutdown), then SIGTERM, then SIGKILL, each after a grace period."""
+    if process is None or process.poll() is not None:
+        return
+    for sig, grace in zip((signal.SIGINT, signal.SIGTERM), STOP_GRACE_S):
+        process.send_signal(sig)
+        try:
+            process.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    process.kill()
+    process.wait()
+    say(f'{name} did not stop on SIGINT / SIGTERM and was killed')
+
+
+def log_tail(path: Path, lines: int = 25) -> str:
+    try:
+        return '\n'.join(path.read_text(errors='replace').splitlines()[-lines:])
+    except OSError:
+        return '(no log)'
+
+
+def nanoseconds(stamp) -> int:
+    """builtin_interfaces/Time -> integer nanoseconds: exact keys to relate messages by stamp."""
+    return stamp.sec * 10 ** 9 + stamp.nanosec
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+class Collector:
+    """Subscribes to the node's matches and match images; keeps one record per Matches."""
+
+    def __init__(self, node, output: Path, sequence, threshold_px: float, meaningless: bool):
+        self.node, self.output, self.sequence = node, output, sequence
+        self.threshold_px, self.meaningless = threshold_px, meaningless
+        self.records, self.images = [], {}  # images: stamp ns -> file name
+        self.last_message = time.monotonic()
+        self.lock = threading.Lock()
+        self.subscriptions = []
+        # ground truth: stamp as published (ns) -> frame of the sequence
+        from .publisher import to_time
+        self.frame_of = {}
+        if sequence is not None:
+            for index, stamp in enumerate(sequence.stamps):
+                self.frame_of[nanoseconds(to_time(float(stamp)))] = index
+
+    def subscribe(self, matches_type, image_type):
+        """Subscriptions with the reliability the node offers (a reliable subscription would not match a
+        best-effort publisher)."""
+        from rclpy.qos import HistoryPolicy, QoSProfile
+        for topic, type_, callback in ((f'/{NODE_NAME}/matches', matches_type, self.on_matches),
+                                       (f'/{NODE_NAME}/match_image', image_type, self.on_match_image)):
+            offered = self.node.get_publishers_info_by_topic(topic)
+            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100)
+            if offered:
+                qos.reliability = offered[0].qos_profile.reliability
+            self.subscriptions.append(self.node.create_subscription(type_, topic, callback, qos))
+
+    def connected(self) -> bool:
+        return all(s.get_publisher_count() > 0 for s in self.subscriptions)
+
+    def on_matches(self, msg):
+        stamp_ns, keyframe_ns = nanoseconds(msg.header.stamp), nanoseconds(msg.keyframe_header.stamp)
+        record = {
+            'stamp': stamp_ns * 1e-9, 'stamp_ns': stamp_ns, 'frame_index': msg.frame_index,
+            'keyframe_id': msg.keyframe_id,
+            'keyframe_stamp': keyframe_ns * 1e-9, 'is_new_keyframe': msg.is_new_keyframe,
+            # a frame that is its own keyframe had nothing to match against (first frame, time jump)
+            'matched': not (msg.is_new_keyframe and keyframe_ns == stamp_ns),
+            'matches': len(msg.confidence), 'keypoints': msg.frame_keypoint_count,
+            'keyframe_keypoints': msg.keyframe_keypoint_count, 'latency_ms': float(msg.latency_ms),
+            'dropped_frames': msg.dropped_frames, 'match_image': None,
+        }
+        line = f"frame {stamp_ns * 1e-9:.6f} s vs keyframe {msg.keyframe_id}: {record['matches']} matches"
+        frame, keyframe = self.frame_of.get(stamp_ns), self.frame_of.get(keyframe_ns)
+        if frame is not None and keyframe is not None:
+            homography = self.sequence.homography(keyframe, frame)
+            correct = summary_io.correct_matches(msg.keyframe_points, msg.frame_points, homography,
+                                                 self.threshold_px)
+            record.update(source_frame=frame, keyframe_source_frame=keyframe, correct=int(correct.sum()))
+            line = (f'sequence frame {frame} vs keyframe {keyframe}: {record["matches"]} matches, '
+                    f'{record["correct"]} correct')
+        if not record['matched']:
+            line += ' (new keyframe, nothing to match yet)'
+        elif msg.is_new_keyframe:
+            line += ', new keyframe'
+        with self.lock:
+            self.records.append(record)
+            self.last_message = time.monotonic()
+        say(f"{line}, latency {msg.latency_ms:.0f} ms, dropped so far {msg.dropped_frames}"
+            + (f' [{summary_io.MEANINGLESS}]' if self.meaningless else ''))
+
+    def on_match_image(self, msg):
+        from ..ros.image_conversion import image_msg_to_numpy
+        image = to_bgr8(*image_msg_to_numpy(msg))
+        if self.meaningless:
+            image = summary_io.stamp_meaningless(image)
+        name = f'{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}.png'
+        cv2.imwrite(str(self.output / 'match_images' / name), image)
+        with self.lock:
+            self.images[nanoseconds(msg.header.stamp)] = name
+
+    def received_stamps(self) -> set:
+        with self.lock:
+            return {r['stamp_ns'] for r in self.records}
+
+    def finished_records(self) -> list[dict]:
+        with self.lock:
+            for record in self.records:
+                record['match_image'] = self.images.get(record['stamp_ns'])
+            return list(self.records)
+
+
+def read_report(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def wait_for(condition, process: subprocess.Popen, what: str, timeout_s: float, log: Path) -> bool:
+    """Poll condition() until true; False (and why, printed) when process exits or timeout_s passes."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if process.poll() is not None:
+            say(f'{what} ended with exit code {process.returncode}; {log.name} ends with:\n{log_tail(log)}')
+            return False
+        if time.monotonic() > deadline:
+            say(f'timed out after {timeout_s:.0f} s waiting for {what}; {log.name} ends with:\n{log_tail(log)}')
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def drive(args, own, collector: Collector, commands: dict, output: Path, env: dict, processes: dict) -> int:
+    """Start the node, then the publisher; return once the node answered the last frame (0) or on
+    a failure (1, with the reason printed). Started processes are put in `processes`."""
+    from sensor_msgs.msg import Image
+    from superglue_ros.msg import Matches
+    deadline = time.monotonic() + args.timeout
+    node_log, publisher_log = output / 'node.log', output / 'publisher.log'
+
+    say('starting the node: python ' + ' '.join(commands['node'][1:]))
+    node = processes['node'] = start(commands['node'], node_log, env)
+    say('waiting for the node to load its models ...')
+    if not wait_for(lambda: own.count_publishers(f'/{NODE_NAME}/matches') > 0 and own.count_subscribers('/image') > 0,
+                    node, 'the node', min(args.startup_timeout, args.timeout), node_log):
+        return 1
+    collector.subscribe(Matches, Image)
+    if not wait_for(collector.connected, node, "the node's topics", 30.0, node_log):
+        return 1
+
+    say('node ready; starting the publisher: python ' + ' '.join(commands['publisher'][1:]))
+    publisher = processes['publisher'] = start(commands['publisher'], publisher_log, env)
+    if not wait_for(lambda: publisher.poll() is not None, node, 'the publisher to finish',
+                    deadline - time.monotonic(), node_log):
+        return 1
+    report = read_report(commands['report'])
+    if publisher.returncode != 0 or report is None:
+        say(f'the publisher failed (exit code {publisher.returncode}); {publisher_log.name} ends with:\n'
+            + log_tail(publisher_log))
+        return 1
+    if not report['frames']:
+        return 0
+    sec, nanosec = report['frames'][-1]['stamp']
+    last_ns, published_at = sec * 10 ** 9 + nanosec, time.monotonic()  # as nanoseconds() counts
+    say(f"published {report['published']} frames; waiting for the node to answer the last one ...")
+
+    def done():
+        quiet_s = time.monotonic() - max(collector.last_message, published_at)
+        return last_ns in collector.received_stamps() or quiet_s > args.idle_timeout
+    if not wait_for(done, node, 'the last Matches', deadline - time.monotonic(), node_log):
+        return 1
+    if last_ns not in collector.received_stamps():
+        say(f'no Matches for {args.idle_timeout:g} s: the last frame was lost or dropped')
+    return 0
+
+
+def ros_problem() -> str | None:
+    """Why this process cannot run ROS 2 with the project's messages, or None."""
+    try:
+        import rclpy  # noqa: F401
+        import superglue_ros.msg  # noqa: F401  (generated by the colcon build into install/)
+    except ImportError as e:
+        return (f'ROS 2 or the superglue_ros messages are not available ({e}): run `make setup`, then '
+                '`. .venv/bin/activate && . install/setup.bash` (or use `make demo`)')
+    return None
+
+
+def run(args, weights: tuple[str, str], meaningless: bool, source, output: Path, temp: Path) -> int:
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    env = ros_environment(temp)
+    os.environ.update({k: env[k] for k in DDS_VARIABLES if k in env})  # for this process's own node
+    settings = {'source': source.describe(), 'rate_hz': args.rate, 'max_frames': args.max_frames,
+                'superpoint_weights': weights[0], 'superglue_weights': weights[1], 'device': args.device,
+                'max_keypoints': args.max_keypoints, 'params': args.param, 'ros_domain_id': env['ROS_DOMAIN_ID']}
+    say(f'source: {source.describe()}')
+    say(f"output: {output}; ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, discovery on this host only")
+    params = [f'superpoint_weights:={weights[0]}', f'superglue_weights:={weights[1]}', f'device:={args.device}',
+              *([f'max_keypoints:={args.max_keypoints}'] if args.max_keypoints is not None else []), *args.param]
+    report_path = output / 'publisher_report.json'
+    report_path.unlink(missing_ok=True)
+    commands = {
+        'node': [sys.executable, '-m', 'superglue_ros.node', '--ros-args', '-r', f'__node:={NODE_NAME}',
+                 *[arg for param in params for arg in ('-p', param)]],
+        'publisher': [sys.executable, '-m', 'superglue_ros.demo.publisher', str(source.path),
+                      '--rate', f'{args.rate:g}', '--wait-for-subscribers', '1', '--report', str(report_path),
+                      *(['--topic', args.topic] if args.topic else []),
+                      *(['--max-frames', str(args.max_frames)] if args.max_frames else [])],
+        'report': report_path,
+    }
+
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C and SIGTERM are handled here
+    own = rclpy.create_node('superglue_demo')
+    executor = SingleThreadedExecutor()
+    executor.add_node(own)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    collector = Collector(own, output, source.sequence, args.threshold, meaningless)
+    processes = {}
+    try:
+        status = drive(args, own, collector, commands, output, env, processes)
+    except KeyboardInterrupt:
+        say('interrupted')
+        status = 130
+    finally:
+        stop(processes.get('publisher'), 'the publisher')
+        stop(processes.get('node'), 'the node')
+        executor.shutdown(timeout_sec=2)
+        spinner.join(timeout=2)
+        own.destroy_node()
+        rclpy.try_shutdown()
+
+    report = read_report(report_path)
+    records = collector.finished_records()
+    summary = summary_io.summarize(records, report['published'] if report else 0, len(collector.images),
+                                   meaningless, settings, args.threshold if source.sequence is not None else None)
+    json_path, md_path = summary_io.write_summary(summary, output)
+    say('summary' + (f' - {summary_io.MEANINGLESS}' if meaningless else '') + ':')
+    for line in summary_io.overview(summary):
+        say(f'  {line}')
+    say(f'wrote {json_path}, {md_path} and {len(collector.images)} match images in {output / "match_images"}')
+    if status == 0 and not records:
+        say(f'the node answered no frame: see {output / "node.log"}')
+        return 1
+    return status
+
+
+def prepare_source(args, output: Path):
+    if args.source is None:
+        directory = output / 'sequence'
+        say(f'generating the synthetic sequence ({args.frames} frames, seed {args.seed}) in {directory}')
+        generate_sequence(directory, num_frames=args.frames, seed=args.seed)
+        return open_source(directory)
+    return open_source(args.source, topic=args.topic)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    output = args.output.resolve()
+    meaningless = args.random_weights
+    if meaningless:
+        say(f'{summary_io.MEANINGLESS}: {summary_io.MEANINGLESS_NOTE}')
+    else:
+        weights = official_weights(args)
+        if weights is None:
+            return 2
+    problem = ros_problem()
+    if problem:
+        print(f'error: {problem}', file=sys.stderr)
+        return 2
+    output.mkdir(parents=True, exist_ok=True)
+    try:
+        source = prepare_source(args, output)
+    except (SourceError, ValueError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    shutil.rmtree(output / 'match_images', ignore_errors=True)
+    (output / 'match_images').mkdir()
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # SystemExit: `finally` blocks run
+    try:
+        with tempfile.TemporaryDirectory(prefix='superglue_demo_') as temp:
+            if meaningless:
+                weights = random_weights(Path(temp))
+            return run(args, weights, meaningless, source, output, Path(temp))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

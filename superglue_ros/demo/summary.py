@@ -1,0 +1,148 @@
+"""The demo's figures: per-frame records, latency / match statistics, ground-truth precision, and
+summary.json / summary.md. Free of ROS: records are plain dicts built by the demo from Matches.
+
+A correspondence is correct when the ground-truth homography maps its keyframe point to within
+threshold_px of its frame point (both in pixels of the published images).
+"""
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+PRECISION_THRESHOLD_PX = 3.0
+MEANINGLESS = 'MEANINGLESS (random weights)'
+MEANINGLESS_NOTE = ('random weights were used: the pipeline, transport and timing are real, but the matches, '
+                    'their count and their precision are MEANINGLESS')
+
+
+def statistics(values) -> dict | None:
+    """mean / p50 / p95 / max (and count) of a list of numbers; None when empty."""
+    values = np.asarray(values, np.float64)
+    if values.size == 0:
+        return None
+    return {'count': int(values.size), 'mean': float(values.mean()), 'p50': float(np.percentile(values, 50)),
+            'p95': float(np.percentile(values, 95)), 'max': float(values.max())}
+
+
+def correct_matches(keyframe_points, frame_points, homography, threshold_px: float = PRECISION_THRESHOLD_PX):
+    """[K] bool: keyframe_points [K, 2] mapped by homography (keyframe -> frame pixels) land within
+    threshold_px of frame_points [K, 2]."""
+    keyframe_points = np.asarray(keyframe_points, np.float64).reshape(-1, 2)
+    frame_points = np.asarray(frame_points, np.float64).reshape(-1, 2)
+    if len(keyframe_points) == 0:
+        return np.zeros(0, bool)
+    mapped = cv2.perspectiveTransform(keyframe_points[:, None], np.asarray(homography, np.float64))[:, 0]
+    return np.linalg.norm(mapped - frame_points, axis=1) <= threshold_px
+
+
+def summarize(records: list[dict], frames_published: int, match_images: int, meaningless: bool,
+              settings: dict, threshold_px: float | None) -> dict:
+    """The summary of a run.
+
+    records: one dict per Matches received, in arrival order, with keys stamp, keyframe_id, matched
+      (False when the frame had no keyframe to match against), matches, is_new_keyframe, latency_ms,
+      dropped_frames, match_image (file name or None) and, where the ground truth relates the frame
+      and its keyframe, correct (number of correct correspondences).
+    match_images: number of match images saved.
+    threshold_px: the precision threshold when the source has ground truth, else None.
+    """
+    matched = [r for r in records if r['matched']]
+    dropped = max((r['dropped_frames'] for r in records), default=0)  # the node's running count
+    summary = {
+        'meaningless': meaningless,
+        'warning': MEANINGLESS_NOTE if meaningless else None,
+        'settings': settings,
+        'frames_published': frames_published,
+        'frames_processed': len(records),
+        'frames_dropped': dropped,
+        # lost in transport (best-effort QoS) or still queued when the run ended
+        'frames_unaccounted': max(frames_published - len(records) - dropped, 0),
+        'keyframes': sum(r['is_new_keyframe'] for r in records),
+        'match_images': match_images,
+        'latency_ms': statistics([r['latency_ms'] for r in records]),
+        'matches_per_frame': statistics([r['matches'] for r in matched]),
+        'precision': None,
+        'frames': records,
+    }
+    if threshold_px is not None:
+        checked = [r for r in matched if r.get('correct') is not None]
+        evaluated, correct = sum(r['matches'] for r in checked), sum(r['correct'] for r in checked)
+        summary['precision'] = {'threshold_px': threshold_px, 'correct': correct, 'evaluated': evaluated,
+                                'value': correct / evaluated if evaluated else None}
+    return summary
+
+
+def write_summary(summary: dict, directory: Path) -> tuple[Path, Path]:
+    """summary.json and summary.md in directory."""
+    directory = Path(directory)
+    json_path, md_path = directory / 'summary.json', directory / 'summary.md'
+    json_path.write_text(json.dumps(summary, indent=1))
+    md_path.write_text(markdown(summary))
+    return json_path, md_path
+
+
+def _stat_line(stats: dict | None, unit: str = '') -> str:
+    if stats is None:
+        return 'n/a'
+    return (f"mean {stats['mean']:.1f}{unit}, p50 {stats['p50']:.1f}{unit}, p95 {stats['p95']:.1f}{unit}, "
+            f"max {stats['max']:.1f}{unit} ({stats['count']} frames)")
+
+
+def overview(summary: dict) -> list[str]:
+    """The key figures, one per line (stdout and summary.md)."""
+    precision = summary['precision']
+    if precision is None:
+        precision_line = 'n/a (the source has no ground truth)'
+    elif precision['value'] is None:
+        precision_line = f"n/a (no correspondences to check, threshold {precision['threshold_px']:g} px)"
+    else:
+        precision_line = (f"{precision['value']:.3f} ({precision['correct']} of {precision['evaluated']} "
+                          f"correspondences within {precision['threshold_px']:g} px of the ground truth)")
+    lines = [
+        f"frames published: {summary['frames_published']}",
+        f"frames processed: {summary['frames_processed']} (Matches received)",
+        f"frames dropped by the node: {summary['frames_dropped']}",
+        f"frames unaccounted for (lost in transport or unprocessed at the end): {summary['frames_unaccounted']}",
+        f"latency (receipt to publish): {_stat_line(summary['latency_ms'], ' ms')}",
+        f"matches per frame: {_stat_line(summary['matches_per_frame'])}",
+        f"keyframes taken: {summary['keyframes']}",
+        f"match precision: {precision_line}",
+        f"match images saved: {summary['match_images']}",
+    ]
+    if summary['meaningless']:
+        lines = [f'{MEANINGLESS}: {MEANINGLESS_NOTE}'] + lines
+    return lines
+
+
+def markdown(summary: dict) -> str:
+    title = '# superglue_ros demo' + (f' - {MEANINGLESS}' if summary['meaningless'] else '')
+    lines = [title, '']
+    if summary['meaningless']:
+        lines += [f'**{MEANINGLESS}**: {MEANINGLESS_NOTE}.', '']
+    lines += [f'- {line}' for line in overview(summary)[1 if summary['meaningless'] else 0:]]
+    lines += ['', '## Settings', '']
+    lines += [f'- {key}: `{value}`' for key, value in summary['settings'].items()]
+    lines += ['', '## Frames', '', "frame: the frame of the sequence, where the source has ground truth.", '',
+              '| stamp (s) | frame | keyframe id (frame) | new keyframe | matches | correct | latency (ms) '
+              '| match image |', '|---|---|---|---|---|---|---|---|']
+    for r in summary['frames']:
+        correct = '' if r.get('correct') is None or not r['matched'] else r['correct']
+        keyframe = f"{r['keyframe_id']}" + (f" ({r['keyframe_source_frame']})" if 'keyframe_source_frame' in r else '')
+        lines.append(f"| {r['stamp']:.6f} | {r.get('source_frame', '')} | {keyframe} | "
+                     f"{'yes' if r['is_new_keyframe'] else ''} | {r['matches'] if r['matched'] else '-'} | {correct} | "
+                     f"{r['latency_ms']:.1f} | {r['match_image'] or ''} |")
+    return '\n'.join(lines) + '\n'
+
+
+def stamp_meaningless(image: np.ndarray) -> np.ndarray:
+    """A copy of a bgr8 image with a red MEANINGLESS banner along its bottom edge."""
+    image = image.copy()
+    height, width = image.shape[:2]
+    scale = float(np.clip(width / 1400, 0.4, 1.5))
+    (text_width, text_height), _ = cv2.getTextSize(MEANINGLESS, cv2.FONT_HERSHEY_DUPLEX, scale, 1)
+    bar = min(int(text_height * 2.2), height)
+    image[height - bar:] = (0, 0, 200)
+    cv2.putText(image, MEANINGLESS, (max((width - text_width) // 2, 2), height - (bar - text_height) // 2),
+                cv2.FONT_HERSHEY_DUPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return image

@@ -1,0 +1,289 @@
+"""Synthetic sequence with exact ground truth: a textured plane seen by a moving pinhole camera.
+
+    python -m superglue_ros.demo.synthetic DIR [--frames 30] [--size 640 480] [--seed 0] [--rate 10]
+
+The scene is the plane Z = 0 of the world frame, covered by a procedural texture (multi-scale
+colour noise, polygons, ellipses, lines, checkerboards and text, so that a corner detector finds
+many keypoints everywhere). The camera (x right, y down, z forward) starts DISTANCE m in front of
+the plane and moves along a smooth path: translation, zoom (distance), yaw, pitch and roll are
+sums of slow sines with seeded phases. Every frame is the texture warped by the exact
+plane-to-image homography, so the homography between any two frames is known exactly.
+
+Written into DIR: 000000.png, 000001.png, ... (bgr8) and sequence.json:
+    width, height, rate_hz, seed
+    camera_info      sensor_msgs/CameraInfo fields: k [9], d, r [9], p [12], distortion_model
+    plane            normal and offset of the plane in the world frame (n . X = 0)
+    frames[i]        file, stamp (s), homography (3x3: frame 0 pixels -> frame i pixels),
+                     rotation (3x3, world -> camera), position (camera centre, world frame)
+Pixel coordinates have their origin at the centre of the top-left pixel (as cv2.warpPerspective
+and the Matches message).
+"""
+import argparse
+import json
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+SEQUENCE_FILE = 'sequence.json'
+FORMAT = 'superglue_ros synthetic sequence 1'
+DEFAULTS = {'num_frames': 30, 'size': (640, 480), 'seed': 0, 'rate_hz': 10.0}
+START_STAMP = 1_700_000_000.0  # s; a fixed epoch keeps the files reproducible, and stamps look real
+DISTANCE = 2.0                 # m, camera to plane at rest
+MARGIN = 16                    # px of texture kept around the union of all views
+
+# Camera path: amplitude of each motion component (sines over the whole sequence).
+MOTION = {'x': 0.30, 'y': 0.20,          # m, sideways / vertical translation
+          'zoom': 0.20,                  # relative change of the distance to the plane
+          'yaw': 8.0, 'pitch': 6.0, 'roll': 12.0}  # degrees
+PATH_FRAMES = 30  # the sines have 0.3 to 0.9 periods per this many frames
+
+
+@dataclass
+class Sequence:
+    """A generated sequence as read back from its directory."""
+    directory: Path
+    files: list[Path]
+    stamps: np.ndarray         # [N] s
+    homographies: np.ndarray   # [N, 3, 3] frame 0 pixels -> frame i pixels
+    camera_info: dict          # sensor_msgs/CameraInfo field names (width, height, k, d, r, p, ...)
+    rotations: np.ndarray      # [N, 3, 3] world -> camera
+    positions: np.ndarray      # [N, 3] camera centres, world frame
+    rate_hz: float
+
+    def __len__(self):
+        return len(self.files)
+
+    def homography(self, i: int, j: int) -> np.ndarray:
+        """Exact homography mapping pixels of frame i to pixels of frame j (3x3, H[2, 2] = 1)."""
+        return normalized(self.homographies[j] @ np.linalg.inv(self.homographies[i]))
+
+    def image(self, i: int) -> np.ndarray:
+        image = cv2.imread(str(self.files[i]), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f'cannot read frame {i} of the synthetic sequence: {self.files[i]}')
+        return image
+
+
+def intrinsics(size: tuple[int, int]) -> np.ndarray:
+    """K of the synthetic camera: square pixels, ~64 degree horizontal field of view, centred."""
+    width, height = size
+    focal = 0.8 * width
+    return np.array([[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2], [0, 0, 1]])
+
+
+def camera_path(num_frames: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth camera motion: rotations [N, 3, 3] (world -> camera) and centres [N, 3].
+
+    Each component is a sum of two sines of the frame index (so with the same seed, the path of a
+    shorter sequence is the start of a longer one's); frequencies and phases come from the seed."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(num_frames)[:, None] / PATH_FRAMES
+    freqs = rng.uniform(0.3, 0.9, (2, len(MOTION)))
+    phases = rng.uniform(0, 2 * np.pi, (2, len(MOTION)))
+    waves = 0.5 * (np.sin(2 * np.pi * freqs[0] * t + phases[0]) + np.sin(2 * np.pi * freqs[1] * t + phases[1]))
+    path = dict(zip(MOTION, (waves * np.array(list(MOTION.values()))).T))  # name -> [N]
+
+    yaw, pitch, roll = (np.radians(path[k]) for k in ('yaw', 'pitch', 'roll'))
+    rotations = np.stack([rotation_z(r) @ rotation_x(p) @ rotation_y(y) for y, p, r in zip(yaw, pitch, roll)])
+    positions = np.stack([path['x'], path['y'], -DISTANCE * (1 + path['zoom'])], axis=1)
+    return rotations, positions
+
+
+def rotation_x(a):
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+
+def rotation_y(a):
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+
+
+def rotation_z(a):
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
+def plane_to_image(K, rotation, position) -> np.ndarray:
+    """Homography of the plane Z = 0, point (X, Y, 1) in m, to pixels: K [r1 r2 t], t = -R C."""
+    t = -rotation @ position
+    return K @ np.column_stack([rotation[:, 0], rotation[:, 1], t])
+
+
+def normalized(H: np.ndarray) -> np.ndarray:
+    return H / H[2, 2]
+
+
+def scene_homographies(K, rotations, positions, size) -> tuple[np.ndarray, tuple[int, int]]:
+    """Texture pixels -> image pixels for every frame [N, 3, 3], and the texture size (width, height).
+
+    One texture pixel is one image pixel of the camera at rest; the texture is just large enough
+    to hold every view (the footprints of all frames on the plane, plus MARGIN)."""
+    width, height = size
+    corners = np.array([[0, 0, 1], [width - 1, 0, 1], [width - 1, height - 1, 1], [0, height - 1, 1]], float).T
+    to_plane = [np.linalg.inv(plane_to_image(K, R, C)) for R, C in zip(rotations, positions)]
+    footprint = np.concatenate([(Hinv @ corners)[:2] / (Hinv @ corners)[2] for Hinv in to_plane], axis=1)
+    metres_per_pixel = DISTANCE / K[0, 0]
+    low = footprint.min(axis=1) - MARGIN * metres_per_pixel
+    high = footprint.max(axis=1) + MARGIN * metres_per_pixel
+    texture_size = tuple(int(v) for v in np.ceil((high - low) / metres_per_pixel) + 1)
+    pixels_to_plane = np.array([[metres_per_pixel, 0, low[0]], [0, metres_per_pixel, low[1]], [0, 0, 1]])
+    homographies = np.stack([normalized(plane_to_image(K, R, C) @ pixels_to_plane)
+                             for R, C in zip(rotations, positions)])
+    return homographies, texture_size
+
+
+def make_texture(size: tuple[int, int], seed: int) -> np.ndarray:
+    """Procedural bgr8 texture [height, width, 3], rich in corners and blobs at all scales."""
+    width, height = size
+    rng = np.random.default_rng(seed)
+    # Multi-scale colour noise: smooth shading plus fine grain.
+    texture = np.zeros((height, width, 3), np.float32)
+    for cell, weight in ((160, 0.45), (40, 0.3), (10, 0.15), (3, 0.1)):
+        grid = rng.random((height // cell + 2, width // cell + 2, 3)).astype(np.float32)
+        texture += weight * cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
+    texture = np.clip(texture * 255, 0, 255).astype(np.uint8)
+
+    def color():
+        return tuple(int(c) for c in rng.integers(0, 256, 3))
+
+    def point():
+        return int(rng.integers(0, width)), int(rng.integers(0, height))
+
+    area = width * height
+    for _ in range(area // 2500):  # shapes, sizes log-uniform between 4 and 80 px
+        kind = rng.choice(4, p=[0.35, 0.35, 0.2, 0.1])
+        centre, radius = np.array(point()), 4 * 20 ** rng.random()
+        if kind == 0:    # convex polygon
+            angles = np.sort(rng.uniform(0, 2 * np.pi, rng.integers(3, 7)))
+            polygon = centre + radius * np.stack([np.cos(angles), np.sin(angles)], 1)
+            cv2.fillConvexPoly(texture, polygon.astype(np.int32), color(), cv2.LINE_AA)
+        elif kind == 1:  # ellipse, filled or outlined
+            axes = (int(radius), int(radius * rng.uniform(0.3, 1)))
+            cv2.ellipse(texture, tuple(int(c) for c in centre), axes, float(rng.uniform(0, 180)), 0, 360,
+                        color(), -1 if rng.random() < 0.6 else int(rng.integers(1, 4)), cv2.LINE_AA)
+        elif kind == 2:  # rectangle outline
+            corner = centre + radius * rng.uniform(0.5, 1.5, 2)
+            cv2.rectangle(texture, tuple(int(c) for c in centre), tuple(int(c) for c in corner), color(),
+                          int(rng.integers(1, 4)), cv2.LINE_AA)
+        else:            # line segment
+            cv2.line(texture, point(), tuple(int(c) for c in centre + 2 * radius * rng.normal(size=2)),
+                     color(), int(rng.integers(1, 4)), cv2.LINE_AA)
+
+    for _ in range(area // 100000):  # rotated checkerboards
+        centre, cell, angle = np.array(point()), rng.uniform(5, 10), rng.uniform(0, np.pi)
+        axes = cell * np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
+        dark, light = color(), color()
+        for i in range(-2, 2):
+            for j in range(-2, 2):
+                square = np.array([[i, j], [i + 1, j], [i + 1, j + 1], [i, j + 1]]) @ axes + centre
+                cv2.fillConvexPoly(texture, square.astype(np.int32), dark if (i + j) % 2 else light, cv2.LINE_AA)
+
+    fonts = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX, cv2.FONT_HERSHEY_TRIPLEX)
+    letters = string.ascii_uppercase + string.digits
+    for _ in range(area // 20000):  # words
+        word = ''.join(rng.choice(list(letters), rng.integers(2, 8)))
+        cv2.putText(texture, word, point(), fonts[rng.integers(len(fonts))], float(rng.uniform(0.5, 1.8)),
+                    color(), int(rng.integers(1, 3)), cv2.LINE_AA)
+
+    return cv2.GaussianBlur(texture, (0, 0), 0.7)  # soften aliasing before the warps
+
+
+def render(texture: np.ndarray, homography: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The view of the texture through homography (texture pixels -> image pixels), bgr8 [H, W, 3]."""
+    return cv2.warpPerspective(texture, homography, size, flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+
+def generate_sequence(directory, num_frames: int = DEFAULTS['num_frames'], size=DEFAULTS['size'],
+                      seed: int = DEFAULTS['seed'], rate_hz: float = DEFAULTS['rate_hz']) -> Sequence:
+    """Write the sequence (PNG frames + sequence.json) into directory and return it.
+
+    Deterministic: the same arguments give the same files. Existing frames of an earlier sequence
+    in directory are removed first, so the directory holds exactly this sequence."""
+    width, height = int(size[0]), int(size[1])
+    if num_frames < 2:
+        raise ValueError(f'num_frames must be at least 2 (a sequence needs motion), got {num_frames}')
+    if width < 64 or height < 64:
+        raise ValueError(f'image size must be at least 64x64 pixels, got {width}x{height}')
+    if not rate_hz > 0:
+        raise ValueError(f'rate_hz must be > 0, got {rate_hz}')
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob('[0-9][0-9][0-9][0-9][0-9][0-9].png'):
+        old.unlink()
+
+    K = intrinsics((width, height))
+    rotations, positions = camera_path(num_frames, seed)
+    from_texture, texture_size = scene_homographies(K, rotations, positions, (width, height))
+    texture = make_texture(texture_size, seed)
+
+    frames = []
+    for i, H in enumerate(from_texture):
+        name = f'{i:06d}.png'
+        cv2.imwrite(str(directory / name), render(texture, H, (width, height)))
+        frames.append({'file': name, 'stamp': START_STAMP + i / rate_hz,
+                       'homography': normalized(H @ np.linalg.inv(from_texture[0])).tolist(),
+                       'rotation': rotations[i].tolist(), 'position': positions[i].tolist()})
+    projection = np.column_stack([K, np.zeros(3)])
+    camera_info = {'width': width, 'height': height, 'distortion_model': 'plumb_bob', 'd': [0.0] * 5,
+                   'k': K.ravel().tolist(), 'r': np.eye(3).ravel().tolist(), 'p': projection.ravel().tolist()}
+    description = {'format': FORMAT, 'width': width, 'height': height, 'rate_hz': rate_hz, 'seed': seed,
+                   'camera_info': camera_info, 'plane': {'normal': [0.0, 0.0, 1.0], 'offset': 0.0},
+                   'frames': frames}
+    (directory / SEQUENCE_FILE).write_text(json.dumps(description, indent=1))
+    return load_sequence(directory)
+
+
+def load_sequence(directory) -> Sequence:
+    """Read a sequence written by generate_sequence; ValueError saying what is missing or wrong."""
+    directory = Path(directory)
+    path = directory / SEQUENCE_FILE
+    try:
+        description = json.loads(path.read_text())
+        if description.get('format') != FORMAT:
+            raise ValueError(f"format is {description.get('format')!r}, expected {FORMAT!r}")
+        frames = description['frames']
+        files = [directory / frame['file'] for frame in frames]
+        sequence = Sequence(
+            directory=directory, files=files,
+            stamps=np.array([frame['stamp'] for frame in frames], float),
+            homographies=np.array([frame['homography'] for frame in frames], float).reshape(-1, 3, 3),
+            camera_info=description['camera_info'],
+            rotations=np.array([frame['rotation'] for frame in frames], float).reshape(-1, 3, 3),
+            positions=np.array([frame['position'] for frame in frames], float).reshape(-1, 3),
+            rate_hz=float(description['rate_hz']))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f'{path} is not a readable synthetic sequence ({type(e).__name__}: {e}); '
+                         f'generate one with: python -m superglue_ros.demo.synthetic {directory}') from None
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise ValueError(f'{path} lists frames that do not exist: {missing[:3]}; regenerate the sequence with: '
+                         f'python -m superglue_ros.demo.synthetic {directory}')
+    return sequence
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m superglue_ros.demo.synthetic',
+                                     description=__doc__.split('\n\n')[0])
+    parser.add_argument('directory', type=Path, help='output directory (frames and sequence.json)')
+    parser.add_argument('--frames', type=int, default=DEFAULTS['num_frames'], help='number of frames (default: 30)')
+    parser.add_argument('--size', type=int, nargs=2, default=DEFAULTS['size'], metavar=('WIDTH', 'HEIGHT'),
+                        help='image size (default: 640 480)')
+    parser.add_argument('--seed', type=int, default=DEFAULTS['seed'], help='texture and path seed (default: 0)')
+    parser.add_argument('--rate', type=float, default=DEFAULTS['rate_hz'],
+                        help='frame rate of the stamps in Hz (default: 10)')
+    args = parser.parse_args(argv)
+    try:
+        sequence = generate_sequence(args.directory, args.frames, tuple(args.size), args.seed, args.rate)
+    except ValueError as e:
+        parser.error(str(e))
+    print(f'wrote {len(sequence)} frames and {SEQUENCE_FILE} to {args.directory}')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""Download the official SuperPoint / SuperGlue weights into the local cache, sha256 checked.
+
+    python -m superglue_ros.download [superpoint indoor outdoor] [--dir DIR] [--force] [--mirror URL]
+
+The files are those of the original release, magicleap/SuperGluePretrainedNetwork,
+models/weights/{superpoint_v1,superglue_indoor,superglue_outdoor}.pth. Each file is streamed to a
+temporary file next to its destination, checked against the pinned sha256 and only then renamed
+into place, so a failed or corrupted download leaves nothing behind. Files already present with the
+right checksum are skipped.
+
+The pinned checksums were taken from public projects that verify these files (each is the sha256
+of the file at SuperGluePretrainedNetwork commit ddcf11f4, whose weights are unchanged since the
+2020 release): superpoint_v1.pth and superglue_outdoor.pth are pinned identically by several
+independent projects; superglue_indoor.pth by one (the same script that pins the other two).
+"""
+import argparse
+import hashlib
+import http.client
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+DOWNLOAD_COMMAND = 'python -m superglue_ros.download'
+
+# Preset name -> file name in weights_cache_dir().
+PRESETS = {
+    'superpoint': 'superpoint_v1.pth',
+    'indoor': 'superglue_indoor.pth',
+    'outdoor': 'superglue_outdoor.pth',
+}
+
+# File name -> sha256 of the official file.
+MANIFEST = {
+    'superpoint_v1.pth': '52b6708629640ca883673b5d5c097c4ddad37d8048b33f09c8ca0d69db12c40e',
+    'superglue_indoor.pth': '0e710469be25ebe1e2ccf68edcae8b2945b0617c8e7e68412251d9d47f5052b1',
+    'superglue_outdoor.pth': '2f5f5e9bb3febf07b69df633c4c3ff7a17f8af26a023aae2b9303d22339195bd',
+}
+
+OFFICIAL_BASE_URL = 'https://github.com/magicleap/SuperGluePretrainedNetwork/raw/master/models/weights'
+MIRROR_ENV = 'SUPERGLUE_ROS_WEIGHTS_MIRROR'  # base URL that serves the same file names
+LICENSE_URL = 'https://github.com/magicleap/SuperGluePretrainedNetwork/blob/master/LICENSE'
+LICENSE_NOTICE = f"""\
+The SuperPoint and SuperGlue weights are (c) Magic Leap, Inc. and licensed under the
+"SOFTWARE LICENSE AGREEMENT - ACADEMIC OR NON-PROFIT ORGANIZATION NONCOMMERCIAL RESEARCH USE ONLY".
+They may not be used commercially nor redistributed. By downloading them you agree to its terms:
+{LICENSE_URL}"""
+
+TIMEOUT_S = 60
+CHUNK_BYTES = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A file could not be downloaded or verified; the message says which, why and what to do."""
+
+
+def weights_cache_dir() -> Path:
+    """$SUPERGLUE_ROS_WEIGHTS_DIR, else $XDG_CACHE_HOME/superglue_ros, else ~/.cache/superglue_ros."""
+    if os.environ.get('SUPERGLUE_ROS_WEIGHTS_DIR'):
+        return Path(os.environ['SUPERGLUE_ROS_WEIGHTS_DIR']).expanduser()
+    if os.environ.get('XDG_CACHE_HOME'):
+        return Path(os.environ['XDG_CACHE_HOME']).expanduser() / 'superglue_ros'
+    return Path.home() / '.cache' / 'superglue_ros'
+
+
+def preset_path(name: str) -> Path:
+    """Cache path of a preset's file; ValueError for an unknown name."""
+    if name not in PRESETS:
+        raise ValueError(f'unknown weights preset {name!r}; known presets: {", ".join(PRESETS)}')
+    return weights_cache_dir() / PRESETS[name]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(CHUNK_BYTES), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _by_hand_hint(file_name: str, sha256: str, directory: Path) -> str:
+    return (f'Check the network connection / proxy or use a mirror (--mirror URL or ${MIRROR_ENV}); '
+            f'or copy {file_name} (sha256 {sha256}) by hand into {directory}/')
+
+
+def fetch(url: str, destination: Path, sha256: str) -> None:
+    """Download url to destination atomically; DownloadError (and nothing written) on any failure."""
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(dir=destination.parent, prefix=f'.{destination.name}.', suffix='.part')
+    except OSError as error:
+        raise DownloadError(f'cannot write {destination}: {error}. Choose a writable directory with --dir '
+                            'or $SUPERGLUE_ROS_WEIGHTS_DIR') from error
+    try:
+        digest = hashlib.sha256()
+        try:
+            with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+                for chunk in iter(lambda: response.read(CHUNK_BYTES), b''):
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        except (OSError, http.client.HTTPException) as error:  # HTTP status, refused, DNS, timeout, disk
+            reason = error if isinstance(error, urllib.error.HTTPError) else getattr(error, 'reason', error)
+            raise DownloadError(f'could not download {destination.name} from {url}: {reason}. '
+                                + _by_hand_hint(destination.name, sha256, destination.parent)) from error
+        if digest.hexdigest() != sha256:
+            raise DownloadError(f'{destination.name} from {url} has sha256 {digest.hexdigest()}, expected '
+                                f'{sha256}: the download is corrupted or not the official file; '
+                                'nothing was saved. ' + _by_hand_hint(destination.name, sha256,
+                                                                     destination.parent))
+        os.replace(partial, destination)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+
+
+def download_weights(names=None, directory: Path | None = None, base_url: str | None = None,
+                     force: bool = False, manifest: dict[str, str] | None = None, log=print) -> list[Path]:
+    """Make sure the given presets (default: all) are in directory (default: weights_cache_dir()).
+
+    base_url: where the files are served (default: $SUPERGLUE_ROS_WEIGHTS_MIRROR, else the official
+    GitHub release); manifest: file name -> sha256 (default: MANIFEST). Returns the file paths.
+    Tries every file, then raises DownloadError listing those that failed.
+    """
+    names = list(names or PRESETS)
+    unknown = [n for n in names if n not in PRESETS]
+    if unknown:
+        raise ValueError(f'unknown weights preset(s) {unknown}; choose from {", ".join(PRESETS)}')
+    directory = Path(directory) if directory is not None else weights_cache_dir()
+    base_url = (base_url or os.environ.get(MIRROR_ENV) or OFFICIAL_BASE_URL).rstrip('/')
+    manifest = MANIFEST if manifest is None else manifest
+
+    paths, todo = [], []
+    for name in names:
+        file_name = PRESETS[name]
+        path = directory / file_name
+        paths.append(path)
+        if path.is_file() and not force:
+            if sha256_of(path) == manifest[file_name]:
+                log(f'{file_name}: already present and verified ({path})')
+                continue
+            log(f'{file_name}: the file in {directory} has the wrong sha256, downloading it again')
+        todo.append((file_name, path))
+    if not todo:
+        return paths
+
+    log(LICENSE_NOTICE)
+    errors = []
+    for file_name, path in todo:
+        url = f'{base_url}/{file_name}'
+        log(f'{file_name}: downloading {url}')
+        try:
+            fetch(url, path, manifest[file_name])
+            log(f'{file_name}: saved and verified ({path})')
+        except DownloadError as error:
+            errors.append(str(error))
+    if errors:
+        raise DownloadError('\n'.join(errors))
+    return paths
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog=DOWNLOAD_COMMAND, description=__doc__.split('\n\n')[0],
+                                     epilog=LICENSE_NOTICE,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('names', nargs='*', metavar='NAME',
+                        help=f'presets to fetch: {", ".join(PRESETS)} (default: all)')
+    parser.add_argument('--dir', type=Path, default=None,
+                        help='destination directory (default: $SUPERGLUE_ROS_WEIGHTS_DIR, else '
+                             '$XDG_CACHE_HOME/superglue_ros, else ~/.cache/superglue_ros)')
+    parser.add_argument('--force', action='store_true', help='download even if a verified file is present')
+    parser.add_argument('--mirror', metavar='URL', default=None,
+                        help=f'base URL serving the same file names (default: ${MIRROR_ENV}, else '
+                             f'{OFFICIAL_BASE_URL})')
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in PRESETS]
+    if unknown:
+        parser.error(f'unknown preset(s) {", ".join(unknown)}; choose from {", ".join(PRESETS)}')
+    try:
+        download_weights(args.names, args.dir, args.mirror, args.force)
+    except DownloadError as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""SuperPoint keypoint detector and descriptor, with the behaviour of the original release.
+
+DeTone, Malisiewicz, Rabinovich: "SuperPoint: Self-Supervised Interest Point Detection and
+Description", CVPRW 2018. Module names follow magicleap/SuperGluePretrainedNetwork, so its
+superpoint_v1.pth loads directly (superglue_ros.weights also reads the Hugging Face layout).
+"""
+from numbers import Integral, Real
+
+import torch
+from torch import Tensor, nn
+import torch.nn.functional as F
+
+CELL = 8  # the encoder downsamples by 8; each coarse cell scores its 8x8 pixels
+
+
+def simple_nms(scores: Tensor, radius: int) -> Tensor:
+    """Zero every score that is not the maximum of its (2 * radius + 1)^2 window.
+
+    Two extra rounds recover maxima that were only suppressed by an already suppressed
+    neighbour (as in the original release). scores: [B, H, W].
+    """
+    def max_pool(x):
+        return F.max_pool2d(x, kernel_size=2 * radius + 1, stride=1, padding=radius)
+
+    zeros = torch.zeros_like(scores)
+    max_mask = scores == max_pool(scores)
+    for _ in range(2):
+        suppressed = max_pool(max_mask.float()) > 0
+        remaining = torch.where(suppressed, zeros, scores)
+        new_max_mask = remaining == max_pool(remaining)
+        max_mask = max_mask | (new_max_mask & ~suppressed)
+    return torch.where(max_mask, scores, zeros)
+
+
+def sample_descriptors(keypoints: Tensor, descriptors: Tensor, cell: int = CELL) -> Tensor:
+    """Bilinear interpolation of a coarse descriptor map at pixel keypoints, L2-normalised.
+
+    keypoints [N, 2] (x, y) pixels, descriptors [D, h, w] -> [D, N]. The map is sampled at the
+    centres of its cells, as in the original release.
+    """
+    dim, h, w = descriptors.shape
+    grid = keypoints - cell / 2 + 0.5
+    # divisor made on the device: new_tensor() would copy from the host and stall it until the stream is idle
+    extent = (w * cell - cell / 2 - 0.5, h * cell - cell / 2 - 0.5)
+    grid = grid / torch.stack([grid.new_full((), v) for v in extent])
+    grid = (grid * 2 - 1).to(descriptors.dtype)  # to [-1, 1]
+    sampled = F.grid_sample(descriptors[None], grid.view(1, 1, -1, 2), mode='bilinear', align_corners=True)
+    return F.normalize(sampled.reshape(dim, -1), p=2, dim=0)
+
+
+class SuperPoint(nn.Module):
+    """SuperPoint: shared VGG encoder, a keypoint score head and a descriptor head.
+
+    Config (read at every forward, so live changes take effect):
+      descriptor_dim      size of the descriptors (256 for the released weights)
+      nms_radius          non-maximum suppression radius in pixels
+      keypoint_threshold  minimum detection score of a keypoint
+      max_keypoints       keep the best max_keypoints by score, -1 = all
+      remove_borders      drop keypoints closer than this many pixels to any image border
+    """
+    default_config = {
+        'descriptor_dim': 256,
+        'nms_radius': 4,
+        'keypoint_threshold': 0.005,
+        'max_keypoints': -1,
+        'remove_borders': 4,
+    }
+
+    def __init__(self, config: dict | None = None):
+        super().__init__()
+        config = dict(config or {})
+        unknown = sorted(set(config) - set(self.default_config))
+        if unknown:
+            raise ValueError(f'unknown SuperPoint config key(s) {unknown}; valid keys: {sorted(self.default_config)}')
+        self.config = {**self.default_config, **config}
+        check_superpoint_config(self.config)
+
+        c1, c2, c3, c4, c5 = 64, 64, 128, 128, 256
+        conv3x3 = lambda cin, cout: nn.Conv2d(cin, cout, kernel_size=3, stride=1, padding=1)  # noqa: E731
+        conv1x1 = lambda cin, cout: nn.Conv2d(cin, cout, kernel_size=1, stride=1, padding=0)  # noqa: E731
+        self.conv1a, self.conv1b = conv3x3(1, c1), conv3x3(c1, c1)
+        self.conv2a, self.conv2b = conv3x3(c1, c2), conv3x3(c2, c2)
+        self.conv3a, self.conv3b = conv3x3(c2, c3), conv3x3(c3, c3)
+        self.conv4a, self.conv4b = conv3x3(c3, c4), conv3x3(c4, c4)
+        self.convPa, self.convPb = conv3x3(c4, c5), conv1x1(c5, CELL * CELL + 1)  # 64 pixels + "no keypoint"
+        self.convDa, self.convDb = conv3x3(c4, c5), conv1x1(c5, self.config['descriptor_dim'])
+
+    def encode(self, image: Tensor) -> Tensor:
+        """Shared VGG encoder: [B, 1, H, W] -> [B, 128, H // 8, W // 8]."""
+        x = image
+        for conv_a, conv_b, pool in ((self.conv1a, self.conv1b, True), (self.conv2a, self.conv2b, True),
+                                     (self.conv3a, self.conv3b, True), (self.conv4a, self.conv4b, False)):
+            x = F.relu(conv_b(F.relu(conv_a(x))))
+            if pool:
+                x = F.max_pool2d(x, kernel_size=2, stride=2)
+        return x
+
+    def keypoint_scores(self, features: Tensor) -> Tensor:
+        """Dense detection scores after NMS: [B, 128, h, w] -> [B, 8h, 8w]."""
+        # float32 also under half-precision autocast: thresholds, NMS and top-k need exact ties and order
+        scores = self.convPb(F.relu(self.convPa(features))).float()
+        scores = scores.softmax(dim=1)[:, :-1]  # [B, 64, h, w], drop the "no keypoint" channel
+        b, _, h, w = scores.shape
+        # depth to space: channel (r, c) of cell (i, j) is pixel (8i + r, 8j + c)
+        scores = scores.permute(0, 2, 3, 1).reshape(b, h, w, CELL, CELL)
+        scores = scores.permute(0, 1, 3, 2, 4).reshape(b, h * CELL, w * CELL)
+        return simple_nms(scores, self.config['nms_radius'])
+
+    def forward(self, image: Tensor) -> dict:
+        """image [B, 1, H, W] float in [0, 1], H, W >= 16 -> per image: keypoints [N, 2] (x, y) pixels
+        (float32), scores [N], descriptors [D, N] (L2-normalised), as lists of B tensors."""
+        if image.dim() != 4 or image.shape[1] != 1 or not image.is_floating_point():
+            raise ValueError(f'SuperPoint expects a grey float image batch [B, 1, H, W] in [0, 1], '
+                             f'got shape {tuple(image.shape)} {image.dtype}')
+        if image.shape[2] < 16 or image.shape[3] < 16:
+            raise ValueError(f'SuperPoint needs images of at least 16x16 pixels, got {image.shape[3]}x{image.shape[2]}')
+        config = self.config
+        check_superpoint_config(config)
+
+        features = self.encode(image)
+        dense_scores = self.keypoint_scores(features)
+        height, width = dense_scores.shape[1:]  # image size rounded down to a multiple of 8
+        border = config['remove_borders']
+
+        keypoints, scores = [], []
+        for s in dense_scores:
+            yx = torch.nonzero(s > config['keypoint_threshold'])  # [N, 2] (y, x), row-major order
+            inside = ((yx[:, 0] >= border) & (yx[:, 0] < height - border)
+                      & (yx[:, 1] >= border) & (yx[:, 1] < width - border))
+            yx = yx[inside]
+            s = s[yx[:, 0], yx[:, 1]]
+            if 0 <= config['max_keypoints'] < len(yx):
+                s, best = torch.topk(s, config['max_keypoints'], dim=0)
+                yx = yx[best]
+            keypoints.append(yx.flip(1).float())
+            scores.append(s)
+
+        dense_descriptors = F.normalize(self.convDb(F.relu(self.convDa(features))).float(), p=2, dim=1)  # as scores
+        descriptors = [sample_descriptors(k, d) for k, d in zip(keypoints, dense_descriptors)]
+        return {'keypoints': keypoints, 'scores': scores, 'descriptors': descriptors}
+
+
+def check_superpoint_config(config: dict):
+    """ValueError naming the bad SuperPoint setting and what is allowed."""
+    def is_int(x):
+        return isinstance(x, Integral) and not isinstance(x, bool)
+
+    mk = config['max_keypoints']
+    if not is_int(mk) or mk == 0 or mk < -1:
+        raise ValueError(f'max_keypoints must be a positive integer or -1 (all), got {mk!r}')
+    for key in ('nms_radius', 'remove_borders'):
+        if not is_int(config[key]) or config[key] < 0:
+            raise ValueError(f'{key} must be an integer >= 0, got {config[key]!r}')
+    threshold = config['keypoint_threshold']
+    if not isinstance(threshold, Real) or isinstance(threshold, bool) or not 0 <= threshold < 1:
+        raise ValueError(f'keypoint_threshold must be a number in [0, 1), got {threshold!r}')
+    if not is_int(config['descriptor_dim']) or config['descriptor_dim'] < 1:
+        raise ValueError(f'descriptor_dim must be a positive integer, got {config["descriptor_dim"]!r}')

@@ -1,0 +1,183 @@
+"""The node's statistics and its /diagnostics status.
+
+Statistics is updated from the subscription callback and the worker thread; the 1 Hz diagnostics
+timer takes a Report (a copy, which also starts the next window of rates and latencies) and
+diagnostic_status() turns it into a DiagnosticStatus whose message says what to do when something
+is wrong.
+"""
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+from ..image import MIN_SIZE
+from .image_conversion import ENCODINGS, ImageConversionError
+
+STALE_AFTER_S = 3.0     # no image for this long: WARN
+LOG_EVERY_S = 10.0      # at most one error log per kind of rejected image in this period
+
+
+def rejection_kind(msg, error: Exception) -> str:
+    """Short name of why an image message was rejected: the throttling key and diagnostics counter."""
+    if isinstance(error, ImageConversionError):
+        if msg.encoding not in ENCODINGS:
+            return 'unsupported_encoding'
+        if msg.width == 0 or msg.height == 0:
+            return 'empty_image'
+        return 'size_step_data_mismatch'
+    if min(msg.width, msg.height) < MIN_SIZE:
+        return 'too_small'
+    return 'unusable_image'
+
+
+@dataclass
+class Report:
+    """Totals, the last frame's figures, and the window since the previous report."""
+    window_s: float
+    received: int                    # in the window
+    processed: int
+    latencies_ms: list
+    processing_ms: list
+    rejected: int
+    failures: int
+    received_total: int
+    processed_total: int
+    rejected_by_kind: dict
+    last_rejection: str
+    failures_total: int
+    last_failure: str
+    since_last_image_s: float | None  # None: no image yet
+    keypoints: int
+    matches: int
+    keyframe_id: int | None
+    camera_info_received: bool
+
+
+@dataclass
+class _Window:
+    start: float = field(default_factory=time.monotonic)
+    received: int = 0
+    processed: int = 0
+    latencies_ms: list = field(default_factory=list)
+    processing_ms: list = field(default_factory=list)
+    rejected: int = 0
+    failures: int = 0
+
+
+class Statistics:
+    """Thread-safe counters of the node."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._window = _Window()
+        self._received_total = self._processed_total = self._failures_total = 0
+        self._rejected_by_kind = Counter()
+        self._last_rejection = self._last_failure = ''
+        self._last_image_time = None
+        self._keypoints = self._matches = 0
+        self._keyframe_id = None
+        self._camera_info_received = False
+        self._last_logged = {}  # kind -> time.monotonic() of its last error log
+
+    def image_received(self, has_camera_info: bool):
+        with self._lock:
+            self._received_total += 1
+            self._window.received += 1
+            self._last_image_time = time.monotonic()
+            self._camera_info_received |= has_camera_info
+
+    def frame_processed(self, latency_ms: float, processing_ms: float, keypoints: int, matches: int,
+                        keyframe_id: int):
+        with self._lock:
+            self._processed_total += 1
+            self._window.processed += 1
+            self._window.latencies_ms.append(latency_ms)
+            self._window.processing_ms.append(processing_ms)
+            self._keypoints, self._matches, self._keyframe_id = keypoints, matches, keyframe_id
+
+    def rejected(self, kind: str, reason: str) -> bool:
+        """Count a rejected image; True when its kind was not logged in the last LOG_EVERY_S."""
+        now = time.monotonic()
+        with self._lock:
+            self._rejected_by_kind[kind] += 1
+            self._window.rejected += 1
+            self._last_rejection = reason
+            if now - self._last_logged.get(kind, -LOG_EVERY_S) < LOG_EVERY_S:
+                return False
+            self._last_logged[kind] = now
+            return True
+
+    def rejections(self) -> dict:
+        """Rejected images so far, by kind."""
+        with self._lock:
+            return dict(self._rejected_by_kind)
+
+    def failed(self, reason: str):
+        with self._lock:
+            self._failures_total += 1
+            self._window.failures += 1
+            self._last_failure = reason
+
+    def report(self) -> Report:
+        """A copy of everything; starts the next window."""
+        now = time.monotonic()
+        with self._lock:
+            window, self._window = self._window, _Window(start=now)
+            return Report(
+                window_s=max(now - window.start, 1e-6), received=window.received, processed=window.processed,
+                latencies_ms=window.latencies_ms, processing_ms=window.processing_ms, rejected=window.rejected,
+                failures=window.failures, received_total=self._received_total,
+                processed_total=self._processed_total, rejected_by_kind=dict(self._rejected_by_kind),
+                last_rejection=self._last_rejection, failures_total=self._failures_total,
+                last_failure=self._last_failure,
+                since_last_image_s=None if self._last_image_time is None else now - self._last_image_time,
+                keypoints=self._keypoints, matches=self._matches, keyframe_id=self._keyframe_id,
+                camera_info_received=self._camera_info_received)
+
+
+def _mean(values) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def diagnostic_status(report: Report, name: str, image_topic: str, camera_info_topic: str, device: str,
+                      dropped: int) -> DiagnosticStatus:
+    """OK / WARN / ERROR with a message a user can act on, and the figures as key-values."""
+    level, message = DiagnosticStatus.OK, f'matching at {report.processed / report.window_s:.1f} Hz'
+    if report.failures:
+        level, message = DiagnosticStatus.ERROR, (
+            f'processing failed for {report.failures} frame(s): {report.last_failure}')
+    elif report.since_last_image_s is None:
+        level, message = DiagnosticStatus.WARN, (
+            f'no images received on {image_topic}: check that the camera publishes there '
+            f"(ros2 topic hz {image_topic}) or remap the node's image topic (image:=<topic>)")
+    elif report.since_last_image_s > STALE_AFTER_S:
+        level, message = DiagnosticStatus.WARN, (
+            f'no images received on {image_topic} for {report.since_last_image_s:.0f} s')
+    elif report.rejected:
+        level, message = DiagnosticStatus.WARN, (
+            f'{report.rejected} image(s) on {image_topic} rejected in the last {report.window_s:.0f} s: '
+            f'{report.last_rejection}')
+
+    figures = {
+        'input rate (Hz)': f'{report.received / report.window_s:.2f}',
+        'output rate (Hz)': f'{report.processed / report.window_s:.2f}',
+        'latency mean (ms)': f'{_mean(report.latencies_ms):.1f}',
+        'latency max (ms)': f'{max(report.latencies_ms, default=0.0):.1f}',
+        'processing mean (ms)': f'{_mean(report.processing_ms):.1f}',
+        'images received': str(report.received_total),
+        'frames processed': str(report.processed_total),
+        'frames dropped': str(dropped),
+        'images rejected': str(sum(report.rejected_by_kind.values())),
+        **{f'rejected: {kind}': str(count) for kind, count in sorted(report.rejected_by_kind.items())},
+        'processing failures': str(report.failures_total),
+        'keypoints': str(report.keypoints),
+        'matches': str(report.matches),
+        'keyframe id': '' if report.keyframe_id is None else str(report.keyframe_id),
+        'camera_info': 'received' if report.camera_info_received else f'none yet on {camera_info_topic}',
+        'device': device,
+        'image topic': image_topic,
+    }
+    return DiagnosticStatus(level=level, name=f'{name}: SuperGlue matching', message=message, hardware_id=device,
+                            values=[KeyValue(key=k, value=v) for k, v in figures.items()])

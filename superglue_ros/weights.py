@@ -1,0 +1,363 @@
+"""Load SuperPoint / SuperGlue weights from the two published formats, with exact errors.
+
+A weights spec is one of
+  - a preset name: 'superpoint', 'indoor', 'outdoor' (files in weights_cache_dir(), fetched with
+    `python -m superglue_ros.download`);
+  - an original .pth state dict of magicleap/SuperGluePretrainedNetwork (superpoint_v1.pth,
+    superglue_indoor.pth, superglue_outdoor.pth);
+  - a Hugging Face checkpoint as published for magic-leap-community/superpoint and
+    magic-leap-community/superglue_{indoor,outdoor}: a directory with config.json and
+    model.safetensors, or the .safetensors file alone. A Hugging Face SuperGlue checkpoint
+    contains its SuperPoint (keypoint_detector.*), so it serves as both.
+
+Hugging Face checkpoints are converted to the original layout: Linear -> Conv1d (kernel 1),
+renamed modules, and the attention heads reordered (original: channel d * heads + h; Hugging Face:
+h * head_dim + d). The checkpoint fixes the architecture (config.json where present, otherwise the
+tensor shapes must fit `config`); detection and matching settings always come from `config`.
+Files are read with torch.load(weights_only=True) or safetensors: no pickled code is executed.
+"""
+import json
+import pickle
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from .download import DOWNLOAD_COMMAND, PRESETS, preset_path, weights_cache_dir
+from .models import SuperGlue, SuperPoint
+from .models.superglue import check_superglue_config
+
+__all__ = ['WeightsError', 'PRESETS', 'weights_cache_dir', 'load_superpoint', 'load_superglue']
+
+
+class WeightsError(Exception):
+    """Weights that cannot be used; the message says the path tried, what is wrong and what to do."""
+
+
+FORMATS_HINT = ('an original .pth state dict, a Hugging Face checkpoint directory (config.json + model.safetensors), '
+                f'a .safetensors file, or a preset ({", ".join(PRESETS)})')
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    tensors: dict              # name -> Tensor, as stored
+    hf_config: dict | None     # config.json of a Hugging Face directory
+    model: str                 # 'superpoint' | 'superglue'
+    layout: str                # 'original' | 'hf'
+
+    def describe(self) -> str:
+        layout = 'original .pth' if self.layout == 'original' else 'Hugging Face'
+        return f'{self.path} ({layout} {"SuperPoint" if self.model == "superpoint" else "SuperGlue"} checkpoint)'
+
+
+def load_superpoint(spec: str | Path | None, config: dict | None = None, superglue_spec=None) -> SuperPoint:
+    """SuperPoint in eval mode from a weights spec (see the module doc).
+
+    spec None: take SuperPoint from superglue_spec, which must then be a Hugging Face SuperGlue
+    checkpoint (it contains its SuperPoint) or a preset (-> the 'superpoint' preset)."""
+    if spec is None:
+        if superglue_spec is None:
+            raise WeightsError(f'no SuperPoint weights given: pass {FORMATS_HINT}')
+        if isinstance(superglue_spec, str) and superglue_spec in PRESETS:
+            spec = 'superpoint'
+        else:
+            checkpoint = read_checkpoint(superglue_spec, 'SuperGlue')
+            if not (checkpoint.model == 'superglue' and checkpoint.layout == 'hf'):
+                raise WeightsError(f'no SuperPoint weights given, and the SuperGlue weights {checkpoint.describe()} '
+                                   f'contain none (only Hugging Face SuperGlue checkpoints do): pass SuperPoint '
+                                   f"weights too, e.g. the preset 'superpoint'")
+            return superpoint_from(checkpoint, config)
+    return superpoint_from(read_checkpoint(spec, 'SuperPoint'), config)
+
+
+def load_superglue(spec: str | Path, config: dict | None = None) -> SuperGlue:
+    """SuperGlue in eval mode from a weights spec (see the module doc)."""
+    if spec is None:
+        raise WeightsError(f'no SuperGlue weights given: pass {FORMATS_HINT}')
+    checkpoint = read_checkpoint(spec, 'SuperGlue')
+    if checkpoint.model != 'superglue':
+        raise WeightsError(f'{checkpoint.describe()} is a SuperPoint checkpoint, not SuperGlue weights: pass it as '
+                           f"the SuperPoint weights, and SuperGlue weights here (e.g. the preset 'indoor')")
+    tensors = {k: v for k, v in checkpoint.tensors.items() if not k.startswith('keypoint_detector.')}
+    architecture = {}
+    if checkpoint.layout == 'hf':
+        architecture = superglue_architecture(checkpoint)
+    config = merge_architecture(config, architecture, checkpoint)
+    try:
+        model = SuperGlue(config)
+    except ValueError as e:
+        raise WeightsError(f'cannot build SuperGlue for {checkpoint.describe()}: {e}') from None
+    if checkpoint.layout == 'hf':
+        tensors = superglue_from_hf(tensors, model.config['num_heads'], len(model.config['keypoint_encoder']))
+    return fill(model, tensors, checkpoint)
+
+
+def superpoint_from(checkpoint: Checkpoint, config: dict | None) -> SuperPoint:
+    tensors, architecture = checkpoint.tensors, {}
+    if checkpoint.model == 'superglue':
+        if checkpoint.layout == 'original':
+            raise WeightsError(f'{checkpoint.describe()} is a SuperGlue checkpoint, not SuperPoint weights (an '
+                               f'original SuperGlue .pth holds no SuperPoint): pass SuperPoint weights, e.g. the '
+                               f"preset 'superpoint'")
+        tensors = {k[len('keypoint_detector.'):]: v for k, v in tensors.items() if k.startswith('keypoint_detector.')}
+        if not tensors:
+            raise WeightsError(f'{checkpoint.describe()} contains no SuperPoint weights (no keypoint_detector.* '
+                               f'tensors): pass SuperPoint weights separately')
+    if checkpoint.layout == 'hf':
+        hf_config = checkpoint.hf_config
+        if hf_config is not None and checkpoint.model == 'superglue':
+            hf_config = hf_config.get('keypoint_detector_config') or {}
+        architecture = superpoint_architecture(hf_config, checkpoint)
+        tensors = superpoint_from_hf(tensors)
+    try:
+        model = SuperPoint(merge_architecture(config, architecture, checkpoint))
+    except ValueError as e:
+        raise WeightsError(f'cannot build SuperPoint for {checkpoint.describe()}: {e}') from None
+    return fill(model, tensors, checkpoint)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading files
+
+def resolve(spec: str | Path, what: str) -> Path:
+    """Preset name or path -> existing path; WeightsError naming the path tried and the download command."""
+    if isinstance(spec, str) and spec in PRESETS:
+        path = preset_path(spec)
+        if not path.exists():
+            raise WeightsError(f"{what} weights preset '{spec}' is not downloaded: {path} does not exist. "
+                               f'Download it with: {DOWNLOAD_COMMAND} {spec}')
+        return path
+    if not isinstance(spec, (str, Path)) or str(spec) == '':
+        raise WeightsError(f'{what} weights must be {FORMATS_HINT}; got {spec!r}')
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise WeightsError(f'{what} weights not found: {path} does not exist. Give {FORMATS_HINT}; '
+                           f'the official weights are fetched with: {DOWNLOAD_COMMAND}')
+    return path
+
+
+def read_checkpoint(spec: str | Path, what: str) -> Checkpoint:
+    path = resolve(spec, what)
+    hf_config = None
+    if path.is_dir():
+        files = path / 'model.safetensors'
+        if not files.is_file():
+            found = sorted(p.name for p in path.iterdir())
+            raise WeightsError(f'{what} weights: directory {path} has no model.safetensors (found: {found}); '
+                               f'give a Hugging Face checkpoint directory (config.json + model.safetensors) or a file')
+        config_path = path / 'config.json'
+        if config_path.exists():
+            try:
+                hf_config = json.loads(config_path.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise WeightsError(f'{what} weights: cannot read {config_path} as JSON ({e})') from None
+            if not isinstance(hf_config, dict):
+                raise WeightsError(f'{what} weights: {config_path} is not a JSON object')
+        tensors = read_safetensors(files, what)
+        path = files
+    elif path.suffix == '.safetensors':
+        tensors = read_safetensors(path, what)
+    else:
+        tensors = read_torch(path, what)
+
+    model, layout = classify(tensors, path, what)
+    if hf_config is not None:
+        model_type = hf_config.get('model_type')
+        if model_type not in ('superpoint', 'superglue'):
+            raise WeightsError(f'{what} weights: {path.parent / "config.json"} has model_type {model_type!r}, '
+                               f"expected 'superpoint' or 'superglue'")
+        if model_type != model:
+            raise WeightsError(f'{what} weights: {path.parent / "config.json"} says model_type {model_type!r} but '
+                               f'the tensors in {path} are {model} weights')
+    return Checkpoint(path, tensors, hf_config, model, layout)
+
+
+def read_safetensors(path: Path, what: str) -> dict:
+    try:
+        return load_file(str(path), device='cpu')
+    except (SafetensorError, OSError) as e:
+        raise WeightsError(f'{what} weights: cannot read {path} as safetensors ({e}); the file is corrupt or '
+                           f'truncated: download it again') from None
+
+
+def read_torch(path: Path, what: str) -> dict:
+    try:
+        tensors = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = str(e).split('WeightsUnpickler error:')[-1].strip().split('\n')[0] if 'Weights only' in str(e) else e
+        raise WeightsError(f'{what} weights: {path} is not a checkpoint of plain tensors ({reason}); it is corrupt '
+                           f'or not a weights file, and pickled code is never executed. Give {FORMATS_HINT}; the '
+                           f'official weights are fetched with: {DOWNLOAD_COMMAND}') from None
+    except Exception as e:  # torch raises many types for damaged archives
+        raise WeightsError(f'{what} weights: cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: {e}); '
+                           f'the file is corrupt or truncated: download it again ({DOWNLOAD_COMMAND})') from None
+    if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+        content = sorted(map(str, tensors))[:10] if isinstance(tensors, dict) else type(tensors).__name__
+        raise WeightsError(f'{what} weights: {path} is not a state dict (name -> tensor); found {content}. '
+                           f'Give {FORMATS_HINT}')
+    return tensors
+
+
+def classify(tensors: dict, path: Path, what: str) -> tuple[str, str]:
+    """(model, layout) of a state dict from its names."""
+    kinds = set()
+    for name in tensors:
+        if re.match(r'conv(\d[ab]|[PD][ab])\.', name):
+            kinds.add(('superpoint', 'original'))
+        elif re.match(r'(kenc|final_proj)\.|gnn\.layers\.\d+\.attn\.', name):
+            kinds.add(('superglue', 'original'))
+        elif re.match(r'(encoder\.conv_blocks|keypoint_decoder|descriptor_decoder)\.', name):
+            kinds.add(('superpoint', 'hf'))
+        elif re.match(r'(keypoint_encoder|final_projection|keypoint_detector)\.|gnn\.layers\.\d+\.attention\.', name):
+            kinds.add(('superglue', 'hf'))
+    if len(kinds) == 1:
+        return kinds.pop()
+    names = sorted(tensors)
+    if not kinds:
+        raise WeightsError(f'{what} weights: {path} holds no SuperPoint or SuperGlue tensors '
+                           f'(names: {short_list(names)}). Give {FORMATS_HINT}')
+    raise WeightsError(f'{what} weights: {path} mixes tensors of {sorted(kinds)} (names: {short_list(names)}); '
+                       f'give one model in one format')
+
+
+def short_list(names, limit: int = 12) -> str:
+    names = list(names)
+    return ', '.join(names[:limit]) + (f', ... ({len(names)} in all)' if len(names) > limit else '')
+
+
+# ---------------------------------------------------------------------------------------------
+# Architecture from a Hugging Face config.json
+
+SUPERPOINT_FIXED = {'encoder_hidden_sizes': [64, 64, 128, 128], 'decoder_hidden_size': 256, 'keypoint_decoder_dim': 65}
+
+
+def superpoint_architecture(hf_config: dict | None, checkpoint: Checkpoint) -> dict:
+    if hf_config is None:
+        return {}
+    where = f'{checkpoint.path.parent / "config.json"}'
+    for key, value in SUPERPOINT_FIXED.items():
+        if key in hf_config and list_or_value(hf_config[key]) != value:
+            raise WeightsError(f'{where}: SuperPoint {key} = {hf_config[key]!r} is not supported; only the original '
+                               f'architecture ({key} = {value}) is')
+    return {'descriptor_dim': hf_config['descriptor_decoder_dim']} if 'descriptor_decoder_dim' in hf_config else {}
+
+
+def superglue_architecture(checkpoint: Checkpoint) -> dict:
+    hf_config = checkpoint.hf_config
+    if hf_config is None:
+        return {}
+    names = {'hidden_size': 'descriptor_dim', 'keypoint_encoder_sizes': 'keypoint_encoder',
+             'gnn_layers_types': 'gnn_layers', 'num_attention_heads': 'num_heads'}
+    architecture = {ours: list_or_value(hf_config[theirs]) for theirs, ours in names.items() if theirs in hf_config}
+    if architecture.get('gnn_layers') is not None and not isinstance(architecture['gnn_layers'], list):
+        architecture['gnn_layers'] = None  # fails validation below with the value shown
+    try:
+        check_superglue_config({**SuperGlue.default_config, **architecture})
+    except (ValueError, TypeError) as e:
+        raise WeightsError(f'{checkpoint.path.parent / "config.json"}: unusable SuperGlue architecture ({e})') from None
+    return architecture
+
+
+def list_or_value(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def merge_architecture(config: dict | None, architecture: dict, checkpoint: Checkpoint) -> dict:
+    """config with the checkpoint's architecture; WeightsError where config asks for another one."""
+    config = dict(config or {})
+    conflicts = [f'{key}: config {config[key]!r}, checkpoint {value!r}'
+                 for key, value in architecture.items() if key in config and list_or_value(config[key]) != value]
+    if conflicts:
+        raise WeightsError(f'{checkpoint.describe()} has another architecture than the config asks for '
+                           f'({"; ".join(conflicts)}): drop these keys from the config or use other weights')
+    return {**config, **architecture}
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face layout -> original layout
+
+SUPERPOINT_HF_NAMES = {
+    **{f'encoder.conv_blocks.{i}.conv_{ab}': f'conv{i + 1}{ab}' for i in range(4) for ab in 'ab'},
+    'keypoint_decoder.conv_score_a': 'convPa', 'keypoint_decoder.conv_score_b': 'convPb',
+    'descriptor_decoder.conv_descriptor_a': 'convDa', 'descriptor_decoder.conv_descriptor_b': 'convDb',
+}
+
+
+def superpoint_from_hf(tensors: dict) -> dict:
+    """Same convolutions, other names; unknown names are kept (and reported as unexpected)."""
+    converted = {}
+    for name, tensor in tensors.items():
+        module, _, param = name.rpartition('.')
+        converted[f'{SUPERPOINT_HF_NAMES[module]}.{param}' if module in SUPERPOINT_HF_NAMES else name] = tensor
+    return converted
+
+
+def superglue_from_hf(tensors: dict, num_heads: int, encoder_layers: int) -> dict:
+    """Hugging Face SuperGlue (Linear layers, heads-major attention channels) -> original layout.
+
+    encoder_layers: number of hidden keypoint-encoder layers (Linear + BatchNorm each)."""
+    def heads_to_original(t):  # channel h * head_dim + d -> d * num_heads + h, along dim 0
+        if t.shape[0] % num_heads:
+            return t  # a wrong shape, reported by fill()
+        return t.reshape(num_heads, t.shape[0] // num_heads, *t.shape[1:]).transpose(0, 1).reshape(t.shape)
+
+    converted = {}
+    for name, t in tensors.items():
+        new = name
+        if m := re.fullmatch(r'keypoint_encoder\.encoder\.(\d+)\.(linear\.|batch_norm\.)?(\w+)', name):
+            i, part, param = int(m[1]), m[2], m[3]
+            index = 3 * i + (1 if part == 'batch_norm.' else 0)  # Sequential: conv, bn, relu, conv, ...
+            if (part is None) == (i == encoder_layers):  # only the last layer is a bare Linear
+                new = f'kenc.encoder.{index}.{param}'
+        elif m := re.fullmatch(r'gnn\.layers\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)', name):
+            proj = {'query': 0, 'key': 1, 'value': 2}[m[2]]
+            new, t = f'gnn.layers.{m[1]}.attn.proj.{proj}.{m[3]}', heads_to_original(t)
+        elif m := re.fullmatch(r'gnn\.layers\.(\d+)\.attention\.output\.dense\.(weight|bias)', name):
+            new = f'gnn.layers.{m[1]}.attn.merge.{m[2]}'
+            if m[2] == 'weight':  # input channels are the heads' outputs
+                t = heads_to_original(t.T).T
+        elif m := re.fullmatch(r'gnn\.layers\.(\d+)\.mlp\.(0\.linear|0\.batch_norm|1)\.(\w+)', name):
+            index = {'0.linear': 0, '0.batch_norm': 1, '1': 3}[m[2]]
+            new = f'gnn.layers.{m[1]}.mlp.{index}.{m[3]}'
+        elif m := re.fullmatch(r'final_projection\.final_proj\.(weight|bias)', name):
+            new = f'final_proj.{m[1]}'
+        if new != name and t.dim() == 2:
+            t = t.unsqueeze(-1)  # Linear [out, in] -> Conv1d [out, in, 1]
+        converted[new] = t.contiguous()
+    return converted
+
+
+# ---------------------------------------------------------------------------------------------
+
+def fill(model, tensors: dict, checkpoint: Checkpoint):
+    """Load tensors into model (eval mode) or raise WeightsError listing what does not fit."""
+    expected = model.state_dict()
+    mismatched = [f'{k}: checkpoint {tuple(v.shape)}, model {tuple(expected[k].shape)}'
+                  for k, v in tensors.items() if k in expected and v.shape != expected[k].shape]
+    if mismatched:
+        raise WeightsError(f'{checkpoint.describe()} does not fit the {type(model).__name__} architecture '
+                           f'{architecture_of(model)}: tensor shapes differ: {short_list(mismatched)}')
+    result = model.load_state_dict(tensors, strict=False)  # BatchNorm tolerates a missing num_batches_tracked
+    problems = []
+    if result.missing_keys:
+        problems.append(f'missing keys: {short_list(result.missing_keys)}')
+    if result.unexpected_keys:
+        problems.append(f'unexpected keys: {short_list(result.unexpected_keys)}')
+    if problems:
+        raise WeightsError(f'{checkpoint.describe()} does not match the {type(model).__name__} architecture '
+                           f'{architecture_of(model)}: {"; ".join(problems)}. The file is incomplete or for another '
+                           f'model or configuration')
+    return model.eval()
+
+
+def architecture_of(model) -> dict:
+    keys = ('descriptor_dim',) if isinstance(model, SuperPoint) else (
+        'descriptor_dim', 'keypoint_encoder', 'gnn_layers', 'num_heads')
+    config = {k: model.config[k] for k in keys}
+    if 'gnn_layers' in config:
+        config['gnn_layers'] = f'{len(config["gnn_layers"])} layers'
+    return config

@@ -1,0 +1,229 @@
+"""The demo end to end (node and publisher processes over DDS, random weights), its refusal to
+start without weights, and the summary maths and publisher helpers it is built from."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from std_msgs.msg import Header
+
+from superglue_ros.demo import summary as summary_io
+from superglue_ros.demo.__main__ import main as demo_main
+from superglue_ros.demo.publisher import camera_info_msg, frames_to_publish, to_time
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_TIMEOUT_S = 240
+
+
+def run_demo(args, tmp_path: Path, **env_changes) -> subprocess.CompletedProcess:
+    """The demo as a user runs it. TMPDIR inside tmp_path puts the random weights there, so the
+    node's command line names tmp_path too (see no_process_left)."""
+    env = {**os.environ, 'TMPDIR': str(tmp_path), 'OMP_NUM_THREADS': '2', **env_changes}
+    env.pop('ROS_DOMAIN_ID', None)  # the demo picks its own domain
+    return subprocess.run([sys.executable, '-m', 'superglue_ros.demo', *map(str, args)], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=DEMO_TIMEOUT_S)
+
+
+def processes_naming(text: str) -> list[str]:
+    found = []
+    for cmdline in Path('/proc').glob('[0-9]*/cmdline'):
+        try:
+            command = cmdline.read_bytes().replace(b'\0', b' ').decode(errors='replace')
+        except OSError:
+            continue
+        if text in command and 'pytest' not in command:
+            found.append(command)
+    return found
+
+
+def check_run(result, output: Path, tmp_path: Path, published: int) -> dict:
+    """Checks every run shares; returns summary.json."""
+    assert result.returncode == 0, f'demo failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}'
+    assert not processes_naming(str(tmp_path)), 'the node or the publisher is still running'
+    summary = json.loads((output / 'summary.json').read_text())
+    assert summary['frames_published'] == published
+    assert 1 <= summary['frames_processed'] <= published
+    assert summary['frames_processed'] + summary['frames_dropped'] + summary['frames_unaccounted'] == published
+    assert summary['keyframes'] >= 1 and summary['frames'][0]['is_new_keyframe']
+    assert len(summary['frames']) == summary['frames_processed']
+    latency = summary['latency_ms']
+    assert latency['count'] == summary['frames_processed'] and 0 < latency['p50'] <= latency['p95'] <= latency['max']
+
+    pngs = sorted(p.name for p in (output / 'match_images').glob('*.png'))
+    assert summary['match_images'] == len(pngs) >= 1, 'one PNG per match image received'
+    linked = [r['match_image'] for r in summary['frames'] if r['match_image']]
+    assert set(linked) <= set(pngs) and len(linked) == len(set(linked))
+    for name in linked:  # named by the stamp of their frame
+        record = next(r for r in summary['frames'] if r['match_image'] == name)
+        assert name == f"{to_time(record['stamp']).sec}.{to_time(record['stamp']).nanosec:09d}.png"
+    assert (output / 'summary.md').read_text().startswith('# superglue_ros demo')
+    assert 'frames processed: ' in result.stdout
+    return summary
+
+
+def check_meaningless(result, output: Path, summary: dict):
+    """Random weights: marked in stdout, summary.json, summary.md and on every match image."""
+    assert summary['meaningless'] is True and 'MEANINGLESS' in summary['warning']
+    assert summary_io.MEANINGLESS in (output / 'summary.md').read_text().splitlines()[0]
+    assert result.stdout.count(summary_io.MEANINGLESS) >= 2  # at the start and in the summary
+    for png in (output / 'match_images').glob('*.png'):
+        image = cv2.imread(str(png))
+        banner = image[-3:, :10].reshape(-1, 3).astype(int)  # bottom-left corner of the red banner
+        assert np.abs(banner - [0, 0, 200]).max() <= 2, f'{png.name} is not stamped MEANINGLESS'
+
+
+@pytest.mark.timeout(DEMO_TIMEOUT_S + 30)
+def test_demo_on_the_synthetic_sequence(tmp_path):
+    output = tmp_path / 'out'
+    result = run_demo(['--random-weights', '--frames', 6, '--rate', 2, '--max-keypoints', 128, '--device', 'cpu',
+                       '--output', output, '--idle-timeout', 30], tmp_path)
+    summary = check_run(result, output, tmp_path, published=6)
+    check_meaningless(result, output, summary)
+    assert summary['settings']['source'].startswith('synthetic sequence')
+    precision = summary['precision']
+    assert precision['threshold_px'] == summary_io.PRECISION_THRESHOLD_PX
+    matched = [r for r in summary['frames'] if r['matched']]
+    assert precision['evaluated'] == sum(r['matches'] for r in matched)
+    assert precision['correct'] == sum(r['correct'] for r in matched) <= precision['evaluated']
+    assert precision['evaluated'] > 0, 'random weights should give correspondences to check'
+    assert 0 <= precision['value'] <= 1 and precision['value'] == precision['correct'] / precision['evaluated']
+    for r in summary['frames']:  # every answered frame was related to its sequence frame and keyframe
+        assert 0 <= r['keyframe_source_frame'] <= r['source_frame'] < 6
+    assert len(list((output / 'sequence').glob('*.png'))) == 6
+
+
+@pytest.mark.timeout(DEMO_TIMEOUT_S + 30)
+def test_demo_on_an_image_folder(tmp_path, freiburg_paths):
+    output = tmp_path / 'out'
+    result = run_demo(['--random-weights', '--source', freiburg_paths[0].parent, '--max-frames', 3, '--rate', 2,
+                       '--max-keypoints', 128, '--device', 'cpu', '--output', output, '--idle-timeout', 30], tmp_path)
+    summary = check_run(result, output, tmp_path, published=3)
+    check_meaningless(result, output, summary)
+    assert summary['settings']['source'].startswith('image folder')
+    assert summary['precision'] is None and 'no ground truth' in result.stdout
+    stamps = {float(p.stem) for p in freiburg_paths[:3]}
+    assert all(any(abs(r['stamp'] - s) < 1e-6 for s in stamps) for r in summary['frames'])  # the files' stamps
+
+
+@pytest.mark.timeout(120)
+def test_missing_weights_say_what_to_do_before_starting_anything(tmp_path):
+    cache = tmp_path / 'empty_cache'
+    cache.mkdir()
+    output = tmp_path / 'out'
+    result = run_demo(['--output', output], tmp_path, SUPERGLUE_ROS_WEIGHTS_DIR=str(cache))
+    assert result.returncode == 2
+    assert 'python -m superglue_ros.download superpoint indoor' in result.stderr
+    assert str(cache) in result.stderr and '--random-weights' in result.stderr
+    assert not (output / 'node.log').exists() and not (output / 'sequence').exists(), 'nothing may start'
+
+
+def test_bad_demo_arguments(tmp_path, capsys):
+    output = tmp_path / 'out'
+    assert demo_main(['--random-weights', '--source', str(tmp_path / 'missing'), '--output', str(output)]) == 2
+    assert 'does not exist' in capsys.readouterr().err and not (output / 'node.log').exists()
+    for args, message in ((['--rate', '-1'], '--rate must be >= 0'), (['--param', 'max_keypoints=5'], 'NAME:=VALUE'),
+                          (['--max-keypoints', '0'], '--max-keypoints must be -1')):
+        with pytest.raises(SystemExit) as exit_info:
+            demo_main(args)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+# -- summary maths --------------------------------------------------------------------------------
+
+def test_correct_matches_under_a_homography():
+    H = np.array([[1.1, 0.05, 20], [-0.02, 0.95, -7], [1e-4, -5e-5, 1]])
+    keyframe_points = np.random.default_rng(0).uniform(0, 600, (50, 2))
+    exact = cv2.perspectiveTransform(keyframe_points[:, None], H)[:, 0]
+    offsets = np.zeros_like(exact)
+    offsets[:10, 0] = 2.9    # inside 3 px
+    offsets[10:20, 1] = -3.1  # outside
+    offsets[20:25] = 50      # wrong matches
+    correct = summary_io.correct_matches(keyframe_points, exact + offsets, H, threshold_px=3.0)
+    assert correct.tolist() == [True] * 10 + [False] * 15 + [True] * 25
+    assert summary_io.correct_matches(np.zeros((0, 2)), np.zeros((0, 2)), H).shape == (0,)
+
+
+def test_statistics():
+    stats = summary_io.statistics([10, 20, 30, 40])
+    assert stats == {'count': 4, 'mean': 25.0, 'p50': 25.0, 'p95': pytest.approx(38.5), 'max': 40.0}
+    assert summary_io.statistics([]) is None
+
+
+def record(stamp, matches, matched=True, new=False, correct=None, dropped=0, latency=100.0, image=None):
+    return {'stamp': stamp, 'keyframe_id': 0, 'matched': matched, 'matches': matches, 'is_new_keyframe': new,
+            'latency_ms': latency, 'dropped_frames': dropped, 'match_image': image, 'correct': correct}
+
+
+def test_summarize_counts_and_precision(tmp_path):
+    records = [record(0.0, 0, matched=False, new=True, correct=0, image='a.png'),
+               record(0.1, 100, correct=90, dropped=1, latency=200.0),
+               record(0.3, 40, new=True, correct=10, dropped=2, latency=300.0, image='b.png'),
+               record(0.4, 30, dropped=2)]  # no ground truth for this pair: not in the precision
+    summary = summary_io.summarize(records, frames_published=7, match_images=2, meaningless=False, settings={'a': 1},
+                                   threshold_px=3.0)
+    assert (summary['frames_processed'], summary['frames_dropped'], summary['frames_unaccounted']) == (4, 2, 1)
+    assert summary['keyframes'] == 2 and summary['match_images'] == 2
+    assert summary['matches_per_frame']['count'] == 3 and summary['matches_per_frame']['mean'] == 170 / 3
+    assert summary['latency_ms']['max'] == 300.0
+    assert summary['precision'] == {'threshold_px': 3.0, 'correct': 100, 'evaluated': 140, 'value': 100 / 140}
+    assert summary['meaningless'] is False and summary['warning'] is None
+
+    json_path, md_path = summary_io.write_summary(summary, tmp_path)
+    assert json.loads(json_path.read_text())['precision']['correct'] == 100
+    text = md_path.read_text()
+    assert text.splitlines()[0] == '# superglue_ros demo' and 'MEANINGLESS' not in text
+    assert '0.714 (100 of 140 correspondences within 3 px' in text and '| b.png |' in text
+
+    no_truth = summary_io.summarize(records, 4, 2, meaningless=True, settings={}, threshold_px=None)
+    assert no_truth['precision'] is None and no_truth['frames_unaccounted'] == 0
+    assert no_truth['meaningless'] and 'MEANINGLESS' in no_truth['warning']
+    assert summary_io.markdown(no_truth).splitlines()[0] == f'# superglue_ros demo - {summary_io.MEANINGLESS}'
+
+
+def test_stamp_meaningless_banner():
+    image = np.full((300, 500, 3), 90, np.uint8)
+    stamped = summary_io.stamp_meaningless(image)
+    assert stamped.shape == image.shape and (image == 90).all(), 'the input is not modified'
+    assert (stamped[-1, 0] == [0, 0, 200]).all() and (stamped[:250] == 90).all()
+    assert (stamped[-30:] == 255).any(), 'white text on the banner'
+
+
+# -- publisher helpers ----------------------------------------------------------------------------
+
+class ListSource:
+    camera_info = None
+
+    def __init__(self, stamps):
+        self.stamps = stamps
+
+    def __len__(self):
+        return len(self.stamps)
+
+    def __iter__(self):
+        return ((stamp, f'image {i}') for i, stamp in enumerate(self.stamps))
+
+
+def test_looping_keeps_stamps_increasing():
+    frames = list(frames_to_publish(ListSource([5.0, 5.5, 6.0]), loop=True, max_frames=7))
+    assert [index for index, _, _ in frames] == [0, 1, 2, 0, 1, 2, 0]
+    assert [stamp for _, stamp, _ in frames] == pytest.approx([5.0, 5.5, 6.0, 6.5, 7.0, 7.5, 8.0])
+    once = list(frames_to_publish(ListSource([5.0, 5.5, 6.0]), loop=False, max_frames=None))
+    assert [stamp for _, stamp, _ in once] == [5.0, 5.5, 6.0]
+    assert len(list(frames_to_publish(ListSource([1.0, 2.0]), loop=False, max_frames=1))) == 1
+
+
+def test_stamps_and_camera_info_messages():
+    stamp = to_time(1341847980.722988)
+    assert (stamp.sec, stamp.nanosec) == (1341847980, 722988000)
+    header = Header(frame_id='camera')
+    info = camera_info_msg(None, 640, 480, header)
+    assert (info.width, info.height, info.header.frame_id) == (640, 480, 'camera')
+    assert not any(info.k) and not any(info.p), 'uncalibrated: zero matrices'
+    calibrated = camera_info_msg({'distortion_model': 'plumb_bob', 'd': [0.1, 0, 0, 0, 0],
+                                  'k': [500, 0, 319.5, 0, 500, 239.5, 0, 0, 1], 'r': [1, 0, 0, 0, 1, 0, 0, 0, 1],
+                                  'p': [500, 0, 319.5, 0, 0, 500, 239.5, 0, 0, 0, 1, 0]}, 640, 480, header)
+    assert calibrated.k[2] == 319.5 and calibrated.p[5] == 500 and calibrated.distortion_model == 'plumb_bob'

@@ -1,0 +1,172 @@
+"""Download mechanics against a local HTTP server serving small fake checkpoints."""
+import functools
+import hashlib
+import http.server
+import re
+import socket
+import threading
+
+import pytest
+
+from superglue_ros import download
+from superglue_ros.download import PRESETS, DownloadError, download_weights
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    """Talk to 127.0.0.1 directly even where a proxy is configured."""
+    for var in ('http_proxy', 'HTTP_PROXY', 'https_proxy', 'HTTPS_PROXY', 'all_proxy', 'ALL_PROXY'):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def served(tmp_path):
+    """(base_url, manifest of the real sha256 of the served files) for a server on 127.0.0.1."""
+    root = tmp_path / 'server'
+    root.mkdir()
+    manifest = {}
+    for file_name in PRESETS.values():
+        content = f'fake checkpoint {file_name}'.encode() * 1000
+        (root / file_name).write_bytes(content)
+        manifest[file_name] = hashlib.sha256(content).hexdigest()
+
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0),
+                                             functools.partial(QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f'http://127.0.0.1:{server.server_address[1]}', manifest
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def refused_url():
+    """A URL on 127.0.0.1 where nothing listens."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    return f'http://127.0.0.1:{port}'
+
+
+def cache_listing(directory):
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def test_download_all_verified(served, tmp_path):
+    base_url, manifest = served
+    cache = tmp_path / 'cache'
+    logged = []
+    paths = download_weights(directory=cache, base_url=base_url, manifest=manifest, log=logged.append)
+    assert paths == [cache / f for f in PRESETS.values()]
+    assert cache_listing(cache) == sorted(PRESETS.values())  # no temporary files left
+    for path in paths:
+        assert download.sha256_of(path) == manifest[path.name]
+    assert 'NONCOMMERCIAL RESEARCH USE ONLY' in '\n'.join(logged)
+
+
+def test_checksum_mismatch_leaves_nothing(served, tmp_path):
+    base_url, manifest = served
+    cache = tmp_path / 'cache'
+    wrong = dict(manifest, **{'superglue_indoor.pth': '0' * 64})
+    with pytest.raises(DownloadError) as info:
+        download_weights(['indoor'], cache, base_url, manifest=wrong, log=lambda _: None)
+    message = str(info.value)
+    assert 'superglue_indoor.pth' in message and manifest['superglue_indoor.pth'] in message
+    assert str(cache) in message  # says where to put the file by hand
+    assert cache_listing(cache) == []
+
+
+def test_present_file_is_skipped(refused_url, served, tmp_path):
+    _, manifest = served
+    cache = tmp_path / 'cache'
+    cache.mkdir()
+    (cache / 'superpoint_v1.pth').write_bytes(b'fake checkpoint superpoint_v1.pth' * 1000)
+    logged = []
+    # The refused URL proves no network access is attempted.
+    paths = download_weights(['superpoint'], cache, refused_url, manifest=manifest, log=logged.append)
+    assert paths == [cache / 'superpoint_v1.pth']
+    assert any('already present' in line for line in logged)
+
+
+def test_wrong_present_file_is_replaced_and_force_downloads(served, tmp_path):
+    base_url, manifest = served
+    cache = tmp_path / 'cache'
+    cache.mkdir()
+    target = cache / 'superglue_outdoor.pth'
+    target.write_bytes(b'truncated')
+    download_weights(['outdoor'], cache, base_url, manifest=manifest, log=lambda _: None)
+    assert download.sha256_of(target) == manifest['superglue_outdoor.pth']
+
+    logged = []
+    download_weights(['outdoor'], cache, base_url, force=True, manifest=manifest, log=logged.append)
+    assert any('downloading' in line for line in logged)
+    assert cache_listing(cache) == ['superglue_outdoor.pth']
+
+
+def test_http_404_is_a_clear_error(served, tmp_path):
+    base_url, manifest = served
+    cache = tmp_path / 'cache'
+    with pytest.raises(DownloadError) as info:
+        download_weights(['indoor'], cache, base_url + '/missing', manifest=manifest, log=lambda _: None)
+    message = str(info.value)
+    assert f'{base_url}/missing/superglue_indoor.pth' in message and '404' in message
+    assert 'by hand' in message and str(cache) in message
+    assert cache_listing(cache) == []
+
+
+def test_connection_refused_is_a_clear_error(refused_url, served, tmp_path):
+    _, manifest = served
+    with pytest.raises(DownloadError) as info:
+        download_weights(['superpoint', 'outdoor'], tmp_path / 'cache', refused_url, manifest=manifest,
+                         log=lambda _: None)
+    message = str(info.value)
+    for file_name in ('superpoint_v1.pth', 'superglue_outdoor.pth'):  # every file tried and reported
+        assert f'{refused_url}/{file_name}' in message
+    assert re.search('refused', message, re.IGNORECASE)
+
+
+def test_cli_uses_env_dir_and_mirror(served, refused_url, tmp_path, monkeypatch, capsys):
+    base_url, manifest = served
+    cache = tmp_path / 'env_cache'
+    monkeypatch.setattr(download, 'MANIFEST', manifest)
+    monkeypatch.setenv('SUPERGLUE_ROS_WEIGHTS_DIR', str(cache))
+    monkeypatch.setenv(download.MIRROR_ENV, base_url)
+    assert download.main(['indoor']) == 0
+    assert cache_listing(cache) == ['superglue_indoor.pth']
+    assert download.preset_path('indoor') == cache / 'superglue_indoor.pth'
+
+    assert download.main(['outdoor', '--mirror', refused_url]) == 1
+    assert 'error: could not download superglue_outdoor.pth' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        download.main(['bogus'])
+    assert info.value.code == 2
+
+
+def test_cache_dir_precedence(tmp_path, monkeypatch):
+    monkeypatch.delenv('SUPERGLUE_ROS_WEIGHTS_DIR', raising=False)
+    monkeypatch.delenv('XDG_CACHE_HOME', raising=False)
+    monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+    assert download.weights_cache_dir() == tmp_path / 'home' / '.cache' / 'superglue_ros'
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'xdg'))
+    assert download.weights_cache_dir() == tmp_path / 'xdg' / 'superglue_ros'
+    monkeypatch.setenv('SUPERGLUE_ROS_WEIGHTS_DIR', str(tmp_path / 'explicit'))
+    assert download.weights_cache_dir() == tmp_path / 'explicit'
+    with pytest.raises(ValueError, match='unknown weights preset'):
+        download.preset_path('nope')
+
+
+def test_official_manifest_covers_every_preset():
+    assert set(download.MANIFEST) == set(PRESETS.values())
+    assert all(re.fullmatch('[0-9a-f]{64}', digest) for digest in download.MANIFEST.values())
+
+
+def test_unwritable_directory_is_a_clear_error(served, tmp_path):
+    base_url, manifest = served
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('not a directory')
+    with pytest.raises(DownloadError, match='cannot write .*--dir'):
+        download_weights(['indoor'], blocker / 'cache', base_url, manifest=manifest, log=lambda _: None)

@@ -1,0 +1,221 @@
+"""sensor_msgs/Image <-> numpy (superglue_ros.ros.image_conversion).
+
+One table of cases runs against the numpy backend always and against ROS 2's cv_bridge when it is
+importable: both must give the same arrays and refuse the same messages with the same errors.
+"""
+import array
+import sys
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from superglue_ros.image import to_grayscale_float
+from superglue_ros.ros.image_conversion import (CV_BRIDGE_AVAILABLE, ENCODINGS, ImageConversionError,
+                                                image_msg_to_numpy, numpy_to_image_msg)
+
+BACKENDS = ['numpy', pytest.param('cv_bridge', marks=pytest.mark.skipif(
+    not CV_BRIDGE_AVAILABLE, reason="ROS 2's cv_bridge is not importable here"))]
+LITTLE = sys.byteorder == 'little'
+
+
+def random_image(encoding: str, height: int = 5, width: int = 7) -> np.ndarray:
+    dtype, channels, _ = ENCODINGS[encoding]
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    return np.random.default_rng(0).integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)
+
+
+def message(encoding: str, rows: np.ndarray, step: int, width: int, height: int, big_endian: bool = False) -> Image:
+    """An Image message with rows [height, step] uint8 as its data, built field by field."""
+    return Image(encoding=encoding, width=width, height=height, step=step, is_bigendian=int(big_endian),
+                 data=array.array('B', np.ascontiguousarray(rows, np.uint8).tobytes()))
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('encoding', list(ENCODINGS))
+def test_round_trip(encoding, backend):
+    image = random_image(encoding)
+    dtype, channels, color_order = ENCODINGS[encoding]
+    header = Header(frame_id='camera')
+    header.stamp.sec = 7
+    msg = numpy_to_image_msg(image, encoding, header=header, backend=backend)
+    assert (msg.encoding, msg.width, msg.height) == (encoding, 7, 5)
+    assert msg.step == 7 * channels * np.dtype(dtype).itemsize
+    assert len(msg.data) == msg.step * msg.height
+    assert bool(msg.is_bigendian) == (sys.byteorder == 'big')
+    assert (msg.header.frame_id, msg.header.stamp.sec) == ('camera', 7)
+    assert bytes(msg.data) == image.tobytes()
+    for reader in ('numpy', backend):
+        back, order = image_msg_to_numpy(msg, backend=reader)
+        assert order == color_order
+        assert back.dtype == np.dtype(dtype) and back.shape == image.shape
+        np.testing.assert_array_equal(back, image)
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_colour_order_reaches_grey_conversion(backend):
+    """rgb8 and bgr8 messages of the same scene give the same grey image."""
+    bgr = random_image('bgr8', 20, 24)
+    grey = [to_grayscale_float(*image_msg_to_numpy(numpy_to_image_msg(image, encoding), backend=backend))
+            for image, encoding in ((bgr, 'bgr8'), (bgr[:, :, ::-1], 'rgb8'))]
+    np.testing.assert_array_equal(grey[0], grey[1])
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('encoding', ['mono8', 'mono16', 'bgr8', 'rgba8', 'rgb16'])
+def test_step_with_row_padding(encoding, backend):
+    image = random_image(encoding)
+    row = image.reshape(5, -1).view(np.uint8)
+    padding = 6  # a multiple of 2, so 16-bit rows stay aligned to their component
+    rows = np.full((5, row.shape[1] + padding), 0xAB, np.uint8)
+    rows[:, :row.shape[1]] = row
+    msg = message(encoding, rows, step=rows.shape[1], width=7, height=5, big_endian=not LITTLE)
+    back, _ = image_msg_to_numpy(msg, backend=backend)
+    np.testing.assert_array_equal(back, image)
+
+
+def test_numpy_backend_is_zero_copy():
+    image = random_image('bgr8')
+    rows = np.zeros((5, 7 * 3 + 4), np.uint8)
+    rows[:, :21] = image.reshape(5, 21)
+    for msg in (numpy_to_image_msg(image, 'bgr8', backend='numpy'), message('bgr8', rows, 25, 7, 5)):
+        back, _ = image_msg_to_numpy(msg, backend='numpy')
+        assert np.shares_memory(back, np.frombuffer(msg.data, np.uint8))
+        np.testing.assert_array_equal(back, image)
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('big_endian', [True, False])
+@pytest.mark.parametrize('encoding', ['mono16', 'bgr16'])
+def test_16_bit_byte_order(encoding, big_endian, backend):
+    image = random_image(encoding)
+    data = image.astype(image.dtype.newbyteorder('>' if big_endian else '<'))  # values kept, bytes ordered
+    msg = message(encoding, data.reshape(5, -1).view(np.uint8), step=data.nbytes // 5, width=7, height=5,
+                  big_endian=big_endian)
+    back, _ = image_msg_to_numpy(msg, backend=backend)
+    assert back.dtype == np.dtype(np.uint16)  # machine order: what image.py accepts
+    np.testing.assert_array_equal(back, image)
+
+
+def test_big_endian_array_is_written_in_machine_order():
+    image = random_image('mono16')
+    msg = numpy_to_image_msg(image.astype('>u2'), 'mono16')
+    assert bool(msg.is_bigendian) == (sys.byteorder == 'big')
+    np.testing.assert_array_equal(image_msg_to_numpy(msg)[0], image)
+
+
+# (fields of a bad message, substrings its error must contain)
+BAD_MESSAGES = {
+    'unsupported encoding': (dict(encoding='yuv422', width=4, height=3, step=8, size=24),
+                             ["encoding='yuv422'", "unsupported encoding 'yuv422'", 'mono8', 'rgba8']),
+    'bayer': (dict(encoding='bayer_rggb8', width=4, height=3, step=4, size=12),
+              ["unsupported encoding 'bayer_rggb8'"]),
+    'float depth': (dict(encoding='32FC1', width=4, height=3, step=16, size=48), ["unsupported encoding '32FC1'"]),
+    'no encoding': (dict(encoding='', width=4, height=3, step=4, size=12), ["unsupported encoding ''"]),
+    'zero width': (dict(encoding='mono8', width=0, height=3, step=0, size=0), ['width=0', 'empty image']),
+    'zero height': (dict(encoding='bgr8', width=4, height=0, step=12, size=0), ['height=0', 'empty image']),
+    'step < row': (dict(encoding='bgr8', width=4, height=3, step=11, size=33),
+                   ['step=11', 'smaller than one row', 'width * 3 channels * 1 bytes = 12']),
+    'mono16 step < row': (dict(encoding='mono16', width=4, height=3, step=6, size=18),
+                          ['step=6', 'width * 1 channels * 2 bytes = 8']),
+    'odd 16-bit step': (dict(encoding='mono16', width=4, height=3, step=9, size=27),
+                        ['step=9', 'not a multiple of the 2-byte']),
+    'data too short': (dict(encoding='rgb8', width=4, height=3, step=12, size=35),
+                       ['len(data)=35', 'expected len(data) = step * height = 36']),
+    'data too long': (dict(encoding='mono16', width=4, height=3, step=8, size=25),
+                      ['len(data)=25', 'expected len(data) = step * height = 24']),
+    'no data': (dict(encoding='mono8', width=4, height=3, step=4, size=0),
+                ['len(data)=0', 'expected len(data) = step * height = 12']),
+}
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('case', list(BAD_MESSAGES))
+def test_bad_message(case, backend):
+    fields, expected = BAD_MESSAGES[case]
+    msg = Image(data=array.array('B', bytes(fields['size'])), **{k: v for k, v in fields.items() if k != 'size'})
+    with pytest.raises(ImageConversionError) as error:
+        image_msg_to_numpy(msg, backend=backend)
+    assert isinstance(error.value, ValueError)
+    for text in expected:
+        assert text in str(error.value)
+
+
+# (array, encoding, substrings of the error)
+BAD_ARRAYS = {
+    'unsupported encoding': (np.zeros((4, 4), np.uint8), 'yuv422', ["unsupported encoding 'yuv422'", 'mono8']),
+    'float for mono16': (np.zeros((4, 4), np.float32), 'mono16', ['dtype float32', "'mono16'", 'uint16']),
+    'uint16 for bgr8': (np.zeros((4, 4, 3), np.uint16), 'bgr8', ['dtype uint16', 'expected [H, W, 3] uint8']),
+    'grey for bgr8': (np.zeros((4, 4), np.uint8), 'bgr8', ['shape (4, 4)', 'expected [H, W, 3] uint8']),
+    '3 channels for rgba8': (np.zeros((4, 4, 3), np.uint8), 'rgba8', ['shape (4, 4, 3)', '[H, W, 4]']),
+    'colour for mono8': (np.zeros((4, 4, 3), np.uint8), 'mono8', ['shape (4, 4, 3)', '[H, W] or [H, W, 1]']),
+    'empty': (np.zeros((0, 4), np.uint8), 'mono8', ['empty array of shape (0, 4)']),
+    'not an array': ([[0, 1], [2, 3]], 'mono8', ['expected a numpy array', 'list']),
+}
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('case', list(BAD_ARRAYS))
+def test_bad_array(case, backend):
+    image, encoding, expected = BAD_ARRAYS[case]
+    with pytest.raises(ImageConversionError) as error:
+        numpy_to_image_msg(image, encoding, backend=backend)
+    for text in expected:
+        assert text in str(error.value)
+
+
+def test_single_channel_array_as_mono():
+    image = random_image('mono8')
+    msg = numpy_to_image_msg(image[:, :, None], 'mono8')
+    np.testing.assert_array_equal(image_msg_to_numpy(msg)[0], image)
+
+
+def test_unknown_backend():
+    msg = numpy_to_image_msg(random_image('mono8'), 'mono8')
+    with pytest.raises(ValueError, match="backend must be one of"):
+        image_msg_to_numpy(msg, backend='opencv')
+    if not CV_BRIDGE_AVAILABLE:
+        with pytest.raises(ValueError, match="cv_bridge is not importable"):
+            image_msg_to_numpy(msg, backend='cv_bridge')
+
+
+def fake_cv_bridge(root, registered: bool):
+    """A cv_bridge package installed under root/prefix, known to the ament index there or not."""
+    package = root / 'prefix' / 'lib' / 'site-packages' / 'cv_bridge'
+    package.mkdir(parents=True)
+    (package / '__init__.py').write_text('class CvBridge:\n    pass\n')
+    if registered:
+        marker = root / 'prefix' / 'share' / 'ament_index' / 'resource_index' / 'packages' / 'cv_bridge'
+        marker.parent.mkdir(parents=True)
+        marker.touch()
+    return package.parent
+
+
+@pytest.mark.parametrize('registered, ament_prefix_path, used', [
+    (True, 'prefix', True),        # ROS 2: the ament index knows the cv_bridge that imports
+    (False, 'prefix', False),      # e.g. ROS 1's cv_bridge from PyPI in a ROS 2 environment
+    (False, None, False),          # no ROS 2 environment sourced at all
+    (True, 'elsewhere', False),    # the ament index knows another cv_bridge than the one imported
+])
+def test_only_ros2_cv_bridge_is_used(tmp_path, monkeypatch, registered, ament_prefix_path, used):
+    from superglue_ros.ros import image_conversion
+
+    monkeypatch.syspath_prepend(str(fake_cv_bridge(tmp_path, registered)))
+    monkeypatch.delitem(sys.modules, 'cv_bridge', raising=False)
+    if ament_prefix_path == 'elsewhere':
+        fake_cv_bridge(tmp_path / 'elsewhere', registered=True)
+        ament_prefix_path = str(tmp_path / 'elsewhere' / 'prefix')
+    elif ament_prefix_path:
+        ament_prefix_path = str(tmp_path / ament_prefix_path)
+    if ament_prefix_path:
+        monkeypatch.setenv('AMENT_PREFIX_PATH', ament_prefix_path)
+    else:
+        monkeypatch.delenv('AMENT_PREFIX_PATH', raising=False)
+    try:
+        bridge = image_conversion._load_cv_bridge()
+    finally:
+        sys.modules.pop('cv_bridge', None)  # the fake one; monkeypatch puts back any real one
+    assert (bridge is not None) == used
+    if used:
+        assert type(bridge).__name__ == 'CvBridge'

@@ -1,0 +1,258 @@
+"""Weights loading: both formats for both models, presets, and every kind of bad weights."""
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from model_fixtures import (confident_weights, hf_superglue, load_grey, superglue_input, superglue_to_hf,
+                            superpoint_to_hf, write_hf_superglue, write_hf_superpoint, write_original)
+from superglue_ros.download import DOWNLOAD_COMMAND
+from superglue_ros.models import SuperGlue, SuperPoint
+from superglue_ros.weights import WeightsError, load_superglue, load_superpoint, weights_cache_dir
+
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory):
+    """The confident weights in every supported form."""
+    superpoint_state, superglue_state = confident_weights()
+    root = tmp_path_factory.mktemp('weights')
+    return {
+        'superpoint_pth': write_original(root / 'superpoint_v1.pth', superpoint_state),
+        'superglue_pth': write_original(root / 'superglue_indoor.pth', superglue_state),
+        'superglue_zip_pth': write_original(root / 'superglue_new.pth', superglue_state, legacy=False),
+        'superpoint_hf': write_hf_superpoint(root / 'hf_superpoint', superpoint_state),
+        'superglue_hf': write_hf_superglue(root / 'hf_superglue', superglue_state, superpoint_state),
+        'root': root,
+    }
+
+
+def same_state(model, state):
+    got = model.state_dict()
+    return got.keys() == state.keys() and all(torch.equal(got[k], state[k]) for k in state)
+
+
+# ---------------------------------------------------------------------------------------------
+# Formats
+
+def test_original_pth_loads_exactly(files):
+    superpoint_state, superglue_state = confident_weights()
+    superpoint = load_superpoint(files['superpoint_pth'], {'max_keypoints': 100})
+    assert isinstance(superpoint, SuperPoint) and not superpoint.training
+    assert superpoint.config['max_keypoints'] == 100 and same_state(superpoint, superpoint_state)
+    for key in ('superglue_pth', 'superglue_zip_pth'):
+        superglue = load_superglue(str(files[key]), {'match_threshold': 0.3})
+        assert isinstance(superglue, SuperGlue) and not superglue.training
+        assert superglue.config['match_threshold'] == 0.3 and same_state(superglue, superglue_state)
+
+
+def test_hugging_face_checkpoints_convert_exactly(files):
+    """Directory or lone .safetensors file; a SuperGlue checkpoint serves as SuperPoint too."""
+    superpoint_state, superglue_state = confident_weights()
+    assert same_state(load_superpoint(files['superpoint_hf']), superpoint_state)
+    assert same_state(load_superpoint(files['superpoint_hf'] / 'model.safetensors'), superpoint_state)
+    assert same_state(load_superglue(files['superglue_hf']), superglue_state)
+    assert same_state(load_superglue(files['superglue_hf'] / 'model.safetensors'), superglue_state)
+    assert same_state(load_superpoint(files['superglue_hf']), superpoint_state)
+    assert same_state(load_superpoint(None, superglue_spec=files['superglue_hf']), superpoint_state)
+
+
+def test_hugging_face_config_sets_the_architecture(tmp_path):
+    """A 2-layer, 2-head, 64-dim SuperGlue: the architecture comes from config.json."""
+    torch.manual_seed(0)
+    config = {'descriptor_dim': 64, 'keypoint_encoder': [16, 32], 'gnn_layers': ['self', 'cross'], 'num_heads': 2}
+    state = SuperGlue(config).state_dict()
+    state['bin_score'] = torch.tensor(2.5)
+    superpoint_state = SuperPoint({'descriptor_dim': 64}).state_dict()
+    hf = hf_superglue(state, superpoint_state, keypoint_detector_config={'descriptor_decoder_dim': 64},
+                      hidden_size=64, keypoint_encoder_sizes=[16, 32], gnn_layers_types=['self', 'cross'],
+                      num_attention_heads=2)
+    hf.save_pretrained(tmp_path)
+    superglue = load_superglue(tmp_path, {'sinkhorn_iterations': 10})
+    assert {k: superglue.config[k] for k in config} == config and superglue.config['sinkhorn_iterations'] == 10
+    assert same_state(superglue, state)
+    assert load_superpoint(tmp_path).config['descriptor_dim'] == 64
+
+    with pytest.raises(WeightsError, match=r'num_heads: config 4, checkpoint 2'):
+        load_superglue(tmp_path, {'num_heads': 4})
+
+
+@torch.inference_mode()
+def test_pth_and_hugging_face_give_identical_outputs(files, freiburg_paths):
+    images = [load_grey(freiburg_paths[i])[..., :240, :320] for i in (2, 3)]
+    config = {'max_keypoints': 300}
+    models = {'pth': (load_superpoint(files['superpoint_pth'], config), load_superglue(files['superglue_pth'])),
+              'hf': (load_superpoint(None, config, superglue_spec=files['superglue_hf']),
+                     load_superglue(files['superglue_hf']))}
+    outputs = {}
+    for name, (superpoint, superglue) in models.items():
+        features = [superpoint(image) for image in images]
+        outputs[name] = features, superglue(superglue_input(*features, image_size=(320, 240)))
+    (features_a, matches_a), (features_b, matches_b) = outputs['pth'], outputs['hf']
+    for a, b in zip(features_a, features_b):
+        assert all(torch.equal(a[key][0], b[key][0]) for key in ('keypoints', 'scores', 'descriptors'))
+    assert all(torch.equal(matches_a[key], matches_b[key]) for key in matches_a)
+    assert (matches_a['matches0'] > -1).sum() > 100
+
+
+def test_presets_resolve_in_the_cache_directory(files, tmp_path, monkeypatch):
+    monkeypatch.setenv('SUPERGLUE_ROS_WEIGHTS_DIR', str(tmp_path))
+    assert weights_cache_dir() == tmp_path
+    with pytest.raises(WeightsError) as error:
+        load_superglue('indoor')
+    message = str(error.value)
+    assert str(tmp_path / 'superglue_indoor.pth') in message and DOWNLOAD_COMMAND in message
+    with pytest.raises(WeightsError, match='superpoint_v1.pth'):
+        load_superpoint(None, superglue_spec='outdoor')
+
+    shutil.copy(files['superpoint_pth'], tmp_path / 'superpoint_v1.pth')
+    shutil.copy(files['superglue_pth'], tmp_path / 'superglue_outdoor.pth')
+    superpoint_state, superglue_state = confident_weights()
+    assert same_state(load_superglue('outdoor'), superglue_state)
+    assert same_state(load_superpoint('superpoint'), superpoint_state)
+    assert same_state(load_superpoint(None, superglue_spec='outdoor'), superpoint_state)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad weights: each error says what was wrong
+
+def test_missing_file_names_the_path_and_the_download_command(tmp_path):
+    missing = tmp_path / 'nowhere' / 'superglue_indoor.pth'
+    with pytest.raises(WeightsError) as error:
+        load_superglue(missing)
+    assert str(missing) in str(error.value) and DOWNLOAD_COMMAND in str(error.value)
+    with pytest.raises(WeightsError, match='no SuperPoint weights given'):
+        load_superpoint(None)
+    with pytest.raises(WeightsError, match='no SuperGlue weights given'):
+        load_superglue(None)
+
+
+def test_corrupt_files(files, tmp_path):
+    truncated = tmp_path / 'truncated.pth'
+    truncated.write_bytes(files['superglue_zip_pth'].read_bytes()[:5000])
+    garbage = tmp_path / 'garbage.pth'
+    garbage.write_bytes(b'\x00not a checkpoint' * 100)
+    empty = tmp_path / 'empty.pth'
+    empty.write_bytes(b'')
+    bad_safetensors = tmp_path / 'model.safetensors'
+    bad_safetensors.write_bytes(b'{"oops"')
+    for path in (truncated, garbage, empty, files['superglue_pth'].with_name('legacy_truncated.pth')):
+        if path.name == 'legacy_truncated.pth':
+            path.write_bytes(files['superglue_pth'].read_bytes()[:-1000])
+        with pytest.raises(WeightsError, match='corrupt') as error:
+            load_superglue(path)
+        assert str(path) in str(error.value)
+    with pytest.raises(WeightsError, match='safetensors.*corrupt'):
+        load_superpoint(bad_safetensors)
+    bad_json = tmp_path / 'hf'
+    shutil.copytree(files['superpoint_hf'], bad_json)
+    (bad_json / 'config.json').write_text('{"model_type": ')
+    with pytest.raises(WeightsError, match='config.json as JSON'):
+        load_superpoint(bad_json)
+
+
+def test_pickled_code_is_never_executed(tmp_path):
+    marker = tmp_path / 'executed'
+
+    class Payload:
+        def __reduce__(self):
+            return (marker.write_text, ('pwned',))
+
+    path = tmp_path / 'evil.pth'
+    torch.save({'conv1a.weight': Payload()}, path)
+    with pytest.raises(WeightsError, match='not a checkpoint of plain tensors'):
+        load_superpoint(path)
+    assert not marker.exists()
+
+
+def test_not_a_state_dict(tmp_path):
+    path = tmp_path / 'list.pth'
+    torch.save([torch.zeros(3)], path)
+    with pytest.raises(WeightsError, match='not a state dict'):
+        load_superpoint(path)
+    path = tmp_path / 'other.pth'
+    torch.save({'backbone.weight': torch.zeros(3)}, path)
+    with pytest.raises(WeightsError, match='no SuperPoint or SuperGlue tensors.*backbone.weight'):
+        load_superglue(path)
+    directory = tmp_path / 'dir'
+    directory.mkdir()
+    (directory / 'config.json').write_text('{}')
+    with pytest.raises(WeightsError, match=r"no model.safetensors \(found: \['config.json'\]\)"):
+        load_superglue(directory)
+
+
+def test_wrong_model_file(files):
+    with pytest.raises(WeightsError, match='is a SuperPoint checkpoint, not SuperGlue'):
+        load_superglue(files['superpoint_pth'])
+    with pytest.raises(WeightsError, match='is a SuperPoint checkpoint, not SuperGlue'):
+        load_superglue(files['superpoint_hf'])
+    with pytest.raises(WeightsError, match='is a SuperGlue checkpoint, not SuperPoint'):
+        load_superpoint(files['superglue_pth'])
+    with pytest.raises(WeightsError, match='contain none'):
+        load_superpoint(None, superglue_spec=files['superglue_pth'])
+
+
+def test_missing_unexpected_and_misshapen_keys(tmp_path):
+    superpoint_state, superglue_state = confident_weights()
+    missing = dict(superglue_state)
+    del missing['gnn.layers.3.attn.merge.bias'], missing['bin_score']
+    with pytest.raises(WeightsError, match=r'missing keys: bin_score, gnn.layers.3.attn.merge.bias'):
+        load_superglue(write_original(tmp_path / 'missing.pth', missing))
+
+    extra = {**superpoint_state, 'convX.weight': torch.zeros(1)}
+    with pytest.raises(WeightsError, match=r'unexpected keys: convX.weight'):
+        load_superpoint(write_original(tmp_path / 'extra.pth', extra))
+
+    more_layers = {**superglue_state, **{k.replace('layers.17.', 'layers.18.'): v
+                                         for k, v in superglue_state.items() if 'layers.17.' in k}}
+    with pytest.raises(WeightsError, match=r'unexpected keys: gnn.layers.18.'):
+        load_superglue(write_original(tmp_path / 'more.pth', more_layers))
+
+    with pytest.raises(WeightsError, match=r'shapes differ: convDb.weight: checkpoint \(256, 256, 1, 1\), '
+                                           r'model \(128, 256, 1, 1\)'):
+        load_superpoint(write_original(tmp_path / 'sp.pth', superpoint_state), {'descriptor_dim': 128})
+
+    hf_state = superglue_to_hf(superglue_state)
+    del hf_state['final_projection.final_proj.bias']
+    save_file(hf_state, tmp_path / 'partial.safetensors')
+    with pytest.raises(WeightsError, match=r'missing keys: final_proj.bias'):
+        load_superglue(tmp_path / 'partial.safetensors')
+
+    hf_superpoint_state = superpoint_to_hf(superpoint_state)
+    hf_superpoint_state['descriptor_decoder.extra.weight'] = torch.zeros(2)
+    save_file(hf_superpoint_state, tmp_path / 'sp_extra.safetensors')
+    with pytest.raises(WeightsError, match=r'unexpected keys: descriptor_decoder.extra.weight'):
+        load_superpoint(tmp_path / 'sp_extra.safetensors')
+
+
+@pytest.mark.parametrize('change, message', [
+    ({'model_type': 'bert'}, "model_type 'bert'"),
+    ({'model_type': 'superpoint'}, "model_type 'superpoint' but the tensors"),
+    ({'num_attention_heads': 3}, 'unusable SuperGlue architecture'),
+    ({'gnn_layers_types': ['self', 'diagonal']}, 'unusable SuperGlue architecture'),
+    ({'hidden_size': 128}, 'tensor shapes differ'),
+    ({'keypoint_detector_config': {'model_type': 'superpoint', 'encoder_hidden_sizes': [32, 32, 64, 64]}},
+     'encoder_hidden_sizes'),
+])
+def test_wrong_hugging_face_config(files, tmp_path, change, message):
+    directory = tmp_path / 'hf'
+    shutil.copytree(files['superglue_hf'], directory)
+    config = json.loads((directory / 'config.json').read_text())
+    (directory / 'config.json').write_text(json.dumps({**config, **change}))
+    with pytest.raises(WeightsError, match=message):
+        if 'keypoint_detector_config' in change:
+            load_superpoint(None, superglue_spec=directory)
+        else:
+            load_superglue(directory)
+
+
+def test_safetensors_are_read_as_stored(files):
+    """The published layout: Linear weights, heads-major attention channels (checked against the
+    original: head h of the query projection is the original's channels d * 4 + h)."""
+    stored = load_file(files['superglue_hf'] / 'model.safetensors')
+    original = confident_weights()[1]['gnn.layers.2.attn.proj.0.weight'][..., 0]
+    hf = stored['gnn.layers.2.attention.self.query.weight']
+    assert hf.shape == (256, 256)
+    for h in range(4):
+        assert torch.equal(hf[h * 64:(h + 1) * 64], original[h::4])
