@@ -1,23 +1,37 @@
-"""SuperPoint + SuperGlue time per image pair: this core (Matcher) against transformers.
+"""CPU speed of SuperPoint + SuperGlue: this project in fp32 and bf16 against transformers, in one run.
 
-    python benchmarks/benchmark_core.py [--runs 10] [--warmup 2] [--max-keypoints 1024]
-        [--sinkhorn-iterations 100] [--device cpu] [--threads N] [IMAGE0 IMAGE1]
+    python benchmarks/benchmark_core.py [--threads 2] [--runs 5] [--warmup 1] [--max-keypoints 1024]
+        [--sinkhorn-iterations 100] [--resize WIDTH HEIGHT] [--device cpu] [--no-transformers] [--no-bf16]
+        [--candidates] [IMAGE0 IMAGE1]
 
-Both pipelines run in one process, on the same two images (default: the first two freiburg frames,
-640x480), with the same confident random weights (random_weights.py; the speed does not depend on
-the weight values), on the same device, with the same settings (max_keypoints, keypoint threshold
-0.005, NMS radius 4, no border removal (see BORDER), Sinkhorn iterations, match threshold 0.2).
-Runs alternate between the two so that a change of machine load hits both; the figures are
-medians after warm-up.
+Everything runs in one process, on the same two images (default: freiburg frames 0 and 1, 640x480; the
+first is the keyframe), with the same confident random weights (random_weights.py: the speed does not
+depend on the weight values), the same threads and settings (max_keypoints, keypoint threshold 0.005,
+NMS radius 4, no border removal (see BORDER), Sinkhorn iterations, match threshold 0.2). Each round
+runs every implementation once, so that a change of machine load hits all of them; figures are
+medians over the rounds after warm-up, and the ratios compare figures of this one run.
 
-Stages, per pair of images:
-  superpoint  both images in one batch: Matcher.extract_batch (incl. its grey float -> tensor copy),
-              transformers' keypoint_detector inside SuperGlueForKeypointMatching (timed by hooks)
-  superglue   the rest: Matcher.match on fresh Features (both encodings computed), transformers'
-              matching part of the same forward
-  total       both stages; transformers gets the grey image as a 3-channel tensor, its image
-              processor is not timed
-The script also checks that both give the same keypoints and matches.
+Measured, for this project (the models called directly, grey [1, 1, H, W] tensors in):
+  per-frame front-end  what the node does for each new frame: SuperPoint on the frame, SuperGlue.encode
+                       of it, SuperGlue.match against the keyframe's cached encoding; and the same through
+                       the node's own frame path (pipeline.CameraPipeline.process on the uint8 image: upload,
+                       grey conversion, SuperPoint, SuperGlue, tracker)
+  full pair            nothing cached: SuperPoint and encode on both images, then match
+  stages (ms)          superpoint (one image), encode (one image), match (the remaining GNN layers,
+                       final projection, Sinkhorn, mutual check), and the Sinkhorn part of that
+                       match (log_optimal_transport, timed inside it)
+transformers: SuperGlueForKeypointMatching on the pair (it has no keyframe cache: its per-frame cost is
+its pair); its superpoint row is half its keypoint detector's time on the two images (forward hooks).
+
+bf16: timed where the CPU has AMX-BF16 or AVX512-BF16 (precision.check_precision); elsewhere the refusal
+is printed. Its numerics against fp32 (precision_check.compare: match agreement, per-stage errors) are
+printed on every machine; without those instructions they come from torch's slow reference bf16
+kernels (same numerics, about a minute).
+
+--candidates times, instead, each speed change of the exact (fp32) mode against the computation it
+replaced (the original's, written out here), alternately on the same inputs, per stage: SuperPoint
+encoder (and the channels-last candidate), keypoint NMS, one GNN layer, Sinkhorn (and its float32
+candidate), with whether each result is identical (or its difference / error against float64).
 """
 import argparse
 import platform
@@ -26,33 +40,61 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / 'test')]  # the package, and the Hugging Face checkpoint helpers
 
 from model_fixtures import confident_weights, hf_superglue  # noqa: E402
-from superglue_ros.image import prepare_image  # noqa: E402
+from superglue_ros.match import read_image  # noqa: E402
 from superglue_ros.matcher import Matcher  # noqa: E402
 from superglue_ros.models import SuperGlue, SuperPoint  # noqa: E402
+from superglue_ros.pipeline import CameraPipeline  # noqa: E402
+from superglue_ros.models import superglue as superglue_module  # noqa: E402
+from superglue_ros.models import superpoint as superpoint_module  # noqa: E402
+from superglue_ros.precision import check_precision, cpu_description  # noqa: E402
+from superglue_ros.precision_check import compare  # noqa: E402
+from superglue_ros.tracking import KeyframePolicy  # noqa: E402
 
 FREIBURG = REPO.parent / 'shared' / 'data' / 'freiburg_sequence'
-STAGES = ('superpoint', 'superglue', 'total')
 # transformers 5.24 removes keypoints only near the top and left borders (it compares with 8 times the
 # image size), so both run without border removal: then they agree keypoint for keypoint.
 BORDER = 0
+ROWS = ('superpoint', 'encode', 'match', 'sinkhorn', 'frame', 'pipeline', 'pair')
+LABELS = {'superpoint': 'superpoint (1 image)', 'encode': 'superglue encode (1 image)',
+          'match': 'superglue match', 'sinkhorn': '  of which sinkhorn', 'frame': 'per-frame front-end',
+          'pipeline': '  as CameraPipeline.process', 'pair': 'full pair'}
+
+
+def timed_transport(*args):
+    """superglue.log_optimal_transport, timed: its last duration in timed_transport.seconds."""
+    start = now(args[0].device)
+    result = log_optimal_transport(*args)
+    timed_transport.seconds = now(args[0].device) - start
+    return result
+
+
+log_optimal_transport, superglue_module.log_optimal_transport = superglue_module.log_optimal_transport, timed_transport
+
+
+@torch.inference_mode()
+def matmul_rates(runs: int = 3) -> dict:
+    """GFLOP/s of a 1024 x 512 x 512 matrix product in fp32 and in bf16, alternately (best of runs)."""
+    a, b = torch.randn(1024, 512), torch.randn(512, 512)
+    best = {}
+    for _ in range(runs):
+        for dtype, name in ((torch.float32, 'fp32'), (torch.bfloat16, 'bf16')):
+            x, y = a.to(dtype), b.to(dtype)
+            start = time.perf_counter()
+            x @ y
+            best[name] = max(best.get(name, 0.0), 2 * 1024 * 512 * 512 / (time.perf_counter() - start) / 1e9)
+    return best
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown CPU'
+    return cpu_description()
 
 
 def load_average() -> str:
@@ -62,127 +104,331 @@ def load_average() -> str:
         return 'unknown'
 
 
-class CoreRunner:
-    def __init__(self, sp_state, sg_state, settings, device):
-        superpoint, superglue = SuperPoint({'remove_borders': BORDER}), SuperGlue()
-        superpoint.load_state_dict(sp_state)
-        superglue.load_state_dict(sg_state)
-        self.matcher = Matcher(superpoint, superglue, device=device)
-        self.matcher.configure(**settings)
+def now(device: torch.device) -> float:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
+
+class Ours:
+    """This project's models in one precision."""
+
+    def __init__(self, sp_state, sg_state, settings, device, precision):
+        self.superpoint = SuperPoint({'remove_borders': BORDER, 'max_keypoints': settings['max_keypoints']})
+        self.superglue = SuperGlue({'sinkhorn_iterations': settings['sinkhorn_iterations']})
+        self.superpoint.load_state_dict(sp_state)
+        self.superglue.load_state_dict(sg_state)
+        self.superpoint.eval().to(device)
+        self.superglue.eval().to(device)
+        for model in (self.superpoint, self.superglue):
+            model.set_precision(precision)
+        self.device = device
+        # the node's frame path on the same models: upload, grey conversion, SuperPoint, SuperGlue against
+        # the keyframe's cached encoding, verification (off) and the tracker (keyframe never replaced)
+        self.pipeline = CameraPipeline(Matcher(self.superpoint, self.superglue, device, precision=precision),
+                                       KeyframePolicy(min_matches=0, min_match_ratio=0.0))
+        self.stamp = 0.0
+
+    def encode(self, features, image):
+        return self.superglue.encode(features['keypoints'][0][None], features['scores'][0][None],
+                                     features['descriptors'][0][None], (image.shape[3], image.shape[2]))
+
+    @torch.inference_mode()
     def __call__(self, images):
-        sync(self.matcher.device)
-        start = time.perf_counter()
-        features = self.matcher.extract_batch(images)
-        extracted = time.perf_counter()  # extract_batch synchronises on CUDA
-        result = self.matcher.match(*features)
-        end = time.perf_counter()
-        times = {'superpoint': extracted - start, 'superglue': end - extracted, 'total': end - start}
-        keypoints = [f.keypoints.cpu().numpy() for f in features]
-        return times, keypoints, result.matches0
+        """One full pair, then one per-frame front-end (image 1 against image 0's cached encoding)."""
+        t, marks = self.device, {}
+        start = now(t)
+        features = [self.superpoint(image) for image in images]
+        encoded = [self.encode(f, image) for f, image in zip(features, images)]
+        result = self.superglue.match(*encoded)
+        matches0 = result['matches0'][0].cpu().numpy()
+        end = now(t)
+        marks['pair'] = end - start
+
+        start = now(t)
+        frame_features = self.superpoint(images[1])
+        detected_frame = now(t)
+        frame_encoded = self.encode(frame_features, images[1])
+        encoded_frame = now(t)
+        self.superglue.match(encoded[0], frame_encoded)['matches0'].cpu()
+        end_frame = now(t)
+        marks.update(frame=end_frame - start, superpoint=detected_frame - start, encode=encoded_frame - detected_frame,
+                     match=end_frame - encoded_frame, sinkhorn=timed_transport.seconds)
+
+        grey = [(image[0, 0] * 255).round().to(torch.uint8).cpu().numpy() for image in images]  # as a camera sends
+        if self.pipeline.tracker.keyframe is None:
+            self.pipeline.process(grey[0], self.stamp)
+        self.stamp += 1.0
+        start = now(t)
+        self.pipeline.process(grey[1], self.stamp)
+        marks['pipeline'] = now(t) - start
+        keypoints = [f['keypoints'][0].cpu().numpy() for f in features]
+        return marks, keypoints, matches0
 
 
-class TransformersRunner:
+class Transformers:
     def __init__(self, sp_state, sg_state, settings, device):
         detector = {'max_keypoints': settings['max_keypoints'], 'keypoint_threshold': 0.005,
                     'nms_radius': 4, 'border_removal_distance': BORDER}
         self.model = hf_superglue(sg_state, sp_state, keypoint_detector_config=detector,
                                   sinkhorn_iterations=settings['sinkhorn_iterations'],
                                   matching_threshold=settings['match_threshold']).to(device)
-        self.device = torch.device(device)
+        self.device = device
         self.marks = {}
         self.model.keypoint_detector.register_forward_pre_hook(lambda *_: self.mark('detector_start'))
         self.model.keypoint_detector.register_forward_hook(lambda *_: self.mark('detector_end'))
 
     def mark(self, name):
-        sync(self.device)
-        self.marks[name] = time.perf_counter()
+        self.marks[name] = now(self.device)
 
     @torch.inference_mode()
     def __call__(self, images):
-        greys = [prepare_image(image, None)[0] for image in images]  # same grey as the core, untimed
-        pixels = torch.from_numpy(np.stack(greys))[None, :, None].expand(-1, -1, 3, -1, -1)  # [1, 2, 3, H, W]
-        pixels = pixels.contiguous().to(self.device)
+        pixels = torch.cat(images).expand(-1, 3, -1, -1)[None]  # [1, 2, 3, H, W]: grey as its 3 channels
         self.mark('start')
         out = self.model(pixels)
         self.mark('end')
         m = self.marks
-        times = {'superpoint': m['detector_end'] - m['detector_start'], 'superglue':
-                 (m['end'] - m['start']) - (m['detector_end'] - m['detector_start']), 'total': m['end'] - m['start']}
-        height, width = greys[0].shape
+        detector = m['detector_end'] - m['detector_start']
+        height, width = images[0].shape[2:]
         keypoints = [(out.keypoints[0, i][out.mask[0, i] > 0] * torch.tensor([width, height])).cpu().numpy()
                      for i in (0, 1)]
-        matches0 = out.matches[0, 0, :len(keypoints[0])].cpu().numpy()
-        return times, keypoints, matches0
+        marks = {'superpoint': detector / 2, 'pair': m['end'] - m['start'], 'frame': m['end'] - m['start']}
+        return marks, keypoints, out.matches[0, 0, :len(keypoints[0])].cpu().numpy()
 
 
-def sync(device):
-    if torch.device(device).type == 'cuda':
-        torch.cuda.synchronize(device)
+# -- --candidates: each speed change of the exact mode against what it replaced, on the same inputs ----
+
+def original_encoder(sp: SuperPoint, image):
+    """The original's VGG encoder: default (NCHW) layout, ReLU then max-pooling, new tensors."""
+    x = image
+    for a, b, pool in ((sp.conv1a, sp.conv1b, True), (sp.conv2a, sp.conv2b, True), (sp.conv3a, sp.conv3b, True),
+                       (sp.conv4a, sp.conv4b, False)):
+        x = F.relu(b(F.relu(a(x))))
+        x = F.max_pool2d(x, 2, 2) if pool else x
+    return x
+
+
+def channels_last_encoder(sp: SuperPoint, image):
+    """Candidate: channels-last layout, in-place ReLU, max-pooling before the ReLU."""
+    x = image.to(memory_format=torch.channels_last)
+    for a, b, pool in ((sp.conv1a, sp.conv1b, True), (sp.conv2a, sp.conv2b, True), (sp.conv3a, sp.conv3b, True),
+                       (sp.conv4a, sp.conv4b, False)):
+        x = b(a(x).relu_())
+        x = (F.max_pool2d(x, 2, 2) if pool else x).relu_()
+    return x.contiguous()
+
+
+def einsum_layer(layer, x, source):
+    """The original's GNN layer: Conv1d on [B, D, N], einsum attention."""
+    attn, b = layer.attn, x.shape[0]
+    q, k, v = (F.conv1d(t, p.weight, p.bias).view(b, attn.head_dim, attn.num_heads, -1)
+               for p, t in zip(attn.proj, (x, source, source)))
+    prob = torch.einsum('bdhn,bdhm->bhnm', q, k).div(attn.head_dim ** 0.5).softmax(-1)
+    message = F.conv1d(torch.einsum('bhnm,bdhm->bdhn', prob, v).reshape(b, -1, x.shape[2]), attn.merge.weight,
+                       attn.merge.bias)
+    return layer.mlp(torch.cat([x, message], 1))
+
+
+def log_sinkhorn(couplings, log_mu, log_nu, iters):
+    """The original's log-space Sinkhorn (in the couplings' dtype)."""
+    u, v = torch.zeros_like(log_mu), torch.zeros_like(log_nu)
+    for _ in range(iters):
+        u = log_mu - torch.logsumexp(couplings + v.unsqueeze(1), dim=2)
+        v = log_nu - torch.logsumexp(couplings + u.unsqueeze(2), dim=1)
+    return couplings + u.unsqueeze(2) + v.unsqueeze(1)
+
+
+def exp_sinkhorn_float32(couplings, log_mu, log_nu, iters):
+    """Candidate: the exp-domain iterations of log_sinkhorn_iterations, in float32."""
+    a = couplings.amax(2, keepdim=True)
+    b = (couplings - a).amax(1, keepdim=True)
+    kernel, exp_v = (couplings - a - b).exp(), b.exp()
+    mu, nu = log_mu.exp().unsqueeze(2), log_nu.exp().unsqueeze(1)
+    for _ in range(iters):
+        exp_u = mu / (kernel @ exp_v.transpose(1, 2))
+        exp_v = nu / (exp_u.transpose(1, 2) @ kernel)
+    return couplings + (exp_u.log() - a) + (exp_v.log() - b)
+
+
+@torch.inference_mode()
+def candidates(images, sp_state, sg_state, settings, rounds):
+    """Prints median ms of each variant, measured alternately on the same inputs, and whether its
+    result is identical to the original's (or its error)."""
+    ours = Ours(sp_state, sg_state, settings, torch.device('cpu'), 'fp32')
+    sp, sg, image = ours.superpoint, ours.superglue, images[0]
+    features = [sp(im) for im in images]
+    encoded = [ours.encode(f, im) for f, im in zip(features, images)]
+    x, source = encoded[1].transpose(1, 2).contiguous().transpose(1, 2), encoded[0].transpose(1, 2).contiguous().transpose(1, 2)
+    x_cols, source_cols = x.contiguous(), source.contiguous()  # [B, D, N] in memory, as the original
+    dense = sp.keypoint_scores(sp.encode(image))
+    n, m = (len(f['scores'][0]) for f in features)
+    desc0, desc1 = sg.gnn(source, x, first=sg.encoded_layers)  # the pair's score matrix, as log_assignment
+    mdesc0, mdesc1 = (superglue_module.linear(d.transpose(1, 2), sg.final_proj) for d in (desc0, desc1))
+    scores = mdesc0 @ mdesc1.transpose(1, 2) / sg.config['descriptor_dim'] ** 0.5
+    b = 1
+    alpha = sg.bin_score.detach()
+    couplings = torch.cat([torch.cat([scores, alpha.expand(b, n, 1)], -1),
+                           torch.cat([alpha.expand(b, 1, m), alpha.expand(b, 1, 1)], -1)], 1)
+    norm = -torch.tensor(float(n + m)).log()
+    log_mu = torch.cat([norm.expand(n), torch.tensor(float(m)).log()[None] + norm])[None]
+    log_nu = torch.cat([norm.expand(m), torch.tensor(float(n)).log()[None] + norm])[None]
+    iters = settings['sinkhorn_iterations']
+    reference = log_sinkhorn(couplings.double(), log_mu.double(), log_nu.double(), iters).exp()
+
+    def nms9(s):
+        pool = lambda t: F.max_pool2d(t, 9, 1, 4)  # noqa: E731
+        zeros, mask = torch.zeros_like(s), s == pool(s)
+        for _ in range(2):
+            suppressed = pool(mask.float()) > 0
+            remaining = torch.where(suppressed, zeros, s)
+            mask = mask | ((remaining == pool(remaining)) & ~suppressed)
+        return torch.where(mask, s, zeros)
+
+    def error(z):
+        return f'max error {(z.double().exp() - reference)[0, :-1, :-1].abs().max().item():.1e}'
+    groups = {
+        'SuperPoint encoder (1 image)': {
+            'original (NCHW, ReLU, pool)': (lambda: original_encoder(sp, image), None),
+            'channels-last, in-place ReLU': (lambda: channels_last_encoder(sp, image), None),
+            'oneDNN blocked layout (kept)': (lambda: sp.encode(image), None)},
+        'keypoint NMS (radius 4)': {
+            'original 9x9 max-pool': (lambda: nms9(dense), None),
+            'separable 1x9 + 9x1 (kept)': (lambda: superpoint_module.simple_nms(dense, 4), None)},
+        'GNN cross layer (1 image)': {
+            'original (Conv1d, einsum)': (lambda: einsum_layer(sg.gnn.layers[1], x_cols, source_cols), None),
+            'points as rows, SDPA (kept)': (lambda: sg.gnn.layers[1](x, source), None)},
+        f'Sinkhorn ({iters} iterations)': {
+            'original log-space, float32': (lambda: log_sinkhorn(couplings, log_mu, log_nu, iters), error),
+            'exp-domain, float32': (lambda: exp_sinkhorn_float32(couplings, log_mu, log_nu, iters), error),
+            'exp-domain, float64 (kept)': (
+                lambda: superglue_module.log_sinkhorn_iterations(couplings, log_mu, log_nu, iters), error)}}
+    print(f'\ncandidates: median ms over {rounds} alternating rounds, {torch.get_num_threads()} threads')
+    for group, variants in groups.items():
+        results, times = {}, {name: [] for name in variants}
+        for _ in range(rounds + 1):
+            for name, (run, _) in variants.items():
+                start = time.perf_counter()
+                results[name] = run()
+                times[name].append((time.perf_counter() - start) * 1e3)
+        first = next(iter(results.values()))
+        print(group)
+        for name, (_, check) in variants.items():
+            same = check(results[name]) if check else ('identical' if torch.equal(results[name], first)
+                                                      else f'max difference {(results[name] - first).abs().max():.1e}')
+            print(f'  {name:<34}{statistics.median(times[name][1:]):>10.1f} ms   {same}')
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('images', nargs='*', type=Path, metavar='IMAGE', help='two images (default: freiburg 0, 1)')
-    parser.add_argument('--runs', type=int, default=10, help='timed runs of each pipeline (default 10)')
-    parser.add_argument('--warmup', type=int, default=2, help='untimed runs first (default 2)')
+    parser.add_argument('--runs', type=int, default=5, help='timed rounds (default 5)')
+    parser.add_argument('--warmup', type=int, default=1, help='untimed rounds first (default 1)')
     parser.add_argument('--max-keypoints', type=int, default=1024)
     parser.add_argument('--sinkhorn-iterations', type=int, default=100)
+    parser.add_argument('--resize', type=int, nargs=2, metavar=('WIDTH', 'HEIGHT'), help='resize both images first')
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda' (default cpu)")
-    parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch default)')
+    parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (default 2)')
+    parser.add_argument('--no-transformers', action='store_true', help='leave transformers out (preset tuning)')
+    parser.add_argument('--no-bf16', action='store_true', help='leave bf16 out, timing and numerics (preset tuning)')
+    parser.add_argument('--candidates', action='store_true',
+                        help="only the speed changes of the exact mode against the original's computation, per stage")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     paths = args.images or sorted(FREIBURG.glob('*.png'))[:2]
     if len(paths) != 2:
         parser.error(f'give two images (or put the freiburg frames in {FREIBURG})')
-    images = []
-    for path in paths:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            parser.error(f'cannot read image {path}')
-        images.append(image)
+    try:
+        images = [(torch.from_numpy(read_image(path, args.resize)[0]).float() / 255)[None, None].to(device)
+                  for path in paths]
+    except ValueError as e:
+        parser.error(str(e))
 
     settings = {'max_keypoints': args.max_keypoints, 'sinkhorn_iterations': args.sinkhorn_iterations,
-                'keypoint_threshold': 0.005, 'nms_radius': 4, 'match_threshold': 0.2}
+                'match_threshold': 0.2}
     sp_state, sg_state = confident_weights(seed=0)
-    runners = {'core': CoreRunner(sp_state, sg_state, settings, args.device),
-               'transformers': TransformersRunner(sp_state, sg_state, settings, args.device)}
+    if args.candidates:
+        print(f'machine: {cpu_model()}; torch {torch.__version__}; load average {load_average()}')
+        candidates(images, sp_state, sg_state, settings, args.runs)
+        return
+    runners = {'fp32': Ours(sp_state, sg_state, settings, device, 'fp32')}
+    bf16_note = 'left out (--no-bf16)' if args.no_bf16 else ''
+    try:
+        if not args.no_bf16:
+            check_precision('bf16', device)
+            runners['bf16'] = Ours(sp_state, sg_state, settings, device, 'bf16')
+    except ValueError as e:
+        bf16_note = str(e)
+    if not args.no_transformers:
+        runners['transformers'] = Transformers(sp_state, sg_state, settings, device)
 
     import transformers
-    height, width = images[0].shape[:2]
-    print(f'machine: {cpu_model()}, {torch.get_num_threads()} torch threads, device {args.device}'
-          + (f' ({torch.cuda.get_device_name(args.device)})' if args.device.startswith('cuda') else ''))
-    print(f'torch {torch.__version__}, transformers {transformers.__version__}, python {platform.python_version()}')
+    height, width = images[0].shape[2:]
+    print(f'machine: {cpu_model()}; {torch.get_num_threads()} torch threads, device {device}'
+          + (f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else ''))
+    print(f'torch {torch.__version__}, transformers {transformers.__version__}, python {platform.python_version()}, '
+          f'{time.strftime("%Y-%m-%d")}')
     print(f'images: {", ".join(p.name for p in paths)} ({width}x{height}); max_keypoints {args.max_keypoints}, '
-          f'sinkhorn_iterations {args.sinkhorn_iterations}; {args.warmup} warm-up + {args.runs} timed runs each')
+          f'sinkhorn_iterations {args.sinkhorn_iterations}; {args.warmup} warm-up + {args.runs} timed rounds')
     print(f'load average before: {load_average()}')
 
-    times = {name: {stage: [] for stage in STAGES} for name in runners}
+    times = {name: {row: [] for row in ROWS} for name in runners}
     outputs = {}
-    for run in range(args.warmup + args.runs):
-        for name, runner in runners.items():  # alternate, so that load changes hit both
-            run_times, keypoints, matches0 = runner(images)
+    for round_index in range(args.warmup + args.runs):
+        for name, runner in runners.items():  # alternate, so that load changes hit every implementation
+            marks, keypoints, matches0 = runner(images)
             outputs[name] = keypoints, matches0
-            if run >= args.warmup:
-                for stage in STAGES:
-                    times[name][stage].append(run_times[stage] * 1e3)
+            if round_index >= args.warmup:
+                for row, seconds in marks.items():
+                    times[name][row].append(seconds * 1e3)
     print(f'load average after:  {load_average()}')
 
-    (kp_core, m_core), (kp_hf, m_hf) = outputs['core'], outputs['transformers']
-    same_keypoints = all(a.shape == b.shape and np.allclose(a, b) for a, b in zip(kp_core, kp_hf))
-    print(f'keypoints: core {len(kp_core[0])}, {len(kp_core[1])}; transformers {len(kp_hf[0])}, {len(kp_hf[1])}; '
-          f'identical: {"yes" if same_keypoints else "NO"}')
-    if same_keypoints:
-        print(f'matches: core {(m_core > -1).sum()}, transformers {(m_hf > -1).sum()}; '
-              f'same decision for {(m_core == m_hf).sum()} of {len(m_core)} keypoints')
+    kp, m = outputs['fp32']
+    print(f'keypoints: {len(kp[0])}, {len(kp[1])}; matches fp32: {(m > -1).sum()}', end='')
+    if 'transformers' in outputs:
+        kp_hf, m_hf = outputs['transformers']
+        same = all(a.shape == b.shape and np.allclose(a, b, atol=1e-3) for a, b in zip(kp, kp_hf))  # pixels
+        print(f'; transformers: keypoints identical: {"yes" if same else "NO"}, matches {(m_hf > -1).sum()}'
+              + (f', same decision for {(m == m_hf).sum()} of {len(m)} keypoints' if same else ''), end='')
+    if 'bf16' in outputs:
+        print(f'; matches bf16: {(outputs["bf16"][1] > -1).sum()}', end='')
+    print()
 
-    print(f'\n{"median ms per pair":<20}{"core":>12}{"transformers":>14}{"core / tf":>11}')
-    for stage in STAGES:
-        core, hf = (statistics.median(times[name][stage]) for name in ('core', 'transformers'))
-        print(f'{stage:<20}{core:>12.1f}{hf:>14.1f}{core / hf:>11.2f}')
-    spread = {name: (min(t['total']), max(t['total'])) for name, t in times.items()}
-    print('total min-max: ' + ', '.join(f'{name} {lo:.0f}-{hi:.0f} ms' for name, (lo, hi) in spread.items()))
+    medians = {name: {row: statistics.median(v) for row, v in rows.items() if v} for name, rows in times.items()}
+    print(f'\n{"median ms":<28}' + ''.join(f'{name:>14}' for name in runners))
+    for row in ROWS:
+        print(f'{LABELS[row]:<28}' + ''.join(f'{medians[name][row]:>14.1f}' if row in medians[name] else f'{"-":>14}'
+                                             for name in runners))
+    if 'transformers' in medians:
+        pair = medians['transformers']['pair']
+        for name in ('fp32', 'bf16'):
+            if name in medians:
+                print(f'{name}: per-frame / transformers pair {medians[name]["frame"] / pair:.2f} '
+                      f'(as CameraPipeline.process {medians[name]["pipeline"] / pair:.2f}), '
+                      f'full pair / transformers pair {medians[name]["pair"] / pair:.2f}')
+    if 'bf16' in medians:
+        print(f'bf16 / fp32: per-frame {medians["bf16"]["frame"] / medians["fp32"]["frame"]:.2f}, '
+              f'full pair {medians["bf16"]["pair"] / medians["fp32"]["pair"]:.2f}')
+    else:
+        print(f'bf16 not timed: {bf16_note}')
+        if not args.no_bf16 and device.type == 'cpu':
+            rates = matmul_rates()
+            print('  a 1024 x 512 x 512 matrix product here: ' + ', '.join(f'{k} {v:.1f} GFLOP/s' for k, v in rates.items()))
+    spread = {name: (min(t['frame']), max(t['frame'])) for name, t in times.items()}
+    print('per-frame min-max: ' + ', '.join(f'{name} {lo:.0f}-{hi:.0f} ms' for name, (lo, hi) in spread.items()))
+
+    if args.no_bf16:
+        return
+    print('\nbf16 against fp32' + (' (emulated: slow reference kernels, numerics only)' if bf16_note else '')
+          + f', keyframe {paths[0].name}, frame {paths[1].name}:')
+    fp32 = runners['fp32']
+    report = compare(fp32.superpoint, fp32.superglue, images, 'bf16', check_hardware=not bf16_note)
+    print(f'  match agreement {report["agreement"]:.1%} ({report["matches"][0]} fp32 matches, '
+          f'{report["matches"][1]} bf16); SuperGlue alone on the fp32 features: {report["superglue_agreement"]:.1%}')
+    print(f'  SuperPoint: keypoints kept {report["keypoints_kept"]:.1%}, detection score error '
+          f'{report["score_error"]:.2g}, descriptor error {report["descriptor_error"]:.2g}')
+    print(f'  SuperGlue: encoding error {report["encoding_error"]:.2g} (relative), assignment error '
+          f'{report["assignment_error"]:.2g} (matching score units)')
 
 
 if __name__ == '__main__':

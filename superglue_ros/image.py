@@ -1,18 +1,31 @@
-"""Image input handling: validation, grey conversion (as OpenCV), optional resize.
+"""Image input: validation, grey conversion (bit-identical to OpenCV), resize, coordinate mapping.
 
 Accepted images (numpy arrays, any strides):
     grey   [H, W] or [H, W, 1]
     colour [H, W, 3] or [H, W, 4], channels in 'bgr'(a) (OpenCV) or 'rgb'(a) order
-    dtype  uint8 (scaled by 1/255), uint16 (1/65535), float32 / float64 (already in [0, 1])
+    dtype  uint8 (divided by 255), uint16 (by 65535), float32 / float64 (already in [0, 1])
     size   H, W >= MIN_SIZE
 
-The processing order follows the original SuperGlue demo (demo_superglue.py): grey conversion
-with cv2.cvtColor in the input dtype, resize with cv2.INTER_AREA, then scaling to float in [0, 1].
+One path for every image, in two halves:
+  host    to_upload(): validation and, only when a resize is asked for, cv2.cvtColor to grey and
+          cv2.resize (INTER_AREA) in the input dtype, as the original demo (demo_superglue.py) does.
+          Without a resize the host does no per-pixel work: the camera's bytes are uploaded as they
+          are (uint8 colour is a quarter of a float32 grey image).
+  device  grey_tensor(): the grey conversion with OpenCV's own fixed-point formula, then the scale
+          to float32 in [0, 1]; bit-identical to cv2.cvtColor followed by the host float conversion.
+Float images are converted on the host (OpenCV's float path), they are rare and small.
+
+Coordinates: (x, y) pixels, origin at the centre of the top-left pixel. to_original() maps a point
+of the processed (resized) image back to the image as given: the one place that does.
 """
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
+import torch
 
-MIN_SIZE = 16  # SuperPoint works on 8x8 cells and needs a few of them
+from .settings import MIN_IMAGE_SIZE as MIN_SIZE, resize_of
+
 SCALES = {np.dtype(np.uint8): 1 / 255, np.dtype(np.uint16): 1 / 65535,
           np.dtype(np.float32): 1.0, np.dtype(np.float64): 1.0}
 COLOR_ORDERS = ('bgr', 'rgb')
@@ -26,6 +39,11 @@ _TO_GREY = {(3, 'bgr'): cv2.COLOR_BGR2GRAY, (3, 'rgb'): cv2.COLOR_RGB2GRAY,
 _TO_BGR = {(1, 'bgr'): cv2.COLOR_GRAY2BGR, (1, 'rgb'): cv2.COLOR_GRAY2BGR,
            (3, 'rgb'): cv2.COLOR_RGB2BGR, (4, 'bgr'): cv2.COLOR_BGRA2BGR,
            (4, 'rgb'): cv2.COLOR_RGBA2BGR}
+# OpenCV's integer RGB -> grey for 8- and 16-bit images (imgproc color_rgb: fixed point with 15
+# fractional bits of 0.299 R + 0.587 G + 0.114 B, rounded): grey = (B*3735 + G*19235 + R*9798 +
+# 2**14) >> 15. The largest 16-bit sum, 65535 * 2**15 + 2**14, fits in int32.
+GREY_WEIGHTS_BGR = (3735, 19235, 9798)
+GREY_SHIFT = 15
 
 
 class ImageError(ValueError):
@@ -72,35 +90,85 @@ def _grey_native(image: np.ndarray, color_order: str) -> np.ndarray:
     return cv2.cvtColor(image, _TO_GREY[image.shape[2], color_order])
 
 
-def _to_float(grey: np.ndarray) -> np.ndarray:
-    return (grey.astype(np.float32) * np.float32(SCALES[grey.dtype])).clip(0, 1)
+@dataclass
+class Upload:
+    """What goes to the device for one image (to_upload)."""
+    array: np.ndarray                 # [h, w] grey or [h, w, C] colour, uint8 / uint16 / float32, C-contiguous
+    color_order: str                  # channel order of a colour array
+    size: tuple[int, int]             # (width, height) of the image as given
+    scale: tuple[float, float]        # (sx, sy) = given size / processed size, see to_original()
+
+    @property
+    def channels_last(self) -> np.ndarray:
+        """The array as [h, w, C] (a view), what grey_tensor takes."""
+        return self.array[:, :, None] if self.array.ndim == 2 else self.array
+
+    @property
+    def processed_size(self) -> tuple[int, int]:
+        """(width, height) SuperPoint sees."""
+        return self.array.shape[1], self.array.shape[0]
+
+
+def to_upload(image: np.ndarray, resize: tuple[int, int] | None = None, color_order: str = 'bgr') -> Upload:
+    """The host half of the image path: validate, and grey-convert and resize only when resize
+    (width, height) differs from the image size. ImageError for an unusable image."""
+    image = check_image(image, color_order)
+    height, width = image.shape[:2]
+    resize = resize_of(resize)  # ValueError naming the accepted sizes, before any pixel work
+    if resize is None or resize == (width, height):
+        if image.dtype.kind == 'f':  # host conversion (module doc)
+            image = _grey_native(image, color_order).astype(np.float32, copy=False)
+        return Upload(image, color_order, (width, height), (1.0, 1.0))
+    grey = cv2.resize(_grey_native(image, color_order), resize, interpolation=cv2.INTER_AREA)
+    if grey.dtype == np.float64:
+        grey = grey.astype(np.float32)
+    return Upload(grey, color_order, (width, height), (width / resize[0], height / resize[1]))
+
+
+def grey_tensor(image: torch.Tensor, color_order: str = 'bgr') -> torch.Tensor:
+    """The device half: Upload arrays as a tensor [..., H, W, C] (C = 1 for grey, 3 or 4 for colour;
+    uint8 / uint16 / float32; on any device) -> grey [..., H, W] float32 in [0, 1].
+
+    Bit-identical to cv2.cvtColor(..., COLOR_{BGR,RGB}[A]2GRAY) then the conversion to [0, 1] on the
+    host: the integer formula of GREY_WEIGHTS_BGR for uint8 / uint16, one float32 division by the
+    dtype's largest value after it, in float32, as the original's frame2tensor (frame / 255.)."""
+    if image.dtype == torch.float32:  # converted on the host (to_upload)
+        return image[..., 0].clamp(0, 1)
+    largest = 255 if image.dtype == torch.uint8 else 65535
+    if image.shape[-1] > 1:
+        weights = GREY_WEIGHTS_BGR if color_order == 'bgr' else GREY_WEIGHTS_BGR[::-1]
+        channels = image[..., :3].to(torch.int32)
+        grey = (channels[..., 0] * weights[0] + channels[..., 1] * weights[1] + channels[..., 2] * weights[2]
+                + (1 << (GREY_SHIFT - 1))) >> GREY_SHIFT
+    else:
+        grey = image[..., 0].to(torch.int32)
+    return (grey.to(torch.float32) / largest).clamp(0, 1)
+
+
+def to_original(points: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+    """[N, 2] (x, y) pixels of the processed image -> pixels of the image as given, float32.
+
+    Pixel-centre convention (origin at the centre of the top-left pixel, as Matches.msg): a pixel
+    spans [x - 0.5, x + 0.5], so x_given = (x + 0.5) * sx - 0.5, as hloc and LightGlue map back."""
+    points = np.asarray(points, np.float32)
+    if scale == (1.0, 1.0):
+        return points
+    scale = np.asarray(scale, np.float32)
+    return (points + np.float32(0.5)) * scale - np.float32(0.5)
 
 
 def to_grayscale_float(image: np.ndarray, color_order: str = 'bgr') -> np.ndarray:
     """Any accepted image -> grey [H, W] float32 in [0, 1] (cv2.cvtColor weights); ImageError otherwise."""
-    return _to_float(_grey_native(check_image(image, color_order), color_order))
+    return prepare_image(image, None, color_order)[0]
 
 
 def prepare_image(image: np.ndarray, resize: tuple[int, int] | None,
                   color_order: str = 'bgr') -> tuple[np.ndarray, tuple[float, float]]:
-    """Grey float image for SuperPoint, resized to resize=(width, height) with INTER_AREA if given.
-
-    Returns (grey [h, w] float32 in [0, 1], (sx, sy)) where (x * sx, y * sy) maps a pixel of the
-    processed image back to the input image.
-    """
-    image = check_image(image, color_order)
-    height, width = image.shape[:2]
-    grey = _grey_native(image, color_order)
-    if resize is None:
-        return _to_float(grey), (1.0, 1.0)
-    if (not isinstance(resize, (tuple, list)) or len(resize) != 2
-            or not all(isinstance(v, (int, np.integer)) and v >= MIN_SIZE for v in resize)):
-        raise ValueError(f'resize must be None or (width, height), integers >= {MIN_SIZE}; got {resize!r}')
-    new_width, new_height = int(resize[0]), int(resize[1])
-    if (new_width, new_height) == (width, height):
-        return _to_float(grey), (1.0, 1.0)
-    grey = cv2.resize(grey, (new_width, new_height), interpolation=cv2.INTER_AREA)
-    return _to_float(grey), (width / new_width, height / new_height)
+    """The whole image path on the host CPU: (grey [h, w] float32 in [0, 1], scale (sx, sy) for
+    to_original()); resize=(width, height) with INTER_AREA if given. Same values as the Matcher's
+    device path."""
+    upload = to_upload(image, resize, color_order)
+    return grey_tensor(torch.from_numpy(upload.channels_last), upload.color_order).numpy(), upload.scale
 
 
 def to_bgr8(image: np.ndarray, color_order: str = 'bgr') -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Matcher: SuperPoint + SuperGlue on numpy images, for the CLI, the front-end and the node.
+"""Matcher: SuperPoint + SuperGlue on one device, the extraction and matching code of every path.
 
     matcher = Matcher.from_weights('superpoint', 'indoor', max_keypoints=1024)
     features0 = matcher.extract(image0)            # Features, tensors on the matcher's device
@@ -6,35 +6,108 @@
     result = matcher.match(features0, features1)   # MatchResult, numpy
     idx0, idx1, confidence = result.pairs()
 
+Two layers:
+  the stages    upload() (host), detect() (grey conversion on the device + SuperPoint) and
+                superglue_match() (SuperGlue, cached encodings), which enqueue work on the current
+                CUDA stream and return device tensors. pipeline.CameraPipeline runs them on a
+                camera's own streams; extract() and match() run them on the current stream.
+  the calls     extract(), extract_batch(), match(): synchronous, numpy results, the stable API
+                (docs/ARCHITECTURE.md) for the CLI, the match service and other tools.
+
 Caching: a Features object keeps its SuperGlue encoding (SuperGlue.encode: keypoint encoding and
-the first 'self' layer) from its first match, and every later match against it reuses it; a
-keyframe is encoded once. The encoding depends only on the SuperGlue weights and on that image's
-keypoints, scores and descriptors, so configure() never makes it stale: match_threshold and
-sinkhorn_iterations act after it, and the SuperPoint settings act on later extractions only.
+the first 'self' layer) from its first match; a keyframe is encoded once. The encoding depends only
+on the SuperGlue weights and that image's features, so configure() never makes it stale.
 Features belong to the matcher that extracted them (its weights and device).
 
-Speed options (GPU), each to be measured before it becomes a default (docs/BENCHMARKS.md); the
-defaults run exactly the original computation:
-  precision      'fp32' | 'fp16' | 'bf16': autocast of SuperPoint and the SuperGlue GNN; keypoint
-                 detection scores (softmax) and the Sinkhorn optimal transport stay in float32
-  attention      'einsum' | 'sdpa' (SuperGlue.set_attention)
-  channels_last  SuperPoint convolutions in channels-last memory layout
-attention and channels_last change the models: matchers sharing models share them.
-cuda_pipeline.py runs a Matcher on CUDA streams for cameras.
+Timing: stage times come from StageClock marks, CUDA events on a GPU, read only once the host has
+the results; nothing here synchronises the device.
+
+Resources: running out of host or GPU memory raises ResourceError (what ran out, what to lower),
+and SuperGlue refuses a pair whose estimated memory exceeds max_matching_memory_mb before it starts.
 """
-import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from numbers import Integral, Real
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .image import MIN_SIZE, prepare_image
+from .image import Upload, grey_tensor, to_original, to_upload
 from .models import SuperGlue, SuperPoint
-from .models.superglue import ATTENTION
+from .precision import check_precision
+from .settings import check, check_all, defaults, names, resize_of
 from .weights import load_superglue, load_superpoint
+
+
+class ResourceError(RuntimeError):
+    """Out of host or GPU memory, or a SuperGlue pair over max_matching_memory_mb; the message says
+    what ran out and what to lower. Nothing is left half-done: the next frame or request works."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """torch.cuda.OutOfMemoryError, MemoryError, or a CPU allocator failure (a RuntimeError of
+    c10's DefaultCPUAllocator)."""
+    if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(error, RuntimeError) and any(
+        text in str(error) for text in ("can't allocate memory", 'DefaultCPUAllocator', 'out of memory'))
+
+
+@contextmanager
+def memory_guard(device: torch.device, doing: str, lower: str):
+    """Turns running out of memory inside the block into a ResourceError saying what ran out, while
+    `doing` what, and what to `lower`; on a GPU, frees the allocator's cached blocks so that the next
+    frame starts clean."""
+    try:
+        yield
+    except Exception as error:
+        if isinstance(error, ResourceError) or not is_out_of_memory(error):
+            raise
+        if device.type == 'cuda':
+            torch.cuda.empty_cache()
+        raise ResourceError(f'out of {"GPU" if device.type == "cuda" else "host"} memory while {doing} on '
+                            f'{device}: lower {lower}') from None
+
+
+def matching_memory_bytes(n: int, m: int, num_heads: int) -> int:
+    """Estimated peak memory of SuperGlue on N and M keypoints, in bytes: the larger of one attention
+    layer's logits and probabilities (num_heads x N x M, and N x N / M x M for the self layers, float32)
+    and Sinkhorn with its temporaries (about 24 bytes per (N + 1) x (M + 1) entry: the float32 couplings,
+    the float64 kernel and the float64 result, models/superglue.py)."""
+    attention = 4 * 2 * num_heads * max(n * m, n * n, m * m)
+    sinkhorn = 24 * (n + 1) * (m + 1)
+    return max(attention, sinkhorn)
+
+
+class StageClock:
+    """Stage boundaries of one frame on a stream: CUDA events on a GPU, the host clock on the CPU
+    (where enqueued work is already done). ms() waits for the later mark only (event, not device)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == 'cuda'
+        self.marks = {}
+
+    def mark(self, name: str, stream=None):
+        """Record `name` on `stream` (default: the current stream)."""
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record(stream)
+            self.marks[name] = event
+        else:
+            self.marks[name] = time.perf_counter()
+
+    def ms(self, start: str, end: str) -> float:
+        """Milliseconds from mark `start` to mark `end`."""
+        if self.cuda:
+            self.marks[end].synchronize()
+            return self.marks[start].elapsed_time(self.marks[end])
+        return (self.marks[end] - self.marks[start]) * 1e3
+
+    def wait(self, name: str, stream):
+        """Work enqueued on `stream` after this starts once mark `name` is reached (GPU only)."""
+        if self.cuda:
+            stream.wait_event(self.marks[name])
 
 
 @dataclass
@@ -44,20 +117,23 @@ class Features:
     scores: Tensor                    # [N]
     descriptors: Tensor               # [D, N], L2-normalised
     image_size: tuple[int, int]       # (width, height) of the processed image
-    scale: tuple[float, float]        # processed -> original pixel factors (sx, sy)
+    scale: tuple[float, float]        # (sx, sy) processed -> given image, see image.to_original
     encoded: Tensor | None = None     # SuperGlue.encode() output [1, D, N], filled on first match, then reused
-    timings_ms: dict = field(default_factory=dict)  # 'preprocess', 'superpoint' (of the whole extract_batch)
+    timings_ms: dict = field(default_factory=dict)  # 'preprocess', 'superpoint' (of extract / extract_batch)
+    keypoints_host: np.ndarray | None = None  # [N, 2] float32 copy of keypoints (filled once, by whoever has it)
 
     def keypoints_original(self) -> np.ndarray:
-        """[N, 2] float32 keypoints in pixels of the image as given (before any resize)."""
-        return self.keypoints.cpu().numpy() * np.asarray(self.scale, np.float32)
+        """[N, 2] float32 keypoints in pixels of the image as given (image.to_original)."""
+        if self.keypoints_host is None:
+            self.keypoints_host = self.keypoints.cpu().numpy()
+        return to_original(self.keypoints_host, self.scale)
 
 
 @dataclass
 class MatchResult:
     matches0: np.ndarray              # [N0] int64 index into features1 keypoints, -1 = unmatched
     matching_scores0: np.ndarray      # [N0] float32
-    timings_ms: dict[str, float]      # 'superglue_encode' (features not encoded yet), 'superglue_match'
+    timings_ms: dict[str, float]      # 'superglue' (encodings not cached yet, GNN, Sinkhorn)
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The matches as idx0 [K], idx1 [K] (int64) and confidence [K] (float32)."""
@@ -65,45 +141,13 @@ class MatchResult:
         return idx0, self.matches0[idx0], self.matching_scores0[idx0]
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-# Setting -> (model it configures, test of a value, what is accepted). Defaults: the models' default_config.
-SETTINGS = {
-    'max_keypoints': ('superpoint', lambda v: _is_int(v) and (v == -1 or v >= 1), 'an integer >= 1, or -1 for all'),
-    'keypoint_threshold': ('superpoint', lambda v: _is_number(v) and 0 < v < 1, 'a number in (0, 1)'),
-    'nms_radius': ('superpoint', lambda v: _is_int(v) and v >= 0, 'an integer >= 0'),
-    # a matching score is <= 1, so a threshold of 1 would drop every match (the model refuses it)
-    'match_threshold': ('superglue', lambda v: _is_number(v) and 0 <= v < 1, 'a number in [0, 1)'),
-    'sinkhorn_iterations': ('superglue', lambda v: _is_int(v) and v >= 1, 'an integer >= 1'),
-}
-
-
-def check_settings(settings: dict) -> dict:
-    """Validated settings as plain Python numbers; ValueError naming each bad one and what is accepted."""
-    problems = [f'unknown setting {name!r} (valid: {", ".join(SETTINGS)})' for name in settings if name not in SETTINGS]
-    problems += [f'{name} must be {SETTINGS[name][2]}, got {value!r}' for name, value in settings.items()
-                 if name in SETTINGS and not SETTINGS[name][1](value)]
-    if problems:
-        raise ValueError('; '.join(problems))
-    return {name: int(value) if _is_int(value) else float(value) for name, value in settings.items()}
-
-
 def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cpu', 'cuda', 'cuda:N' as given, if usable."""
+    """'auto' -> CUDA when available, else CPU; 'cpu', 'cuda', 'cuda:N' as given, if usable.
+    ValueError saying what to use otherwise."""
+    device = check('device', str(device))
     if device == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        resolved = None
-    if resolved is None or resolved.type not in ('cpu', 'cuda'):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda' (or 'cuda:N'), got {device!r}")
+    resolved = torch.device(device)
     if resolved.type == 'cuda':
         if not torch.cuda.is_available():
             raise ValueError(f"device {device!r} requested but CUDA is not available (torch {torch.__version__}, "
@@ -113,117 +157,92 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
-PRECISIONS = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}  # name -> autocast dtype
-
-
-def check_speed_options(precision: str, attention: str):
-    if precision not in PRECISIONS:
-        raise ValueError(f'precision must be one of {tuple(PRECISIONS)}, got {precision!r}')
-    if attention not in ATTENTION:
-        raise ValueError(f'attention must be one of {ATTENTION}, got {attention!r}')
-
-
-def check_resize(resize) -> tuple[int, int] | None:
-    if resize is None:
-        return None
-    if (not isinstance(resize, (tuple, list)) or len(resize) != 2
-            or not all(_is_int(v) and v >= MIN_SIZE for v in resize)):
-        raise ValueError(f'resize must be None or (width, height), integers >= {MIN_SIZE}; got {resize!r}')
-    return int(resize[0]), int(resize[1])
-
-
 class Matcher:
     """SuperPoint + SuperGlue in eval mode on one device, with live detection / matching settings.
 
     device: 'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'.
     resize: None (images as given) or (width, height) every image is resized to (INTER_AREA) before
     SuperPoint; keypoints are in pixels of the processed image, Features.keypoints_original() maps
-    them back.
-    precision, attention, channels_last: speed options, see the module doc.
+    them back. precision: 'fp32' (the original computation), 'bf16' or 'fp16' (settings.py).
+    Settings (defaults and accepted values: settings.py) change live with configure().
     """
-    MODEL_SETTINGS = ('max_keypoints', 'keypoint_threshold', 'nms_radius', 'match_threshold', 'sinkhorn_iterations')
+    MODEL_SETTINGS = names('superpoint') + names('superglue') + ('max_matching_memory_mb',)
 
     def __init__(self, superpoint: SuperPoint, superglue: SuperGlue, device='auto', resize=None,
-                 precision: str = 'fp32', attention: str = 'einsum', channels_last: bool = False):
+                 precision: str = 'fp32'):
         if not isinstance(superpoint, SuperPoint) or not isinstance(superglue, SuperGlue):
             raise TypeError(f'Matcher(superpoint, superglue) takes a models.SuperPoint and a models.SuperGlue, '
                             f'got {type(superpoint).__name__} and {type(superglue).__name__}')
         if superpoint.config['descriptor_dim'] != superglue.config['descriptor_dim']:
             raise ValueError(f'SuperPoint descriptors ({superpoint.config["descriptor_dim"]}) do not fit SuperGlue '
                              f'({superglue.config["descriptor_dim"]}): use weights made for each other')
-        check_speed_options(precision, attention)
         self.device = resolve_device(device)
-        self.resize = check_resize(resize)
-        self.precision = precision
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.superpoint = superpoint.eval().to(self.device, memory_format=memory_format)
+        self.resize = resize_of(resize if resize is not None else [0, 0])
+        self.precision = check('precision', precision)
+        self.superpoint = superpoint.eval().to(self.device)
         self.superglue = superglue.eval().to(self.device)
-        self.superglue.set_attention(attention)
-        self._models = {'superpoint': self.superpoint, 'superglue': self.superglue}
+        for model in (self.superpoint, self.superglue):
+            model.set_precision(self.precision)  # ValueError where the device has no fast kernels for it
+        self.max_matching_memory_mb = defaults('matcher')['max_matching_memory_mb']
 
     @classmethod
     def from_weights(cls, superpoint_weights, superglue_weights, device='auto', resize=None, precision='fp32',
-                     attention='einsum', channels_last=False, **settings) -> 'Matcher':
-        """Matcher from weights specs (see weights.py: file, Hugging Face directory or preset).
-        superpoint_weights None: SuperPoint from a Hugging Face SuperGlue checkpoint, or the
-        'superpoint' preset when superglue_weights is a preset. settings: MODEL_SETTINGS."""
-        settings = check_settings(settings)  # before the slow part: bad values fail at once
-        device, resize = resolve_device(device), check_resize(resize)
-        check_speed_options(precision, attention)
-        superpoint = load_superpoint(superpoint_weights, superglue_spec=superglue_weights)
-        matcher = cls(superpoint, load_superglue(superglue_weights), device, resize, precision, attention,
-                      channels_last)
+                     **settings) -> 'Matcher':
+        """Matcher from weights specs (weights.py: preset, hub id, file or Hugging Face directory).
+        superpoint_weights None or '': SuperPoint from superglue_weights (weights.load_superpoint).
+        settings: MODEL_SETTINGS. ValueError / WeightsError before anything slow when a value is bad."""
+        check_all(settings)  # before the slow part: bad values fail at once
+        device, precision = resolve_device(device), check('precision', precision)
+        check_precision(precision, device)
+        resize = resize_of(resize if resize is not None else [0, 0])
+        superpoint = load_superpoint(superpoint_weights or None, superglue_spec=superglue_weights)
+        matcher = cls(superpoint, load_superglue(superglue_weights), device, resize, precision)
         matcher.configure(**settings)
         return matcher
 
     @property
     def settings(self) -> dict:
         """Current MODEL_SETTINGS values."""
-        return {name: self._models[SETTINGS[name][0]].config[name] for name in self.MODEL_SETTINGS}
+        config = {**self.superpoint.config, **self.superglue.config,
+                  'max_matching_memory_mb': self.max_matching_memory_mb}
+        return {name: config[name] for name in self.MODEL_SETTINGS}
 
     def configure(self, **settings):
-        """Change MODEL_SETTINGS now, without reloading weights; all or nothing (ValueError with the reason).
-        Extracted Features and their cached encodings stay valid (see the module doc)."""
-        for name, value in check_settings(settings).items():
-            self._models[SETTINGS[name][0]].config[name] = value
+        """Change MODEL_SETTINGS now, without reloading weights; all or nothing (ValueError naming
+        every bad value). Each model's config is replaced as a whole, so a forward running in
+        another thread reads either the old or the new settings. Extracted Features and their
+        cached encodings stay valid."""
+        unknown = sorted(set(settings) - set(self.MODEL_SETTINGS))
+        if unknown:
+            raise ValueError(f'unknown setting(s) {unknown}; Matcher.configure takes {", ".join(self.MODEL_SETTINGS)}')
+        settings = check_all(settings)
+        for model, scope in ((self.superpoint, 'superpoint'), (self.superglue, 'superglue')):
+            changed = {name: value for name, value in settings.items() if name in names(scope)}
+            if changed:
+                model.config = {**model.config, **changed}
+        self.max_matching_memory_mb = settings.get('max_matching_memory_mb', self.max_matching_memory_mb)
 
-    def autocast(self):
-        """Context that runs the models in the matcher's precision (does nothing for 'fp32')."""
-        dtype = PRECISIONS[self.precision]
-        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+    # -- the stages: enqueue on the current stream, device tensors out ---------------------------
 
-    def _now(self) -> float:
-        if self.device.type == 'cuda':  # stage timings need the queued kernels finished
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
-
-    def extract(self, image: np.ndarray, color_order: str = 'bgr') -> Features:
-        """SuperPoint on one image (grey or colour numpy array, see image.py); ImageError if unusable."""
-        return self.extract_batch([image], color_order)[0]
+    def upload(self, image: np.ndarray, color_order: str = 'bgr') -> Upload:
+        """Host half of the image path (image.to_upload with this matcher's resize)."""
+        return to_upload(image, self.resize, color_order)
 
     @torch.inference_mode()
-    def extract_batch(self, images, color_order: str = 'bgr') -> list[Features]:
-        """SuperPoint on images of one size (after resize) in one forward pass; same result as extract() each."""
-        start = self._now()
-        prepared = [prepare_image(image, self.resize, color_order) for image in images]
-        if not prepared:
-            return []
-        sizes = sorted({grey.shape[::-1] for grey, _ in prepared})
-        if len(sizes) > 1:
-            raise ValueError(f'extract_batch needs images of one size, got (width, height) {sizes}: '
-                             f'give a resize or use extract() per image')
-        batch = torch.from_numpy(np.stack([grey for grey, _ in prepared]))[:, None].to(self.device)  # [B, 1, H, W]
-        preprocessed = self._now()
-        with self.autocast():
-            pred = self.superpoint(batch)
-        end = self._now()
-        timings = {'preprocess': (preprocessed - start) * 1e3, 'superpoint': (end - preprocessed) * 1e3}
-        width, height = sizes[0]
-        return [Features(keypoints, scores, descriptors, (width, height), scale, timings_ms=dict(timings))
-                for keypoints, scores, descriptors, (_, scale)
-                in zip(pred['keypoints'], pred['scores'], pred['descriptors'], prepared)]
+    def detect(self, images: Tensor, uploads: list[Upload]) -> list[Features]:
+        """SuperPoint on uploaded images: images [B, h, w, C] (the uploads' channels_last arrays
+        stacked, on this device) -> one Features per image. Enqueued on the current stream; the
+        keypoint selection waits for this stream's SuperPoint scores (not for the device)."""
+        width, height = uploads[0].processed_size
+        with memory_guard(self.device, f'detecting keypoints in {width}x{height} images',
+                          'the image size (resize: [width, height])'):
+            grey = grey_tensor(images, uploads[0].color_order)[:, None]  # [B, 1, h, w] float32
+            pred = self.superpoint(grey)
+        return [Features(keypoints, scores, descriptors, upload.processed_size, upload.scale)
+                for keypoints, scores, descriptors, upload
+                in zip(pred['keypoints'], pred['scores'], pred['descriptors'], uploads)]
 
-    def _encoded(self, features: Features) -> Tensor:
+    def encoded(self, features: Features) -> Tensor:
         """features.encoded, computed on first use: [1, D, N]."""
         if features.encoded is None:
             if features.descriptors.device != self.device:
@@ -233,17 +252,62 @@ class Matcher:
                                                      features.descriptors[None], features.image_size)
         return features.encoded
 
+    def check_matching_memory(self, n: int, m: int):
+        """ResourceError when SuperGlue on n x m keypoints would exceed max_matching_memory_mb."""
+        estimate = matching_memory_bytes(n, m, self.superglue.config['num_heads'])
+        if estimate > self.max_matching_memory_mb * 2 ** 20:
+            raise ResourceError(
+                f'SuperGlue on {n} x {m} keypoints would need about {estimate / 2 ** 20:.0f} MiB, over '
+                f'max_matching_memory_mb = {self.max_matching_memory_mb}: lower max_keypoints (or set a resize), '
+                f'or raise max_matching_memory_mb if the memory is there')
+
     @torch.inference_mode()
+    def superglue_match(self, features0: Features, features1: Features) -> dict:
+        """SuperGlue of two extracted images, encoding each on its first match; enqueued on the current
+        stream. Returns SuperGlue.match's device tensors (batch of one). ResourceError (module doc)."""
+        self.check_matching_memory(len(features0.scores), len(features1.scores))
+        n, m = len(features0.scores), len(features1.scores)
+        with memory_guard(self.device, f'matching {n} x {m} keypoints',
+                          'max_keypoints (or max_matching_memory_mb, which refuses such pairs before they run)'):
+            return self.superglue.match(self.encoded(features0), self.encoded(features1))
+
+    # -- the calls: synchronous, numpy out --------------------------------------------------------
+
+    def extract(self, image: np.ndarray, color_order: str = 'bgr') -> Features:
+        """SuperPoint on one image (grey or colour numpy array, see image.py); ImageError if unusable,
+        ResourceError when memory runs out."""
+        return self.extract_batch([image], color_order)[0]
+
+    def extract_batch(self, images, color_order: str = 'bgr') -> list[Features]:
+        """SuperPoint on images of one size (after resize) in one forward pass; same result as
+        extract() each. timings_ms: 'preprocess' (host), 'superpoint' (device), of the whole batch."""
+        clock = StageClock(self.device)
+        clock.mark('start')
+        uploads = [self.upload(image, color_order) for image in images]
+        if not uploads:
+            return []
+        kinds = sorted({(u.array.shape, str(u.array.dtype)) for u in uploads})
+        if len(kinds) > 1:
+            raise ValueError(f'extract_batch needs images of one size and type, got (shape, dtype) {kinds}: '
+                             f'give a resize or use extract() per image')
+        clock.mark('uploaded')
+        batch = torch.from_numpy(np.stack([u.channels_last for u in uploads])).to(self.device)
+        features = self.detect(batch, uploads)
+        clock.mark('extracted')
+        for f in features:
+            f.keypoints_host = f.keypoints.cpu().numpy()
+        timings = {'preprocess': clock.ms('start', 'uploaded'), 'superpoint': clock.ms('uploaded', 'extracted')}
+        for f in features:
+            f.timings_ms = dict(timings)
+        return features
+
     def match(self, features0: Features, features1: Features) -> MatchResult:
-        """SuperGlue between two extracted images; encodes each one only on its first match."""
-        start = self._now()
-        with self.autocast():
-            encoded0, encoded1 = self._encoded(features0), self._encoded(features1)
-        encoded = self._now()
-        with self.autocast():
-            pred = self.superglue.match(encoded0, encoded1)
+        """SuperGlue between two extracted images; encodes each one only on its first match.
+        ResourceError when the pair is over max_matching_memory_mb or memory runs out."""
+        clock = StageClock(self.device)
+        clock.mark('start')
+        pred = self.superglue_match(features0, features1)
+        clock.mark('matched')
         matches0 = pred['matches0'][0].cpu().numpy()
         scores0 = pred['matching_scores0'][0].float().cpu().numpy()
-        end = time.perf_counter()  # .cpu() waited for the device
-        return MatchResult(matches0, scores0, {'superglue_encode': (encoded - start) * 1e3,
-                                               'superglue_match': (end - encoded) * 1e3})
+        return MatchResult(matches0, scores0, {'superglue': clock.ms('start', 'matched')})

@@ -18,3 +18,17 @@ def freiburg_paths():
     if not paths:
         pytest.fail(f'test data missing: expected PNG frames in {FREIBURG_DIR} (see ../shared/data/README.md)')
     return paths
+
+
+@pytest.fixture(scope='module')
+def context():
+    """An rclpy Context of the test module's own, on this session's isolated DDS network (ros_helpers).
+    Only tests that take it import rclpy."""
+    import rclpy
+    from ros_helpers import isolate_ros_network
+
+    isolate_ros_network()
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    yield context
+    rclpy.shutdown(context=context)

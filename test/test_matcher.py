@@ -1,7 +1,8 @@
 """Matcher (superglue_ros.matcher) on real freiburg frames with confident random weights: results equal
 the raw models', the SuperGlue encoding of a Features object is computed once, configure() validates
-and acts live without making cached encodings stale, extract_batch equals extract, resize and
-keypoints_original, devices, from_weights."""
+and acts live without making cached encodings stale, defaults from settings.py, extract_batch equals
+extract, resize and keypoints_original (pixel centres), devices, from_weights; the SuperGlue memory
+estimate and limit, and memory_guard (running out of memory becomes a one-line ResourceError)."""
 import dataclasses
 
 import cv2
@@ -11,9 +12,10 @@ import torch
 
 from model_fixtures import confident_weights, write_original
 from superglue_ros.image import prepare_image
-from superglue_ros.matcher import Features, Matcher
+from superglue_ros.matcher import Features, Matcher, ResourceError, matching_memory_bytes, memory_guard
 from superglue_ros.models import SuperGlue, SuperPoint
 from superglue_ros.random_weights import superglue_state_dict, superpoint_state_dict
+from superglue_ros.settings import defaults
 from superglue_ros.weights import WeightsError
 
 # Smaller than the release everywhere, for fast tests: the Matcher does not depend on these sizes.
@@ -94,7 +96,8 @@ def test_results_equal_the_raw_models(weights, frames):
     assert len(np.unique(idx1)) == len(idx1)  # mutual: each keypoint of image 1 used once
     assert (confidence > matcher.settings['match_threshold']).all()
     assert set(features[0].timings_ms) == {'preprocess', 'superpoint'}
-    assert set(result.timings_ms) == {'superglue_encode', 'superglue_match'}
+    assert set(result.timings_ms) == {'superglue'}
+    assert min(features[0].timings_ms.values()) >= 0 and result.timings_ms['superglue'] > 0
 
 
 def test_encoding_computed_once_and_reused(weights, extracted):
@@ -157,17 +160,18 @@ def test_superpoint_settings_act_live(weights, frames):
     distances = torch.cdist(sparse.keypoints, sparse.keypoints) + 1e3 * torch.eye(len(sparse.scores))
     assert distances.min() > 8  # no two maxima within the NMS radius
     assert matcher.settings == {'max_keypoints': -1, 'keypoint_threshold': 0.005, 'nms_radius': 8,
-                                'match_threshold': 0.2, 'sinkhorn_iterations': 20}
+                                'match_threshold': 0.2, 'sinkhorn_iterations': 20, 'max_matching_memory_mb': 4096}
 
 
 @pytest.mark.parametrize('name, value', [
     ('max_keypoints', 0), ('max_keypoints', -2), ('max_keypoints', 1.5), ('max_keypoints', True),
-    ('keypoint_threshold', 0), ('keypoint_threshold', 1), ('keypoint_threshold', -0.1),
+    ('keypoint_threshold', 1), ('keypoint_threshold', -0.1),
     ('keypoint_threshold', float('nan')), ('keypoint_threshold', '0.1'),
     ('nms_radius', -1), ('nms_radius', 2.0),
     ('match_threshold', -0.1), ('match_threshold', 1.0), ('match_threshold', float('inf')),
     ('sinkhorn_iterations', 0), ('sinkhorn_iterations', 10.0),
-    ('max_features', 100),
+    ('max_matching_memory_mb', 0), ('max_matching_memory_mb', 1.5),
+    ('max_features', 100), ('time_jump_threshold_s', 1.0),  # unknown here, or a setting of another scope
 ])
 def test_configure_rejects_bad_values_and_changes_nothing(weights, name, value):
     matcher = make_matcher(weights)
@@ -179,11 +183,11 @@ def test_configure_rejects_bad_values_and_changes_nothing(weights, name, value):
 
 def test_configure_accepts_limits_and_numpy_numbers(weights):
     matcher = make_matcher(weights)
-    matcher.configure(max_keypoints=np.int64(1), keypoint_threshold=np.float32(0.5), nms_radius=0,
-                      match_threshold=0, sinkhorn_iterations=1)
+    matcher.configure(max_keypoints=np.int64(1), keypoint_threshold=0, nms_radius=0,
+                      match_threshold=np.float32(0.5), sinkhorn_iterations=1, max_matching_memory_mb=1)
     settings = matcher.settings
-    assert settings == {'max_keypoints': 1, 'keypoint_threshold': 0.5, 'nms_radius': 0, 'match_threshold': 0,
-                        'sinkhorn_iterations': 1}
+    assert settings == {'max_keypoints': 1, 'keypoint_threshold': 0, 'nms_radius': 0, 'match_threshold': 0.5,
+                        'sinkhorn_iterations': 1, 'max_matching_memory_mb': 1}
     assert type(settings['max_keypoints']) is int and type(settings['keypoint_threshold']) is float
     matcher.configure(max_keypoints=-1)
     assert matcher.settings['max_keypoints'] == -1
@@ -217,7 +221,8 @@ def test_resize_and_keypoints_original(weights, frames, resize):
     assert (keypoints >= 0).all() and (keypoints < [width, height]).all()
     original = features.keypoints_original()
     assert original.dtype == np.float32 and original.shape == keypoints.shape
-    np.testing.assert_allclose(original, keypoints * scale, rtol=1e-6)
+    # pixel centres: a processed pixel spans scale input pixels (image.to_original)
+    np.testing.assert_allclose(original, (keypoints + 0.5) * scale - 0.5, rtol=1e-6)
     assert original[:, 0].max() > 400 and original[:, 1].max() > 300  # spread over the original frame
 
     # the same as resizing the grey image (INTER_AREA, as image.py) and extracting at that size
@@ -243,8 +248,11 @@ def test_devices_and_resize_checked(weights):
         assert Matcher(*models(weights), device='auto').device == torch.device('cpu')
         with pytest.raises(ValueError, match='CUDA is not available'):
             Matcher(*models(weights), device='cuda')
-    with pytest.raises(ValueError, match="'auto', 'cpu' or 'cuda'"):
+    with pytest.raises(ValueError, match="device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got 'tpu'"):
         Matcher(*models(weights), device='tpu')
+    with pytest.raises(ValueError, match="precision must be 'fp32', 'bf16' or 'fp16'; got 'fp64'"):
+        Matcher(*models(weights), device='cpu', precision='fp64')
+    assert make_matcher(weights).precision == 'fp32'
     for resize in ((640,), (8, 8), (640.0, 480), '640x480'):
         with pytest.raises(ValueError, match='resize'):
             Matcher(*models(weights), device='cpu', resize=resize)
@@ -269,3 +277,108 @@ def test_from_weights(weights, tmp_path):
         Matcher.from_weights(tmp_path / 'missing.pth', sg_path, match_threshold=2)
     with pytest.raises(WeightsError, match='missing.pth'):
         Matcher.from_weights(tmp_path / 'missing.pth', sg_path)
+
+
+def test_defaults_come_from_the_settings_table():
+    """A Matcher on plain models has the table's defaults: those of the original release."""
+    matcher = Matcher(SuperPoint(), SuperGlue(SUPERGLUE), device='cpu')
+    table = {**defaults('superpoint'), **defaults('superglue'), **defaults('matcher')}
+    assert matcher.settings == {name: table[name] for name in Matcher.MODEL_SETTINGS}
+    assert matcher.settings == {'max_keypoints': -1, 'keypoint_threshold': 0.005, 'nms_radius': 4,
+                                'match_threshold': 0.2, 'sinkhorn_iterations': 100, 'max_matching_memory_mb': 4096}
+    assert matcher.resize is None and matcher.precision == 'fp32'
+
+
+def fake_features(count: int, size=(640, 480)) -> Features:
+    """Features of `count` keypoints (zero descriptors): enough for the memory check, never computed on."""
+    return Features(torch.zeros(count, 2), torch.ones(count), torch.zeros(256, count), size, (1.0, 1.0))
+
+
+def test_matching_memory_estimate_and_limit(weights, extracted):
+    # the largest of: attention logits + probabilities (cross N x M, self N x N / M x M) and Sinkhorn
+    assert matching_memory_bytes(2048, 2048, 4) == 4 * 2 * 4 * 2048 ** 2
+    assert matching_memory_bytes(3000, 10, 4) == matching_memory_bytes(10, 3000, 4) == 4 * 2 * 4 * 3000 ** 2
+    assert matching_memory_bytes(100, 50, 1) == 24 * 101 * 51  # one head: Sinkhorn's matrices dominate
+    matcher = make_matcher(weights)
+    assert matcher.settings['max_matching_memory_mb'] == 4096
+    matcher.check_matching_memory(2048, 2048)  # 640x480 images with 2048 keypoints: far below the default
+    matcher.check_matching_memory(4800, 4800)  # even one keypoint per 8x8 cell of 640x480
+
+    estimate_mib = matching_memory_bytes(20000, 20000, 4) / 2 ** 20
+    with pytest.raises(ResourceError) as error:
+        matcher.check_matching_memory(20000, 20000)
+    message = str(error.value)
+    assert '20000 x 20000' in message and f'{estimate_mib:.0f} MiB' in message and '\n' not in message
+    assert 'max_matching_memory_mb = 4096' in message and 'max_keypoints' in message  # what to lower
+
+    # match() refuses such a pair before computing anything, and the matcher goes on working
+    calls = count_encodings(matcher)
+    with pytest.raises(ResourceError, match='20000 x 300'):
+        matcher.match(fake_features(20000), fake_features(300))
+    assert calls == []
+    # the limit is live: the test frames' 256 x 256 keypoints need about 2 MiB
+    frame0, frame1 = (uncached(f) for f in extracted[:2])
+    matcher.configure(max_matching_memory_mb=1)
+    with pytest.raises(ResourceError, match='256 x 256 keypoints would need about 2 MiB'):
+        matcher.match(frame0, frame1)
+    matcher.configure(max_matching_memory_mb=2)
+    assert len(matcher.match(frame0, frame1).pairs()[0]) > 100
+
+
+def allocation_failure():
+    """The RuntimeError of c10's CPU allocator, for real: 2^62 bytes exist nowhere."""
+    try:
+        torch.empty(2 ** 62, dtype=torch.uint8)
+    except RuntimeError as error:
+        return error
+    pytest.fail('allocating 2^62 bytes succeeded')
+
+
+@pytest.mark.parametrize('device, make_error, memory', [
+    ('cuda', lambda: torch.cuda.OutOfMemoryError('CUDA out of memory. Tried to allocate 12.00 GiB. GPU 0 has a '
+                                                 'total capacity of 139.81 GiB\nof which 1.2 GiB is free.'), 'GPU'),
+    ('cpu', allocation_failure, 'host'),
+    ('cpu', MemoryError, 'host'),
+], ids=['cuda-oom', 'cpu-allocator', 'memory-error'])
+def test_memory_guard_turns_out_of_memory_into_one_line(device, make_error, memory, monkeypatch):
+    emptied = []
+    monkeypatch.setattr(torch.cuda, 'empty_cache', lambda: emptied.append(True))
+    with pytest.raises(ResourceError) as error:
+        with memory_guard(torch.device(device), 'matching 9000 x 9000 keypoints', 'max_keypoints'):
+            raise make_error()
+    message = str(error.value)
+    assert '\n' not in message and error.value.__cause__ is None and error.value.__suppress_context__
+    assert message == f'out of {memory} memory while matching 9000 x 9000 keypoints on {device}: lower max_keypoints'
+    assert emptied == ([True] if device == 'cuda' else [])  # a GPU's cached blocks are freed for the next frame
+
+
+@pytest.mark.parametrize('error', [ValueError('bad shape'), RuntimeError('mat1 and mat2 shapes cannot be multiplied'),
+                                   KeyError('keypoints'), ResourceError('already a ResourceError')])
+def test_memory_guard_passes_other_errors_through(error):
+    with pytest.raises(type(error)) as raised:
+        with memory_guard(torch.device('cpu'), 'testing', 'nothing'):
+            raise error
+    assert raised.value is error
+
+
+def test_out_of_memory_in_the_models_is_a_resource_error(weights, frames, extracted, monkeypatch):
+    """memory_guard wraps SuperPoint and SuperGlue: the call fails with ResourceError, the next one works."""
+    matcher = make_matcher(weights)
+    forward, match = matcher.superpoint.forward, matcher.superglue.match
+
+    def out_of_memory(*args):
+        raise allocation_failure()
+
+    monkeypatch.setattr(matcher.superpoint, 'forward', out_of_memory)
+    with pytest.raises(ResourceError, match=r'out of host memory while detecting keypoints in 256x192 images on cpu: '
+                                            r'lower the image size \(resize'):
+        matcher.extract(frames[0])
+    monkeypatch.setattr(matcher.superpoint, 'forward', forward)
+    monkeypatch.setattr(matcher.superglue, 'match', out_of_memory)
+    frame0, frame1 = (uncached(f) for f in extracted[:2])
+    with pytest.raises(ResourceError, match='out of host memory while matching 256 x 256 keypoints on cpu: lower '
+                                            'max_keypoints'):
+        matcher.match(frame0, frame1)
+    monkeypatch.setattr(matcher.superglue, 'match', match)
+    assert torch.equal(matcher.extract(frames[0]).keypoints, extracted[0].keypoints)
+    assert len(matcher.match(frame0, frame1).pairs()[0]) > 100

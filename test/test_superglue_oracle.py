@@ -205,21 +205,6 @@ def test_live_threshold_and_iterations(frame_features, superglue):
     assert not torch.allclose(rough['matching_scores0'], default['matching_scores0'], atol=1e-3)
 
 
-@torch.inference_mode()
-def test_sdpa_attention_equals_einsum(frame_features):
-    model = SuperGlue()
-    model.load_state_dict(confident_weights()[1])
-    model.eval()
-    data = superglue_input(*frame_features, image_size=(320, 240))
-    einsum = model(data)
-    model.set_attention('sdpa')
-    sdpa = model(data)
-    assert torch.equal(einsum['matches0'], sdpa['matches0']) and torch.equal(einsum['matches1'], sdpa['matches1'])
-    assert torch.allclose(einsum['matching_scores0'], sdpa['matching_scores0'], atol=1e-5)
-    with pytest.raises(ValueError, match='attention must be one of'):
-        model.set_attention('flash')
-
-
 def test_bad_config_and_inputs_are_refused(superglue):
     with pytest.raises(ValueError, match='unknown SuperGlue config key'):
         SuperGlue({'GNN_layers': ['self']})

@@ -8,17 +8,25 @@ layout).
 Matching is split in two: encode() depends on one image only (keypoint encoding and, when the GNN
 starts with a 'self' layer, that layer too), so a keyframe is encoded once and its encoding reused;
 match() runs the remaining layers, the optimal transport and the mutual check on two encodings.
+
+Computed for speed (docs/BENCHMARKS.md), with the original's results up to float rounding
+(test/test_fidelity.py): the GNN on points as rows ([B, N, D] in memory, the kernel-1 convolutions
+as matrix products), attention with torch's scaled_dot_product_attention, and the Sinkhorn iterations
+on the CPU as matrix-vector products in the exp domain (sinkhorn). Inference only: BatchNorm
+applies its running statistics. set_precision('bf16' / 'fp16') runs the GNN layers in half precision.
 """
-from numbers import Integral, Real
+from numbers import Integral
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Attention implementations, same result up to rounding: 'einsum' as the original release,
-# 'sdpa' torch's scaled_dot_product_attention (fused kernels on GPUs). The default stays 'einsum'
-# until 'sdpa' is measured faster on a GPU (docs/BENCHMARKS.md).
-ATTENTION = ('einsum', 'sdpa')
+from ..precision import HalfWeights, check_precision, full_precision
+from ..settings import check_all, defaults
+
+# Sinkhorn runs in the exp domain while the couplings span at most this many units: its kernel entries
+# (>= exp(-EXP_SPAN)) and scalings then stay normal float64 numbers (log-space updates otherwise)
+EXP_SPAN = 500.0
 
 
 def mlp(channels: list[int]) -> nn.Sequential:
@@ -29,6 +37,27 @@ def mlp(channels: list[int]) -> nn.Sequential:
         if i < len(channels) - 1:
             layers += [nn.BatchNorm1d(channels[i]), nn.ReLU()]
     return nn.Sequential(*layers)
+
+
+def linear(rows: Tensor, conv: nn.Conv1d, half: HalfWeights | None = None) -> Tensor:
+    """The kernel-1 Conv1d `conv` as a matrix product on points as rows: [B, N, C_in] -> [B, N, C_out],
+    with half's copy of the weights when given."""
+    weight, bias = (conv.weight, conv.bias) if half is None else half(conv)
+    return F.linear(rows, weight[..., 0], bias)
+
+
+def run_mlp(layers: nn.Sequential, rows: Tensor, half: HalfWeights | None = None) -> Tensor:
+    """An mlp() on points as rows, for inference: [B, N, C_in] -> [B, N, C_out]. BatchNorm applies its
+    running statistics (as in eval mode, the only mode these models run in), in place."""
+    for layer in layers:
+        if isinstance(layer, nn.Conv1d):
+            rows = linear(rows, layer, half)
+        elif isinstance(layer, nn.BatchNorm1d):
+            scale = layer.weight * (layer.running_var + layer.eps).rsqrt()
+            rows = rows.mul_(scale.to(rows.dtype)).add_((layer.bias - layer.running_mean * scale).to(rows.dtype))
+        else:
+            rows = rows.relu_()
+    return rows
 
 
 def normalize_keypoints(keypoints: Tensor, image_size: tuple[int, int]) -> Tensor:
@@ -47,32 +76,28 @@ class KeypointEncoder(nn.Module):
 
     def forward(self, keypoints: Tensor, scores: Tensor) -> Tensor:
         # [B, N, 2] normalised keypoints, [B, N] scores -> [B, D, N]
-        return self.encoder(torch.cat([keypoints.transpose(1, 2), scores.unsqueeze(1)], dim=1))
+        return run_mlp(self.encoder, torch.cat([keypoints, scores.unsqueeze(2)], dim=2)).transpose(1, 2)
 
 
 class MultiHeadedAttention(nn.Module):
-    """Multi-head attention on [B, D, N] point sets. As in the original release, head h owns the
-    channels d * num_heads + h (a view [B, D // num_heads, num_heads, N])."""
+    """Multi-head attention on points as rows. As in the original release, head h owns the channels
+    d * num_heads + h."""
 
     def __init__(self, num_heads: int, d_model: int):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = d_model // num_heads
-        self.implementation = 'einsum'  # one of ATTENTION, see SuperGlue.set_attention
         self.merge = nn.Conv1d(d_model, d_model, kernel_size=1)
         self.proj = nn.ModuleList([nn.Conv1d(d_model, d_model, kernel_size=1) for _ in range(3)])
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
-        # query [B, D, N], key and value [B, D, M] -> [B, D, N]
-        b, d, h = query.shape[0], self.head_dim, self.num_heads
-        q, k, v = (proj(x).view(b, d, h, -1) for proj, x in zip(self.proj, (query, key, value)))
-        if self.implementation == 'sdpa':  # same heads as [B, H, N, d] views; default scale d ** -0.5
-            message = F.scaled_dot_product_attention(*(x.permute(0, 2, 3, 1) for x in (q, k, v)))
-            message = message.permute(0, 3, 1, 2)  # [B, d, H, N]
-        else:
-            logits = torch.einsum('bdhn,bdhm->bhnm', q * d ** -0.5, k)
-            message = torch.einsum('bhnm,bdhm->bdhn', logits.softmax(dim=-1), v)
-        return self.merge(message.reshape(b, d * h, -1))
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, half: HalfWeights | None = None) -> Tensor:
+        # query [B, N, D], key and value [B, M, D] -> [B, N, D]
+        b, n, _ = query.shape
+        # [B, N, D] -> [B, N, d, heads] -> [B, heads, N, d], contiguous for the attention kernel
+        q, k, v = (linear(x, proj, half).unflatten(2, (self.head_dim, self.num_heads)).permute(0, 3, 1, 2)
+                   .contiguous() for proj, x in zip(self.proj, (query, key, value)))
+        message = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(d)) v: [B, heads, N, d]
+        return linear(message.permute(0, 2, 3, 1).reshape(b, n, -1), self.merge, half)
 
 
 class AttentionalPropagation(nn.Module):
@@ -83,8 +108,13 @@ class AttentionalPropagation(nn.Module):
         self.attn = MultiHeadedAttention(num_heads, feature_dim)
         self.mlp = mlp([feature_dim * 2, feature_dim * 2, feature_dim])
 
-    def forward(self, x: Tensor, source: Tensor) -> Tensor:
-        return self.mlp(torch.cat([x, self.attn(x, source, source)], dim=1))
+    def forward(self, x: Tensor, source: Tensor, half: HalfWeights | None = None) -> Tensor:
+        """x [B, D, N], source [B, D, M] -> update of x [B, D, N]. Computed on points as rows (the
+        transposed views [B, N, D]: the kernel-1 convolutions become plain matrix products), so the
+        result is a [B, D, N] view of a [B, N, D] tensor."""
+        x, source = x.transpose(1, 2), source.transpose(1, 2)
+        message = self.attn(x, source, source, half)
+        return run_mlp(self.mlp, torch.cat([x, message], dim=2), half).transpose(1, 2)
 
 
 class AttentionalGNN(nn.Module):
@@ -93,22 +123,60 @@ class AttentionalGNN(nn.Module):
         self.names = list(layer_names)
         self.layers = nn.ModuleList([AttentionalPropagation(feature_dim, num_heads) for _ in self.names])
 
-    def forward(self, desc0: Tensor, desc1: Tensor, first: int = 0) -> tuple[Tensor, Tensor]:
+    def forward(self, desc0: Tensor, desc1: Tensor, first: int = 0,
+                half: HalfWeights | None = None) -> tuple[Tensor, Tensor]:
         """Layers first, first + 1, ...: 'self' attends within an image, 'cross' to the other one.
-        Both images are updated from the same (previous) state."""
+        Both images are updated from the same (previous) state. With half, each layer runs in its
+        dtype and its update is added to the states in their own (float32) precision."""
         for layer, name in zip(self.layers[first:], self.names[first:]):
-            src0, src1 = (desc1, desc0) if name == 'cross' else (desc0, desc1)
-            desc0, desc1 = desc0 + layer(desc0, src0), desc1 + layer(desc1, src1)
+            x0, x1 = (desc0, desc1) if half is None else (desc0.to(half.dtype), desc1.to(half.dtype))
+            src0, src1 = (x1, x0) if name == 'cross' else (x0, x1)
+            desc0, desc1 = desc0 + layer(x0, src0, half), desc1 + layer(x1, src1, half)
         return desc0, desc1
 
 
 def log_sinkhorn_iterations(couplings: Tensor, log_mu: Tensor, log_nu: Tensor, iters: int) -> Tensor:
-    """Sinkhorn normalisation in log space: rows sum to exp(log_mu), columns to exp(log_nu)."""
+    """Sinkhorn normalisation in log space, the original's: rows sum to exp(log_mu), columns to exp(log_nu)."""
     u, v = torch.zeros_like(log_mu), torch.zeros_like(log_nu)
     for _ in range(iters):
         u = log_mu - torch.logsumexp(couplings + v.unsqueeze(1), dim=2)
         v = log_nu - torch.logsumexp(couplings + u.unsqueeze(2), dim=1)
     return couplings + u.unsqueeze(2) + v.unsqueeze(1)
+
+
+def exp_sinkhorn_iterations(couplings: Tensor, log_mu: Tensor, log_nu: Tensor, iters: int) -> Tensor | None:
+    """The iterates of log_sinkhorn_iterations, computed as exp(u + a), exp(v + b) with the kernel
+    K = exp(couplings - a - b), a the row maxima and b the column maxima of couplings - a: then
+    u = log_mu - log(K exp(v + b)) - a, and likewise for v. Two matrix-vector products per iteration
+    instead of two exp passes over the matrix. K's entries are in [exp(-span of couplings), 1] with a 1
+    in every row and column. In float64 (float32 sums of 1000 terms would double the original's float32
+    error, test_fidelity.py); the result in couplings' dtype. None when the span exceeds EXP_SPAN or a
+    scaling leaves the normal range (one host read decides): then the log-space updates are needed."""
+    c = couplings.double()
+    a = c.amax(2, keepdim=True)                         # [B, M, 1]
+    b = (c - a).amax(1, keepdim=True)                   # [B, 1, N], <= 0
+    kernel = (c - a).sub_(b).exp_()
+    mu, nu = log_mu.double().exp().unsqueeze(2), log_nu.double().exp().unsqueeze(1)
+    exp_v = b.exp()                                     # v = 0 to start, as in the log-space updates
+    for _ in range(iters):
+        exp_u = mu / (kernel @ exp_v.transpose(1, 2))   # [B, M, 1]
+        exp_v = nu / (exp_u.transpose(1, 2) @ kernel)   # [B, 1, N]
+    scalings = torch.cat([exp_u.flatten(), exp_v.flatten()])
+    if not ((c.amax() - c.amin() <= EXP_SPAN) & (scalings.amin() >= torch.finfo(c.dtype).tiny)
+            & scalings.isfinite().all()):
+        return None
+    return c.add_(exp_u.log() - a).add_(exp_v.log() - b).to(couplings.dtype)
+
+
+def sinkhorn(couplings: Tensor, log_mu: Tensor, log_nu: Tensor, iters: int) -> Tensor:
+    """log_sinkhorn_iterations, on the CPU through exp_sinkhorn_iterations (about 6x faster there, within
+    the original's float32 rounding; its host read is free on the CPU). On a GPU the log-space updates run
+    as they are: fast there, and with no host read between the GNN and Sinkhorn of a camera's stream."""
+    if couplings.device.type == 'cpu' and iters > 0:
+        z = exp_sinkhorn_iterations(couplings, log_mu, log_nu, iters)
+        if z is not None:
+            return z
+    return log_sinkhorn_iterations(couplings, log_mu, log_nu, iters)
 
 
 def log_optimal_transport(scores: Tensor, alpha: Tensor, iters: int) -> Tensor:
@@ -123,7 +191,7 @@ def log_optimal_transport(scores: Tensor, alpha: Tensor, iters: int) -> Tensor:
     norm = -(ms + ns).log()
     log_mu = torch.cat([norm.expand(m), ns.log()[None] + norm])  # each point 1, the dustbin the other side's count
     log_nu = torch.cat([norm.expand(n), ms.log()[None] + norm])
-    z = log_sinkhorn_iterations(couplings, log_mu[None].expand(b, -1), log_nu[None].expand(b, -1), iters)
+    z = sinkhorn(couplings, log_mu[None].expand(b, -1), log_nu[None].expand(b, -1), iters)
     return z - norm  # probabilities times M + N
 
 
@@ -143,8 +211,9 @@ class SuperGlue(nn.Module):
         'keypoint_encoder': [32, 64, 128, 256],
         'gnn_layers': ['self', 'cross'] * 9,
         'num_heads': 4,
-        'sinkhorn_iterations': 100,
-        'match_threshold': 0.2,
+        # live settings, defaults and accepted values from settings.py:
+        # sinkhorn_iterations 100, match_threshold 0.2
+        **defaults('superglue'),
     }
 
     def __init__(self, config: dict | None = None):
@@ -163,13 +232,19 @@ class SuperGlue(nn.Module):
         self.bin_score = nn.Parameter(torch.tensor(1.))
         # the first layer goes into encode() when it only looks at its own image
         self.encoded_layers = 1 if self.gnn.names and self.gnn.names[0] == 'self' else 0
+        self.half_weights = None  # HalfWeights of the GNN layers (set_precision), None: all float32
 
-    def set_attention(self, implementation: str):
-        """Attention implementation of every GNN layer: one of ATTENTION ('einsum' by default)."""
-        if implementation not in ATTENTION:
-            raise ValueError(f'attention must be one of {ATTENTION}, got {implementation!r}')
-        for layer in self.gnn.layers:
-            layer.attn.implementation = implementation
+    def set_precision(self, name: str, check_hardware: bool = True):
+        """'fp32' (the default): the original computation. 'bf16' / 'fp16': the GNN layers (attention
+        projections, attention, merge and MLPs; 99% of the operations) in that dtype, with weight copies
+        made once (precision.HalfWeights); each layer's update is added to the float32 state. In float32:
+        the keypoint encoder, the final projection, the score matrix, Sinkhorn and the mutual check.
+
+        ValueError when the model's device has no fast kernels for `name` (precision.check_precision
+        says what is missing and what to use instead). check_hardware=False runs it anyway, in slow
+        reference kernels with the same numerics: for numerics checks on any machine."""
+        dtype = check_precision(name, self.bin_score.device if check_hardware else None)
+        self.half_weights = None if dtype == torch.float32 else HalfWeights(dtype)
 
     def encode(self, keypoints: Tensor, scores: Tensor, descriptors: Tensor, image_size: tuple[int, int]) -> Tensor:
         """keypoints [B, N, 2] pixels, scores [B, N], descriptors [B, D, N], image_size (width, height)
@@ -181,11 +256,25 @@ class SuperGlue(nn.Module):
                              f'{tuple(scores.shape)}, {tuple(descriptors.shape)}')
         if n == 0:
             return descriptors
-        keypoints = normalize_keypoints(keypoints.float(), image_size).to(descriptors.dtype)
-        desc = descriptors + self.kenc(keypoints, scores.to(descriptors.dtype))
+        keypoints = normalize_keypoints(full_precision(keypoints), image_size).to(descriptors.dtype)
+        # points as rows in memory ([B, D, N] view of [B, N, D]), as every GNN layer computes them
+        desc = self.kenc(keypoints, scores.to(descriptors.dtype)) + descriptors
         if self.encoded_layers:
-            desc = desc + self.gnn.layers[0](desc, desc)
+            half = self.half_weights
+            x = desc if half is None else desc.to(half.dtype)
+            desc = desc + self.gnn.layers[0](x, x, half)
         return desc
+
+    def log_assignment(self, encoded0: Tensor, encoded1: Tensor) -> Tensor:
+        """Two encode() outputs [B, D, N], [B, D, M] (N, M >= 1) -> log assignment [B, N + 1, M + 1]
+        (float32, or float64 for a float64 model; last row and column: the dustbins), the input of
+        match()'s mutual check: remaining GNN layers, final projection, score matrix, Sinkhorn."""
+        desc0, desc1 = (e.transpose(1, 2).contiguous().transpose(1, 2) for e in (encoded0, encoded1))  # as rows
+        desc0, desc1 = self.gnn(desc0, desc1, first=self.encoded_layers, half=self.half_weights)
+        mdesc0, mdesc1 = (linear(d.transpose(1, 2), self.final_proj) for d in (desc0, desc1))  # [B, N, D]
+        scores = mdesc0 @ mdesc1.transpose(1, 2) / self.config['descriptor_dim'] ** 0.5  # [B, N, M]
+        # optimal transport in (at least) float32, also for a half-precision model: 100 iterations need it
+        return log_optimal_transport(full_precision(scores), self.bin_score, self.config['sinkhorn_iterations'])
 
     def match(self, encoded0: Tensor, encoded1: Tensor) -> dict:
         """Two encode() outputs [B, D, N], [B, D, M] -> 'matches0' [B, N] (index in image 1, -1 = none),
@@ -199,14 +288,7 @@ class SuperGlue(nn.Module):
                     'matching_scores1': encoded1.new_zeros((b, m), dtype=torch.float)}
         config = self.config
         check_superglue_config(config)
-
-        desc0, desc1 = self.gnn(encoded0, encoded1, first=self.encoded_layers)
-        mdesc0, mdesc1 = self.final_proj(desc0), self.final_proj(desc1)
-        scores = torch.einsum('bdn,bdm->bnm', mdesc0, mdesc1) / config['descriptor_dim'] ** 0.5
-        # optimal transport in float32 also for a half-precision model or under autocast: 100
-        # log-sum-exps need the precision
-        with torch.autocast(scores.device.type, enabled=False):
-            scores = log_optimal_transport(scores.float(), self.bin_score, config['sinkhorn_iterations'])
+        scores = self.log_assignment(encoded0, encoded1)
 
         # mutual nearest neighbours in the assignment, above the threshold
         max0, max1 = scores[:, :-1, :-1].max(2), scores[:, :-1, :-1].max(1)
@@ -232,15 +314,11 @@ class SuperGlue(nn.Module):
 
 
 def check_superglue_config(config: dict):
-    """ValueError naming the bad SuperGlue setting and what is allowed."""
+    """ValueError naming the bad SuperGlue setting and what is allowed (live settings: settings.py)."""
     def is_int(x):
         return isinstance(x, Integral) and not isinstance(x, bool)
 
-    if not is_int(config['sinkhorn_iterations']) or config['sinkhorn_iterations'] < 0:
-        raise ValueError(f'sinkhorn_iterations must be an integer >= 0, got {config["sinkhorn_iterations"]!r}')
-    threshold = config['match_threshold']
-    if not isinstance(threshold, Real) or isinstance(threshold, bool) or not 0 <= threshold < 1:
-        raise ValueError(f'match_threshold must be a number in [0, 1), got {threshold!r}')
+    check_all({name: config[name] for name in defaults('superglue')})
     dim, heads = config['descriptor_dim'], config['num_heads']
     if not is_int(dim) or not is_int(heads) or dim < 1 or heads < 1 or dim % heads:
         raise ValueError(f'descriptor_dim ({dim!r}) must be a positive multiple of num_heads ({heads!r})')

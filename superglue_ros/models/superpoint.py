@@ -3,12 +3,19 @@
 DeTone, Malisiewicz, Rabinovich: "SuperPoint: Self-Supervised Interest Point Detection and
 Description", CVPRW 2018. Module names follow magicleap/SuperGluePretrainedNetwork, so its
 superpoint_v1.pth loads directly (superglue_ros.weights also reads the Hugging Face layout).
+
+fp32 gives the original's keypoints, scores and descriptors bit for bit on the CPU (the same oneDNN
+convolution kernels, run on its blocked layout; test/test_fidelity.py checks against transformers).
+set_precision('bf16' / 'fp16') runs the encoder and the heads' 3x3 convolutions in half precision.
 """
-from numbers import Integral, Real
+from numbers import Integral
 
 import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
+
+from ..precision import HalfWeights, check_precision, full_precision
+from ..settings import check_all, defaults
 
 CELL = 8  # the encoder downsamples by 8; each coarse cell scores its 8x8 pixels
 
@@ -19,8 +26,9 @@ def simple_nms(scores: Tensor, radius: int) -> Tensor:
     Two extra rounds recover maxima that were only suppressed by an already suppressed
     neighbour (as in the original release). scores: [B, H, W].
     """
-    def max_pool(x):
-        return F.max_pool2d(x, kernel_size=2 * radius + 1, stride=1, padding=radius)
+    def max_pool(x):  # separable: a row then a column window, the same maximum at 2 / (2r + 1) of the cost
+        x = F.max_pool2d(x, kernel_size=(1, 2 * radius + 1), stride=1, padding=(0, radius))
+        return F.max_pool2d(x, kernel_size=(2 * radius + 1, 1), stride=1, padding=(radius, 0))
 
     zeros = torch.zeros_like(scores)
     max_mask = scores == max_pool(scores)
@@ -60,10 +68,10 @@ class SuperPoint(nn.Module):
     """
     default_config = {
         'descriptor_dim': 256,
-        'nms_radius': 4,
-        'keypoint_threshold': 0.005,
-        'max_keypoints': -1,
         'remove_borders': 4,
+        # live settings, defaults and accepted values from settings.py:
+        # nms_radius 4, keypoint_threshold 0.005, max_keypoints -1 (all)
+        **defaults('superpoint'),
     }
 
     def __init__(self, config: dict | None = None):
@@ -84,27 +92,60 @@ class SuperPoint(nn.Module):
         self.conv4a, self.conv4b = conv3x3(c3, c4), conv3x3(c4, c4)
         self.convPa, self.convPb = conv3x3(c4, c5), conv1x1(c5, CELL * CELL + 1)  # 64 pixels + "no keypoint"
         self.convDa, self.convDb = conv3x3(c4, c5), conv1x1(c5, self.config['descriptor_dim'])
+        self.half_weights = None  # HalfWeights of the half-precision part (set_precision), None: all float32
+
+    def set_precision(self, name: str, check_hardware: bool = True):
+        """'fp32' (the default): the original computation. 'bf16' / 'fp16': the VGG encoder and the
+        3x3 convolutions of both heads (convPa, convDa; 98% of the operations) in that dtype, with
+        weight copies made once (precision.HalfWeights). In float32: the heads' 1x1 output layers,
+        the detection softmax, NMS, threshold and top-k, and the descriptor normalisation and sampling.
+
+        ValueError when the model's device has no fast kernels for `name` (precision.check_precision
+        says what is missing and what to use instead). check_hardware=False runs it anyway, in slow
+        reference kernels with the same numerics: for numerics checks on any machine."""
+        dtype = check_precision(name, self.conv1a.weight.device if check_hardware else None)
+        self.half_weights = None if dtype == torch.float32 else HalfWeights(dtype)
+
+    def conv(self, module: nn.Conv2d, x: Tensor) -> Tensor:
+        """module(x) for the convolutions of the half-precision part: in its dtype after set_precision."""
+        if self.half_weights is None:
+            return module(x)
+        return F.conv2d(x, *self.half_weights(module), padding=module.padding)
 
     def encode(self, image: Tensor) -> Tensor:
-        """Shared VGG encoder: [B, 1, H, W] -> [B, 128, H // 8, W // 8]."""
+        """Shared VGG encoder: [B, 1, H, W] -> [B, 128, H // 8, W // 8], in the half-precision dtype
+        (channels-last) after set_precision."""
         x = image
+        if self.half_weights:  # channels-last: the layout of the fast half-precision kernels (AMX, tensor cores)
+            x = x.to(self.half_weights.dtype, memory_format=torch.channels_last)
+        elif x.device.type == 'cpu' and x.dtype == torch.float32:
+            # oneDNN's blocked layout: the kernels that the default layout runs too (the same values bit for
+            # bit), without a layout conversion around every convolution, and oneDNN's max-pooling
+            x = x.to_mkldnn()
         for conv_a, conv_b, pool in ((self.conv1a, self.conv1b, True), (self.conv2a, self.conv2b, True),
                                      (self.conv3a, self.conv3b, True), (self.conv4a, self.conv4b, False)):
-            x = F.relu(conv_b(F.relu(conv_a(x))))
-            if pool:
+            x = self.conv(conv_b, self.conv(conv_a, x).relu_())
+            if pool:  # max-pooling first, then the ReLU on a quarter of the values: the same result
                 x = F.max_pool2d(x, kernel_size=2, stride=2)
-        return x
+            x = x.relu_()
+        return x.to_dense() if x.is_mkldnn else x
 
     def keypoint_scores(self, features: Tensor) -> Tensor:
-        """Dense detection scores after NMS: [B, 128, h, w] -> [B, 8h, 8w]."""
-        # float32 also under half-precision autocast: thresholds, NMS and top-k need exact ties and order
-        scores = self.convPb(F.relu(self.convPa(features))).float()
+        """Dense detection scores after NMS: [B, 128, h, w] -> [B, 8h, 8w], float32 (or float64)."""
+        # convPb, softmax and NMS in (at least) float32: thresholds, NMS and top-k need exact ties and order
+        hidden = self.conv(self.convPa, features).relu_()
+        scores = full_precision(self.convPb(hidden.to(self.convPb.weight.dtype)))
         scores = scores.softmax(dim=1)[:, :-1]  # [B, 64, h, w], drop the "no keypoint" channel
         b, _, h, w = scores.shape
         # depth to space: channel (r, c) of cell (i, j) is pixel (8i + r, 8j + c)
         scores = scores.permute(0, 2, 3, 1).reshape(b, h, w, CELL, CELL)
         scores = scores.permute(0, 1, 3, 2, 4).reshape(b, h * CELL, w * CELL)
         return simple_nms(scores, self.config['nms_radius'])
+
+    def descriptor_map(self, features: Tensor) -> Tensor:
+        """Dense descriptors: [B, 128, h, w] -> [B, D, h, w], L2-normalised, float32 (or float64)."""
+        hidden = self.conv(self.convDa, features).relu_()
+        return F.normalize(full_precision(self.convDb(hidden.to(self.convDb.weight.dtype))), dim=1)
 
     def forward(self, image: Tensor) -> dict:
         """image [B, 1, H, W] float in [0, 1], H, W >= 16 -> per image: keypoints [N, 2] (x, y) pixels
@@ -135,24 +176,14 @@ class SuperPoint(nn.Module):
             keypoints.append(yx.flip(1).float())
             scores.append(s)
 
-        dense_descriptors = F.normalize(self.convDb(F.relu(self.convDa(features))).float(), p=2, dim=1)  # as scores
-        descriptors = [sample_descriptors(k, d) for k, d in zip(keypoints, dense_descriptors)]
+        descriptors = [sample_descriptors(k, d) for k, d in zip(keypoints, self.descriptor_map(features))]
         return {'keypoints': keypoints, 'scores': scores, 'descriptors': descriptors}
 
 
 def check_superpoint_config(config: dict):
-    """ValueError naming the bad SuperPoint setting and what is allowed."""
-    def is_int(x):
-        return isinstance(x, Integral) and not isinstance(x, bool)
-
-    mk = config['max_keypoints']
-    if not is_int(mk) or mk == 0 or mk < -1:
-        raise ValueError(f'max_keypoints must be a positive integer or -1 (all), got {mk!r}')
-    for key in ('nms_radius', 'remove_borders'):
-        if not is_int(config[key]) or config[key] < 0:
-            raise ValueError(f'{key} must be an integer >= 0, got {config[key]!r}')
-    threshold = config['keypoint_threshold']
-    if not isinstance(threshold, Real) or isinstance(threshold, bool) or not 0 <= threshold < 1:
-        raise ValueError(f'keypoint_threshold must be a number in [0, 1), got {threshold!r}')
-    if not is_int(config['descriptor_dim']) or config['descriptor_dim'] < 1:
-        raise ValueError(f'descriptor_dim must be a positive integer, got {config["descriptor_dim"]!r}')
+    """ValueError naming the bad SuperPoint setting and what is allowed (live settings: settings.py)."""
+    check_all({name: config[name] for name in defaults('superpoint')})
+    for key in ('descriptor_dim', 'remove_borders'):
+        low = 1 if key == 'descriptor_dim' else 0
+        if not isinstance(config[key], Integral) or isinstance(config[key], bool) or config[key] < low:
+            raise ValueError(f'{key} must be an integer >= {low}; got {config[key]!r}')

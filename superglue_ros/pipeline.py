@@ -1,0 +1,355 @@
+"""One camera's frame path: extraction and matching on the camera's own CUDA streams, then its tracker.
+
+    matcher = Matcher.from_weights('superpoint', 'indoor', max_keypoints=1024)  # shared by the cameras
+    camera = CameraPipeline(matcher, KeyframePolicy())                          # one per camera (and thread)
+    result = camera.process(image, stamp_s)          # FrameResult (tracking.py)
+    for result in camera.process_stream(frames):     # (image, stamp_s) in, FrameResult out, in order
+        publish(result)
+    pair = match_pair(matcher, image0, image1)       # two given images, no keyframe (the match service)
+
+The path of one frame (submit, then collect):
+  host     Matcher.upload: validation; grey + resize on the host only when a resize is set
+  copy     the uploaded bytes (uint8 / uint16, grey or colour, as the camera sent them) into a
+           pinned host buffer and to a device buffer, non_blocking; both reused frame after frame
+  extract  once the upload is done (event): grey conversion on the device (bit-identical to
+           cv2.cvtColor) and SuperPoint (Matcher.detect)
+  match    once the extraction is done (event): SuperGlue against the keyframe the tracker names
+           (Matcher.superglue_match; the keyframe's encoding is cached), then the keypoints,
+           matches and scores copied into pinned host buffers, non_blocking
+  host     collect(): waits for that last copy (an event, never the whole device), builds the
+           correspondences in pixels of the image as given, verifies them (geometry.py) and hands
+           them to the KeyframeTracker, which decides the keyframe (tracking.py)
+
+A frame's SuperGlue is enqueued as soon as its keyframe is known, i.e. once the frame before it
+is collected. With two frames in flight (depth 2, the default on a GPU), frame N+1's upload and
+SuperPoint run while frame N's SuperGlue does. Stage timings come from CUDA events, read in collect().
+On the CPU the same code runs inline (no streams, depth 1): pipelined and sequential results are
+the same, bit for bit.
+
+Several cameras: one CameraPipeline per camera on one shared Matcher (one copy of the weights), each
+driven by its own thread; their streams run concurrently, and the kernels release the GIL.
+submit / collect / process / process_stream belong to the camera's thread; request_new_keyframe,
+policy and verification may be set from any thread; settings change on the shared Matcher
+(Matcher.configure) and apply to frames submitted afterwards.
+"""
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .geometry import Calibration, Verification
+from .image import Upload
+from .matcher import Features, Matcher, MatchResult, StageClock
+from .tracking import Correspondences, FrameResult, Keyframe, KeyframePolicy, KeyframeTracker
+
+
+def verify(correspondences: Correspondences, verification: Verification, calibration0: Calibration | None = None,
+           calibration1: Calibration | None = None) -> Correspondences:
+    """The correspondences completed, in place (and returned): the points on the normalised image plane
+    when both images have a calibration, and the inlier flags of `verification` ('essential' falls
+    back to 'fundamental' without calibrations: verified_with says which model was fitted)."""
+    c = correspondences
+    if calibration0 is not None and calibration1 is not None:
+        c.normalized0 = calibration0.normalize(c.points0).astype(np.float32)
+        c.normalized1 = calibration1.normalize(c.points1).astype(np.float32)
+    c.inlier = verification.inliers(c.points0, c.points1, calibration0, calibration1)
+    c.verified_with = verification.method_for(calibration0, calibration1)
+    return c
+
+
+@dataclass
+class PairResult:
+    """Two images matched with each other (match_pair). Correspondence k: points0[k] <-> points1[k]."""
+    correspondences: Correspondences  # pixels of the images as given
+    features0: Features
+    features1: Features
+    timings_ms: dict = field(default_factory=dict)  # 'preprocess', 'superpoint', 'superglue', 'verify', 'total'
+
+    @property
+    def keypoint_counts(self) -> tuple[int, int]:
+        return len(self.features0.scores), len(self.features1.scores)
+
+
+def match_pair(matcher: Matcher, image0: np.ndarray, image1: np.ndarray, color_order0: str = 'bgr',
+               color_order1: str = 'bgr', verification: Verification | None = None,
+               calibration0: Calibration | None = None, calibration1: Calibration | None = None) -> PairResult:
+    """Match two images with the matcher (the same stages as a camera frame, on the current stream),
+    then verify() the correspondences. ImageError for an unusable image, ResourceError when memory
+    runs out or the pair is over max_matching_memory_mb."""
+    start = time.perf_counter()
+    features0 = matcher.extract(image0, color_order0)
+    features1 = matcher.extract(image1, color_order1)
+    match = matcher.match(features0, features1)
+    verifying = time.perf_counter()
+    correspondences = verify(Correspondences.from_matches(match.matches0, match.matching_scores0,
+                                                          features0.keypoints_original(),
+                                                          features1.keypoints_original()),
+                             verification or Verification(), calibration0, calibration1)
+    end = time.perf_counter()
+    timings = {stage: features0.timings_ms[stage] + features1.timings_ms[stage] for stage in ('preprocess', 'superpoint')}
+    return PairResult(correspondences, features0, features1,
+                      {**timings, **match.timings_ms, 'verify': (end - verifying) * 1e3, 'total': (end - start) * 1e3})
+
+
+class _UploadSlot:
+    """The upload buffers of one frame in flight, reused every `depth` frames: pinned host memory and
+    device memory of the uploaded array's shape and dtype (new ones only when those change)."""
+
+    def __init__(self):
+        self.host = self.device = None
+        self.clock = None  # StageClock of the last frame that used the buffers
+
+    def buffers(self, array: np.ndarray, device: torch.device, streams) -> tuple[Tensor, Tensor]:
+        """(pinned host, device) buffers holding `array` (host side filled); `streams` use the device one."""
+        if self.host is None or tuple(self.host.shape) != array.shape or self.host.numpy().dtype != array.dtype:
+            self.host = torch.from_numpy(np.empty_like(array)).pin_memory()
+            self.device = torch.empty_like(self.host, device=device)
+            for stream in streams:  # freed while still queued there (size change): not reused before it ends
+                self.device.record_stream(stream)
+        elif self.clock is not None:
+            self.clock.marks['uploaded'].synchronize()  # its last upload left the host buffer (long ago)
+        self.host.numpy()[...] = array
+        return self.host, self.device
+
+
+class _Download:
+    """Pinned host buffers the match stream copies one frame's results into (one frame's matching is
+    in flight at a time); grown by powers of two."""
+
+    def __init__(self):
+        self.capacity = 0
+        self.keypoints = self.matches = self.scores = None
+
+    def reserve(self, size: int):
+        if size > self.capacity:
+            self.capacity = 1 << max(size - 1, 255).bit_length()
+            self.keypoints = torch.empty((self.capacity, 2), dtype=torch.float32).pin_memory()
+            self.matches = torch.empty(self.capacity, dtype=torch.int64).pin_memory()
+            self.scores = torch.empty(self.capacity, dtype=torch.float32).pin_memory()
+
+
+@dataclass
+class _Frame:
+    """A submitted frame until it is collected."""
+    stamp_s: float
+    calibration: object
+    upload: Upload
+    features: Features
+    clock: StageClock
+    submitted_s: float                   # time.perf_counter() at submit
+    preprocess_ms: float
+    matched: bool = False                # its SuperGlue and downloads are enqueued
+    keyframe: Keyframe | None = None     # what it is matched against (tracker.keyframe_for)
+    prediction: dict | None = None       # on the CPU: SuperGlue's tensors, read directly
+
+
+class CameraPipeline:
+    """The frame path of one camera (module doc).
+
+    matcher: the Matcher shared by the cameras. policy: tracking.KeyframePolicy. verification:
+    geometry.Verification (default off). depth: frames in flight at most; 2 (the default on a GPU):
+    frame N+1's SuperPoint overlaps frame N's SuperGlue; 1 (the default on the CPU, where nothing
+    runs concurrently and a second frame in flight only delays the first one's result): no overlap.
+    """
+
+    def __init__(self, matcher: Matcher, policy: KeyframePolicy | None = None,
+                 verification: Verification | None = None, depth: int | None = None):
+        if not isinstance(matcher, Matcher):
+            raise TypeError(f'CameraPipeline needs a superglue_ros.matcher.Matcher, got {type(matcher).__name__}')
+        self.matcher = matcher
+        self.tracker = KeyframeTracker(policy)
+        self.verification = Verification() if verification is None else verification
+        self.cuda = matcher.device.type == 'cuda'
+        depth = (2 if self.cuda else 1) if depth is None else depth
+        if isinstance(depth, bool) or not isinstance(depth, Integral) or depth < 1:
+            raise ValueError(f'depth (frames in flight) must be an integer >= 1, got {depth!r}')
+        self.depth = int(depth)
+        # On the CPU, None: torch.cuda.stream(None) does nothing and the work runs where it is enqueued.
+        self.copy_stream, self.extract_stream, self.match_stream = (
+            torch.cuda.Stream(matcher.device) if self.cuda else None for _ in range(3))
+        self._slots = [_UploadSlot() for _ in range(self.depth)]
+        self._download = _Download()
+        self._frames: deque[_Frame] = deque()  # submitted, not collected; oldest first
+        self._submitted = 0
+
+    # -- live settings --------------------------------------------------------------------------
+
+    @property
+    def policy(self) -> KeyframePolicy:
+        return self.tracker.policy
+
+    @policy.setter
+    def policy(self, policy: KeyframePolicy):
+        self.tracker.policy = policy
+
+    @property
+    def verification(self) -> Verification:
+        return self._verification
+
+    @verification.setter
+    def verification(self, verification: Verification):
+        if not isinstance(verification, Verification):
+            raise TypeError(f'verification must be a geometry.Verification, got {type(verification).__name__}')
+        self._verification = verification
+
+    def request_new_keyframe(self):
+        """The next frame to be matched becomes the keyframe (reason 'requested'); returns at once."""
+        self.tracker.request_new_keyframe()
+
+    @property
+    def pending(self) -> int:
+        """Frames submitted and not collected yet."""
+        return len(self._frames)
+
+    # -- frames -----------------------------------------------------------------------------------
+
+    def submit(self, image: np.ndarray, stamp_s: float, color_order: str = 'bgr', calibration=None):
+        """Start a camera frame: its upload and SuperPoint are enqueued (and its SuperGlue when its
+        keyframe is known); returns without waiting for the device.
+
+        image: grey or colour numpy array (image.py), stamp_s: its capture time in seconds,
+        calibration: geometry.Calibration of the camera or None. ImageError / ValueError for an
+        unusable image or stamp, ResourceError when memory runs out (nothing submitted);
+        RuntimeError when `depth` frames are in flight: collect() first.
+        """
+        if isinstance(stamp_s, bool) or not (isinstance(stamp_s, Real) and math.isfinite(stamp_s)):
+            raise ValueError(f'stamp_s must be a finite number of seconds, got {stamp_s!r}')
+        if len(self._frames) >= self.depth:
+            raise RuntimeError(f'{len(self._frames)} frames in flight, the most this pipeline takes (depth '
+                               f'{self.depth}): collect() one before submitting another')
+        start = time.perf_counter()
+        upload = self.matcher.upload(image, color_order)  # ImageError: nothing changed
+        prepared = time.perf_counter()
+        clock = StageClock(self.matcher.device)
+        slot = self._slots[self._submitted % self.depth]
+        with torch.cuda.stream(self.copy_stream):
+            if self.cuda:
+                if slot.clock is not None:  # SuperPoint has read the device buffer's previous image
+                    slot.clock.wait('extracted', self.copy_stream)
+                host, image_tensor = slot.buffers(upload.channels_last, self.matcher.device,
+                                                  (self.copy_stream, self.extract_stream))
+                clock.mark('upload_start', self.copy_stream)
+                image_tensor.copy_(host, non_blocking=True)
+            else:
+                clock.mark('upload_start')
+                image_tensor = torch.from_numpy(upload.channels_last)
+            clock.mark('uploaded', self.copy_stream)
+        with torch.cuda.stream(self.extract_stream):
+            clock.wait('uploaded', self.extract_stream)
+            clock.mark('extract_start', self.extract_stream)
+            features = self.matcher.detect(image_tensor[None], [upload])[0]
+            clock.mark('extracted', self.extract_stream)
+        slot.clock = clock
+        self._submitted += 1
+        self._frames.append(_Frame(float(stamp_s), calibration, upload, features, clock, start,
+                                   (prepared - start) * 1e3))
+        if len(self._frames) == 1:  # the frames before it are collected: its keyframe is known
+            try:
+                self._enqueue_match(self._frames[0])
+            except BaseException:  # ResourceError: nothing submitted, the next frame works
+                self._frames.pop()
+                raise
+
+    def collect(self) -> FrameResult:
+        """The FrameResult of the oldest submitted frame; waits for its results on the device.
+        timings_ms: 'preprocess' (host), 'upload', 'superpoint', 'superglue', 'download' (device time
+        of each stage), 'verify' (host), 'total' (submit to result). A frame whose matching fails
+        (ResourceError) is dropped with that error; the tracker is unchanged."""
+        if not self._frames:
+            raise RuntimeError('collect() with no frame in flight: submit() one first')
+        frame = self._frames.popleft()
+        try:
+            if not frame.matched:  # enqueueing failed when the previous frame was collected: again, raising
+                self._enqueue_match(frame)
+            result = self._finish(frame)
+        finally:
+            if self._frames:  # the next frame's keyframe is decided now: its SuperGlue can start
+                try:
+                    self._enqueue_match(self._frames[0])
+                except Exception:  # its own collect() tries again and raises; this frame's result stands
+                    pass
+        return result
+
+    def process(self, image: np.ndarray, stamp_s: float, color_order: str = 'bgr', calibration=None) -> FrameResult:
+        """submit() then collect(); no other frame may be in flight."""
+        if self._frames:
+            raise RuntimeError(f'process() with {len(self._frames)} frame(s) in flight: collect() them first')
+        self.submit(image, stamp_s, color_order, calibration)
+        return self.collect()
+
+    def process_stream(self, frames):
+        """FrameResults of `frames` ((image, stamp_s[, color_order[, calibration]])), in order, with up
+        to `depth` frames in flight; a result is returned once the frame after it is submitted (or
+        the stream ends)."""
+        for frame in frames:
+            if len(self._frames) >= self.depth:
+                yield self.collect()
+            self.submit(*frame)
+        while self._frames:
+            yield self.collect()
+
+    # -- stages -----------------------------------------------------------------------------------
+
+    def _enqueue_match(self, frame: _Frame):
+        """Enqueue the oldest frame's SuperGlue against the keyframe the tracker names for it (none:
+        it becomes the keyframe) and the copies of its results to the host."""
+        frame.keyframe = self.tracker.keyframe_for(frame.stamp_s)
+        features, clock, stream = frame.features, frame.clock, self.match_stream
+        with torch.cuda.stream(stream):
+            clock.wait('extracted', stream)
+            clock.mark('match_start', stream)
+            if self.cuda:  # made on the extract stream, used here: keep the memory until this stream is done
+                for tensor in (features.keypoints, features.scores, features.descriptors):
+                    tensor.record_stream(stream)
+            prediction = None
+            if frame.keyframe is not None:
+                prediction = self.matcher.superglue_match(frame.keyframe.features, features)
+            clock.mark('matched', stream)
+            if self.cuda:
+                download, size = self._download, len(features.scores)
+                download.reserve(max(size, len(frame.keyframe.features.scores) if frame.keyframe else 0))
+                download.keypoints[:size].copy_(features.keypoints, non_blocking=True)
+                if prediction is not None:
+                    keyframe_size = len(frame.keyframe.features.scores)
+                    download.matches[:keyframe_size].copy_(prediction['matches0'][0], non_blocking=True)
+                    download.scores[:keyframe_size].copy_(prediction['matching_scores0'][0].float(), non_blocking=True)
+            else:
+                frame.prediction = prediction
+            clock.mark('downloaded', stream)
+        frame.matched = True
+
+    def _finish(self, frame: _Frame) -> FrameResult:
+        """Host part of collect(): results from the download buffers, correspondences, tracker."""
+        clock, features, keyframe = frame.clock, frame.features, frame.keyframe
+        stages = {'upload': clock.ms('upload_start', 'uploaded'),  # waits for the frame's last copy
+                  'superpoint': clock.ms('extract_start', 'extracted'),
+                  'superglue': clock.ms('match_start', 'matched'),
+                  'download': clock.ms('matched', 'downloaded')}
+        if self.cuda:
+            download = self._download
+            features.keypoints_host = download.keypoints[:len(features.scores)].numpy().copy()
+        elif features.keypoints_host is None:
+            features.keypoints_host = features.keypoints.numpy()
+        verifying = time.perf_counter()
+        correspondences = None
+        if keyframe is not None:
+            size = len(keyframe.features.scores)
+            if self.cuda:
+                match = MatchResult(download.matches[:size].numpy().copy(), download.scores[:size].numpy().copy(), {})
+            else:
+                match = MatchResult(frame.prediction['matches0'][0].numpy(),
+                                    frame.prediction['matching_scores0'][0].float().numpy(), {})
+            correspondences = verify(Correspondences.from_matches(match.matches0, match.matching_scores0,
+                                                                  keyframe.keypoints, features.keypoints_original()),
+                                     self.verification, keyframe.calibration, frame.calibration)
+        verified = time.perf_counter()
+        result = self.tracker.update(features, frame.stamp_s, correspondences, frame.calibration)
+        result.timings_ms = {'preprocess': frame.preprocess_ms, **stages,
+                             'verify': (verified - verifying) * 1e3,
+                             'total': (time.perf_counter() - frame.submitted_s) * 1e3}
+        return result

@@ -1,0 +1,225 @@
+"""Every setting of superglue_ros in one table: name, default, accepted values, description.
+
+Everything else derives from SETTINGS:
+  - the models' live config (SuperPoint / SuperGlue `default_config` take their defaults from here,
+    and their config checks call check());
+  - Matcher.configure and Matcher.from_weights;
+  - the keyframe policy (tracking.KeyframePolicy) and the geometric verification
+    (geometry.Verification);
+  - the ROS parameters (ros/parameters.py: type, description, read-only flag, the accepted values
+    in the descriptor, and the validation of start-up and live values);
+  - the CLI flags (match.py: `--max-keypoints`, ...).
+
+So a value is accepted or refused identically everywhere, with the same message (check()), and
+each setting has one default. The defaults are those of the original release
+(magicleap/SuperGluePretrainedNetwork: SuperPoint / SuperGlue `default_config`); the presets in
+config/*.yaml are the only other layer.
+
+    from superglue_ros.settings import SETTINGS, check, defaults
+    check('max_keypoints', 0)   # ValueError: max_keypoints must be an integer >= 1, or -1 for all; got 0
+    defaults('superglue')       # {'match_threshold': 0.2, 'sinkhorn_iterations': 100, ...}
+"""
+import math
+import re
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Callable
+
+MIN_IMAGE_SIZE = 16  # SuperPoint works on 8x8 cells and needs a few of them (image.py)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _one_of(*choices) -> Callable:
+    return lambda value: isinstance(value, str) and value in choices
+
+
+def _integer(low: int) -> Callable:
+    return lambda value: _is_int(value) and value >= low
+
+
+def _number(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False) -> Callable:
+    def valid(value):
+        return (_is_number(value) and (value > low if low_open else value >= low)
+                and (value < high if high_open else value <= high))
+    return valid
+
+
+def _resize(value) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, (list, tuple)) or not all(_is_int(v) for v in value):
+        return False
+    return list(value) in ([], [0, 0]) or (len(value) == 2 and min(value) >= MIN_IMAGE_SIZE)
+
+
+def _device(value) -> bool:
+    return isinstance(value, str) and re.fullmatch(r'auto|cpu|cuda(:\d+)?', value) is not None
+
+
+def _cameras(value) -> bool:
+    """Unique names, each '' (the unnamed camera) or a relative ROS name (letters, digits, '_', '/')."""
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
+        return False
+    if len(set(value)) != len(value):
+        return False
+    return all(v == '' or re.fullmatch(r'[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*', v) for v in value)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the table.
+
+    scope: who reads it ('superpoint' / 'superglue': the model's live config; 'matcher': the
+    Matcher; 'tracker': tracking.KeyframePolicy; 'verification': geometry.Verification;
+    'weights'; 'node': the ROS node only). live: may change while running (otherwise a ROS
+    parameter is read-only). cli: a flag of `python -m superglue_ros.match`.
+    """
+    name: str
+    default: object
+    accepted: str                       # in words; ends every refusal message
+    valid: Callable[[object], bool]
+    description: str
+    scope: str
+    live: bool = True
+    cli: bool = False
+
+    def check(self, value):
+        """The value as used (plain int / float / str / list), or ValueError naming what is accepted."""
+        if not self.valid(value):
+            raise ValueError(f'{self.name} must be {self.accepted}; got {value!r}')
+        if isinstance(self.default, bool):
+            return bool(value)
+        if isinstance(self.default, float):
+            return float(value)
+        if isinstance(self.default, int):
+            return int(value)
+        if isinstance(self.default, list):
+            return list(value or [])
+        return value
+
+
+_ROWS = [
+    # -- weights, device, input: chosen at start-up -------------------------------------------
+    Setting('superglue_weights', 'indoor',
+            "a preset ('indoor', 'outdoor'), a Hugging Face hub id (magic-leap-community/superglue_indoor"
+            "[@revision]), an original .pth file, a .safetensors file or a Hugging Face checkpoint directory",
+            lambda v: isinstance(v, str) and v != '',
+            'SuperGlue weights. Presets are read from the weights cache (fetched with '
+            '`python -m superglue_ros.download`); a Hugging Face SuperGlue checkpoint also supplies SuperPoint',
+            'weights', live=False, cli=True),
+    Setting('superpoint_weights', '',
+            "empty, the preset 'superpoint', a Hugging Face hub id (magic-leap-community/superpoint), "
+            'a .pth / .safetensors file or a Hugging Face checkpoint directory',
+            lambda v: isinstance(v, str),
+            "SuperPoint weights. Empty: from superglue_weights (the SuperPoint inside a Hugging Face "
+            "SuperGlue checkpoint, otherwise the 'superpoint' preset)",
+            'weights', live=False, cli=True),
+    Setting('device', 'auto', "'auto', 'cpu', 'cuda' or 'cuda:N'", _device,
+            "Inference device: 'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'",
+            'matcher', live=False, cli=True),
+    Setting('precision', 'fp32', "'fp32', 'bf16' or 'fp16'", _one_of('fp32', 'bf16', 'fp16'),
+            "Inference precision. 'fp32': the original computation. 'bf16' / 'fp16': the convolutions and "
+            'GNN layers in half precision, detection scores, descriptor normalisation, the score matrix and '
+            'Sinkhorn in float32 (bf16 on CPUs with AMX or AVX512-BF16 and on GPUs, fp16 on GPUs). Check '
+            'the agreement on your images first: python -m superglue_ros.precision_check',
+            'matcher', live=False, cli=True),
+    Setting('resize', [0, 0], f'[0, 0] (none) or [width, height], both integers >= {MIN_IMAGE_SIZE}', _resize,
+            'Size [width, height] images are resized to before inference (INTER_AREA); [0, 0]: as given. '
+            'Published coordinates are always pixels of the image as given',
+            'matcher', live=False, cli=True),
+    # -- SuperPoint (models/superpoint.py), live ----------------------------------------------
+    Setting('max_keypoints', -1, 'an integer >= 1, or -1 for all', lambda v: _is_int(v) and (v == -1 or v >= 1),
+            'Most keypoints kept per image, highest detection scores first; -1: all', 'superpoint', cli=True),
+    Setting('keypoint_threshold', 0.005, 'a number in [0, 1)', _number(0, 1, high_open=True),
+            'SuperPoint detection score below which a keypoint is dropped', 'superpoint', cli=True),
+    Setting('nms_radius', 4, 'an integer >= 0', _integer(0),
+            'SuperPoint non-maximum suppression radius, pixels of the processed image', 'superpoint', cli=True),
+    # -- SuperGlue (models/superglue.py), live ------------------------------------------------
+    # a matching score is <= 1, so a threshold of 1 would drop every match
+    Setting('match_threshold', 0.2, 'a number in [0, 1)', _number(0, 1, high_open=True),
+            'SuperGlue matching score below which a match is dropped', 'superglue', cli=True),
+    Setting('sinkhorn_iterations', 100, 'an integer >= 1', _integer(1),
+            'Sinkhorn (optimal transport) iterations of SuperGlue', 'superglue', cli=True),
+    Setting('max_matching_memory_mb', 4096, 'an integer >= 1', _integer(1),
+            'Largest estimated memory, in MiB, of one SuperGlue match (its N x M attention and score '
+            'matrices); a larger pair is refused with the keypoint counts and the estimate, instead of '
+            'running out of memory. 640x480 images with 2048 keypoints need about 0.2 GiB',
+            'matcher', cli=True),
+    # -- keyframe policy (tracking.py), live --------------------------------------------------
+    Setting('keyframe_min_matches', 50, 'an integer >= 0', _integer(0),
+            'New keyframe when a frame has fewer matches with the keyframe than this; 0: off', 'tracker'),
+    Setting('keyframe_min_match_ratio', 0.2, 'a number in [0, 1]', _number(0, 1),
+            'New keyframe when matches / keyframe keypoints falls below this; 0: off', 'tracker'),
+    Setting('keyframe_max_age_s', 0.0, 'a number of seconds >= 0', _number(0),
+            'New keyframe when the keyframe is older than this, by image stamps; 0: off', 'tracker'),
+    Setting('time_jump_threshold_s', 1.0, 'a number of seconds > 0', _number(0, low_open=True),
+            'A frame stamped more than this before the previous frame (a restarted bag or camera) resets '
+            'the keyframe; smaller backward steps (stamp jitter) are matched as usual', 'tracker'),
+    # -- geometric verification (geometry.py), live -------------------------------------------
+    Setting('geometric_verification', 'none', "'none', 'fundamental', 'homography' or 'essential'",
+            _one_of('none', 'fundamental', 'homography', 'essential'),
+            "Two-view model fitted with RANSAC to flag inlier correspondences: 'fundamental' (any static "
+            "scene), 'homography' (planar scene, pure rotation), 'essential' (calibrated camera: on the "
+            "undistorted normalised points; frames without calibration fall back to 'fundamental')",
+            'verification'),
+    Setting('ransac_threshold_px', 3.0, 'a number of pixels > 0', _number(0, low_open=True),
+            'RANSAC inlier threshold in pixels of the images as given', 'verification'),
+    # -- node only ----------------------------------------------------------------------------
+    Setting('cameras', [''], "a list of unique camera names: '' (topics image, camera_info) or relative "
+            "names such as 'left' (topics left/image, left/camera_info)", _cameras,
+            "Cameras matched by this node, each against its own keyframe. '': subscribes image and "
+            'camera_info, publishes ~/matches, ~/keyframe, ~/match_image. A name such as left: subscribes '
+            'left/image and left/camera_info, publishes ~/left/matches, ~/left/keyframe, ~/left/match_image',
+            'node', live=False),
+    Setting('image_transport', 'raw', "'raw' or 'compressed'", _one_of('raw', 'compressed'),
+            "'raw': sensor_msgs/Image on the image topic. 'compressed': sensor_msgs/CompressedImage (JPEG or "
+            'PNG, as image_transport writes it) on the resolved image topic + /compressed',
+            'node', live=False),
+    Setting('match_image_max_lines', 300, 'an integer >= 0', _integer(0),
+            'Most correspondences drawn on ~/match_image (the most confident); 0: none', 'node'),
+]
+SETTINGS: dict[str, Setting] = {row.name: row for row in _ROWS}
+
+
+def check(name: str, value):
+    """Value of setting `name` as used, or ValueError('<name> must be <accepted>; got <value>')."""
+    if name not in SETTINGS:
+        raise ValueError(f'unknown setting {name!r}; known: {", ".join(SETTINGS)}')
+    return SETTINGS[name].check(value)
+
+
+def check_all(values: dict) -> dict:
+    """check() of every item; one ValueError listing every bad value (nothing is half-applied)."""
+    checked, problems = {}, []
+    for name, value in values.items():
+        try:
+            checked[name] = check(name, value)
+        except ValueError as e:
+            problems.append(str(e))
+    if problems:
+        raise ValueError('; '.join(problems))
+    return checked
+
+
+def names(scope: str) -> tuple[str, ...]:
+    """The settings of one scope, in table order."""
+    return tuple(row.name for row in _ROWS if row.scope == scope)
+
+
+def defaults(scope: str) -> dict:
+    """{name: default} of one scope (a fresh copy)."""
+    return {row.name: SETTINGS[row.name].check(row.default) for row in _ROWS if row.scope == scope}
+
+
+def resize_of(value) -> tuple[int, int] | None:
+    """The resize setting as (width, height), or None for [0, 0] / [] / None (an empty list in
+    YAML or on a ROS command line arrives as None). ValueError as check()."""
+    value = check('resize', value)
+    return None if value in ([], [0, 0]) else (value[0], value[1])
