@@ -1,6 +1,10 @@
-"""Two-view geometric verification: flag the matches consistent with one epipolar geometry
-(fundamental matrix, any static scene) or one homography (planar scene, pure rotation), fitted
-with RANSAC (OpenCV's USAC MAGSAC++ where available, else classic RANSAC).
+"""Two-view geometric verification and camera calibration.
+
+Verification flags the matches consistent with one epipolar geometry (fundamental matrix, any static
+scene; essential matrix, the same on calibrated cameras) or one homography (planar scene, pure
+rotation), fitted with RANSAC (OpenCV's USAC MAGSAC++ where available, else classic RANSAC).
+Calibration maps pixels to the normalised image plane with lens distortion removed, from the fields of
+a sensor_msgs/CameraInfo (k, distortion_model, d), read without importing ROS.
 """
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -8,68 +12,198 @@ from numbers import Integral, Real
 import cv2
 import numpy as np
 
-METHODS = ('none', 'fundamental', 'homography')
+from .settings import check, defaults
+
+METHODS = ('none', 'fundamental', 'homography', 'essential')
 # Fewer matches than a model's minimal sample cannot verify anything: all flagged outliers.
-# The fundamental matrix takes 8 (OpenCV's RANSAC needs 8; a 7-point fit always explains its 7 points).
-MIN_POINTS = {'fundamental': 8, 'homography': 4}
+# The fundamental matrix takes 8 (OpenCV's RANSAC needs 8; a 7-point fit always explains its 7 points);
+# the essential matrix 5 (Nister's five-point solver, which cv2.findEssentialMat runs).
+MIN_POINTS = {'fundamental': 8, 'homography': 4, 'essential': 5}
 _USAC = getattr(cv2, 'USAC_MAGSAC', None)  # OpenCV >= 4.5
+
+# sensor_msgs/CameraInfo distortion_model -> number of coefficients in D (sensor_msgs distortion_models:
+# plumb_bob k1 k2 t1 t2 k3; rational_polynomial k1 k2 t1 t2 k3 k4 k5 k6; equidistant k1 k2 k3 k4).
+# An empty or all-zero D means no distortion, whatever the model.
+DISTORTION_MODELS = {'plumb_bob': 5, 'rational_polynomial': 8, 'equidistant': 4}
+# Iterative undistortion until the point reprojects within 1e-6 px (cv2.undistortPoints stops after
+# 5 iterations by default: up to 5e-4 off on the normalised plane at the corners of a strong lens).
+_UNDISTORT_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-6)
+
+
+def is_calibrated(camera_info) -> bool:
+    """True when a sensor_msgs/CameraInfo (or None) carries a calibration: K not all zero (REP 104:
+    an uncalibrated camera publishes K = 0)."""
+    return camera_info is not None and bool(np.any(np.asarray(camera_info.k, np.float64) != 0))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Intrinsics of one camera as sensor_msgs/CameraInfo gives them.
+
+    k: the 3x3 camera matrix K, row-major (fx 0 cx; 0 fy cy; 0 0 1), pixels.
+    distortion_model: 'plumb_bob', 'rational_polynomial' or 'equidistant' (DISTORTION_MODELS), with d
+    their coefficients; an empty or all-zero d means no distortion (any model name then).
+    Raises ValueError naming the field when K is not a camera matrix or the model / d do not fit.
+    """
+    k: tuple
+    distortion_model: str = 'plumb_bob'
+    d: tuple = ()
+
+    def __post_init__(self):
+        k = np.asarray(self.k, np.float64).reshape(-1)
+        d = np.asarray(self.d, np.float64).reshape(-1)
+        object.__setattr__(self, 'k', tuple(k.tolist()))  # hashable, comparable value object
+        object.__setattr__(self, 'd', tuple(d.tolist()))
+        if k.size != 9 or not np.isfinite(k).all():
+            raise ValueError(f'camera matrix K must be 9 finite numbers (3x3 row-major), got {list(self.k)}')
+        fx, skew, _, zero0, fy, _, zero1, zero2, one = k
+        if not (fx > 0 and fy > 0 and zero0 == zero1 == zero2 == 0 and one == 1):
+            raise ValueError(f'K = {list(self.k)} is not a camera matrix [fx, 0, cx, 0, fy, cy, 0, 0, 1] '
+                             'with fx, fy > 0 pixels: check the camera calibration')
+        if not np.isfinite(d).all():
+            raise ValueError(f'distortion coefficients D must be finite, got {list(self.d)}')
+        if self.distorted:
+            expected = DISTORTION_MODELS.get(self.distortion_model)
+            if expected is None:
+                raise ValueError(f'unsupported distortion_model {self.distortion_model!r}; supported: '
+                                 f'{", ".join(DISTORTION_MODELS)} (or D empty / all zero for none)')
+            if d.size != expected:
+                raise ValueError(f'distortion_model {self.distortion_model!r} takes {expected} coefficients '
+                                 f'in D, got {d.size}: {list(self.d)}')
+
+    @classmethod
+    def from_camera_info(cls, camera_info) -> 'Calibration | None':
+        """The calibration of a sensor_msgs/CameraInfo (any object with k, distortion_model and d),
+        None when there is none (camera_info None or K all zero). ValueError as the constructor."""
+        if not is_calibrated(camera_info):
+            return None
+        return cls(camera_info.k, camera_info.distortion_model, camera_info.d)
+
+    @property
+    def camera_matrix(self) -> np.ndarray:
+        """K as a float64 [3, 3] array."""
+        return np.array(self.k).reshape(3, 3)
+
+    @property
+    def focal_px(self) -> float:
+        """(fx + fy) / 2, pixels: the scale between pixel and normalised-plane distances."""
+        return (self.k[0] + self.k[4]) / 2
+
+    @property
+    def distorted(self) -> bool:
+        return any(self.d)
+
+    def normalize(self, points) -> np.ndarray:
+        """Pixels [N, 2] (x, y) of the distorted image -> [N, 2] float64 (x, y) on the normalised image
+        plane (z = 1 in the camera frame, +x right, +y down), distortion removed.
+
+        plumb_bob / rational_polynomial: cv2.undistortPoints; equidistant: cv2.fisheye.undistortPoints;
+        both iterated to 1e-6 px (_UNDISTORT_CRITERIA). ValueError for points not of shape [N, 2] or not finite.
+        """
+        points = _check_points(points)
+        if not len(points):
+            return np.zeros((0, 2))
+        pixels, K, D = points.astype(np.float64).reshape(-1, 1, 2), self.camera_matrix, np.array(self.d)
+        if not self.distorted:
+            D = np.zeros(0)
+        if self.distortion_model == 'equidistant' and self.distorted:
+            normalised = cv2.fisheye.undistortPoints(pixels, K, D, criteria=_UNDISTORT_CRITERIA)
+        else:
+            normalised = cv2.undistortPoints(pixels, K, D, criteria=_UNDISTORT_CRITERIA)
+        return normalised.reshape(-1, 2)
 
 
 @dataclass(frozen=True)
 class Verification:
-    """Which model to fit and how: the defaults are the node's (verification off)."""
-    method: str = 'none'         # one of METHODS
-    threshold_px: float = 3.0    # RANSAC inlier threshold: reprojection / epipolar distance in pixels
+    """Which model to fit and how: the defaults are the node's (verification off).
+
+    'essential' fits E = [t]x R to the normalised points of both images (Calibration.normalize, each image
+    with its own calibration). The threshold stays in pixels: it is threshold_px / f on the normalised
+    plane, f = (fx0 + fy0 + fx1 + fy1) / 4 the mean focal length. As cv2.findEssentialMat's two-camera
+    overload does, the undistorted points are handed to OpenCV scaled by f with camera matrix
+    diag(f, f, 1) (measured here: MAGSAC++ on the unit-focal points with threshold / f lost true inliers).
+    A pair where either image has no calibration falls back to 'fundamental' on the pixels: method_for()
+    says which model a pair gets, so the caller can warn.
+    """
+    # defaults and accepted values of method / threshold_px: settings.py (geometric_verification,
+    # ransac_threshold_px)
+    method: str = defaults('verification')['geometric_verification']   # one of METHODS
+    threshold_px: float = defaults('verification')['ransac_threshold_px']  # RANSAC inlier threshold, pixels
     confidence: float = 0.999    # RANSAC stops when the model is found with this probability
     max_iterations: int = 10000
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f'verification method must be one of {METHODS}, got {self.method!r}')
-        if not (isinstance(self.threshold_px, Real) and 0 < self.threshold_px < float('inf')):
-            raise ValueError(f'verification threshold_px must be a positive number of pixels, '
-                             f'got {self.threshold_px!r}')
+        object.__setattr__(self, 'method', check('geometric_verification', self.method))
+        object.__setattr__(self, 'threshold_px', check('ransac_threshold_px', self.threshold_px))
         if not (isinstance(self.confidence, Real) and 0 < self.confidence < 1):
             raise ValueError(f'verification confidence must be a number in (0, 1), got {self.confidence!r}')
         if not (isinstance(self.max_iterations, Integral) and self.max_iterations > 0):
             raise ValueError(f'verification max_iterations must be a positive integer, got {self.max_iterations!r}')
 
+    @classmethod
+    def from_settings(cls, values: dict, current: 'Verification | None' = None) -> 'Verification':
+        """`current` (default: the defaults) with geometric_verification / ransac_threshold_px of `values`."""
+        current = current or cls()
+        return cls(values.get('geometric_verification', current.method),
+                   values.get('ransac_threshold_px', current.threshold_px), current.confidence, current.max_iterations)
+
     @property
     def enabled(self) -> bool:
         return self.method != 'none'
 
-    def inliers(self, points0: np.ndarray, points1: np.ndarray) -> np.ndarray:
+    def method_for(self, calibration0: Calibration | None = None, calibration1: Calibration | None = None) -> str:
+        """The model fitted to a pair of images with these calibrations (None: uncalibrated): the method,
+        except 'essential' -> 'fundamental' unless both images are calibrated."""
+        for name, calibration in (('calibration0', calibration0), ('calibration1', calibration1)):
+            if not (calibration is None or isinstance(calibration, Calibration)):
+                raise TypeError(f'{name} must be a geometry.Calibration or None (build it with '
+                                f'Calibration.from_camera_info), got {type(calibration).__name__}')
+        if self.method == 'essential' and (calibration0 is None or calibration1 is None):
+            return 'fundamental'
+        return self.method
+
+    def inliers(self, points0, points1, calibration0: Calibration | None = None,
+                calibration1: Calibration | None = None) -> np.ndarray:
         """Inlier mask of the correspondences points0[i] <-> points1[i].
 
-        points0, points1: [K, 2] (x, y) pixels. Returns uint8 [K], 1 = inlier; all zeros when K is
-        below the model's minimal sample or no model was found; empty when the method is 'none'.
+        points0, points1: [K, 2] (x, y) pixels of image 0 and image 1; calibration0 / calibration1: their
+        cameras (used by 'essential' only; see method_for). Returns uint8 [K], 1 = inlier; all zeros when
+        either image has fewer distinct points than the model's minimal sample or no model was found;
+        empty when the method is 'none'.
+        ValueError for points of another shape, of different lengths, or not finite.
         """
-        points0, points1 = _check_points(points0, points1)
-        if not self.enabled:
+        points0, points1 = _check_points(points0, 'points0'), _check_points(points1, 'points1')
+        if len(points0) != len(points1):
+            raise ValueError(f'points0 and points1 must have the same length, got {len(points0)} and {len(points1)}')
+        method = self.method_for(calibration0, calibration1)
+        if method == 'none':
             return np.zeros(0, np.uint8)
-        if len(points0) < MIN_POINTS[self.method]:
-            return np.zeros(len(points0), np.uint8)
-        if self.method == 'fundamental':
+        points0, points1 = np.ascontiguousarray(points0, np.float32), np.ascontiguousarray(points1, np.float32)
+        if min(len(np.unique(points, axis=0)) for points in (points0, points1)) < MIN_POINTS[method]:
+            return np.zeros(len(points0), np.uint8)  # fewer distinct points than a minimal sample
+        if method == 'fundamental':
             _, mask = cv2.findFundamentalMat(points0, points1, _USAC if _USAC is not None else cv2.FM_RANSAC,
                                              float(self.threshold_px), self.confidence, self.max_iterations)
-        else:
+        elif method == 'homography':
             _, mask = cv2.findHomography(points0, points1, _USAC if _USAC is not None else cv2.RANSAC,
                                          float(self.threshold_px), maxIters=self.max_iterations,
                                          confidence=self.confidence)
+        else:
+            focal = (calibration0.focal_px + calibration1.focal_px) / 2
+            _, mask = cv2.findEssentialMat(calibration0.normalize(points0) * focal,
+                                           calibration1.normalize(points1) * focal, np.diag([focal, focal, 1.0]),
+                                           _USAC if _USAC is not None else cv2.RANSAC, self.confidence,
+                                           float(self.threshold_px), self.max_iterations)
         if mask is None:  # degenerate configuration (e.g. all points equal): no model
             return np.zeros(len(points0), np.uint8)
         return (mask.reshape(-1) > 0).astype(np.uint8)
 
 
-def _check_points(points0, points1) -> tuple[np.ndarray, np.ndarray]:
-    points0 = np.asarray(points0)
-    points1 = np.asarray(points1)
-    for name, points in (('points0', points0), ('points1', points1)):
-        if points.ndim != 2 or points.shape[1] != 2:
-            raise ValueError(f'{name} must be an array of shape [K, 2] (x, y), got shape {points.shape}')
-        if not np.isfinite(points).all():
-            raise ValueError(f'{name} contains NaN or inf')
-    if len(points0) != len(points1):
-        raise ValueError(f'points0 and points1 must have the same length, got {len(points0)} and {len(points1)}')
-    # OpenCV wants contiguous float32 [K, 2]
-    return np.ascontiguousarray(points0, np.float32), np.ascontiguousarray(points1, np.float32)
+def _check_points(points, name: str = 'points') -> np.ndarray:
+    points = np.asarray(points)
+    if points.dtype.kind not in 'iuf' or points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f'{name} must be an array of shape [K, 2] (x, y) of numbers, got shape {points.shape} '
+                         f'and dtype {points.dtype}')
+    if not np.isfinite(points).all():
+        raise ValueError(f'{name} contains NaN or inf')
+    return points

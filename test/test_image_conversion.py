@@ -1,19 +1,23 @@
-"""sensor_msgs/Image <-> numpy (superglue_ros.ros.image_conversion).
+"""sensor_msgs/Image and CompressedImage <-> numpy (superglue_ros.ros.image_conversion).
 
 One table of cases runs against the numpy backend always and against ROS 2's cv_bridge when it is
 importable: both must give the same arrays and refuse the same messages with the same errors.
+Compressed images: JPEG and PNG with the format strings of image_transport's compressed plugin.
 """
 import array
 import sys
 
+import cv2
 import numpy as np
 import pytest
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from superglue_ros.image import to_grayscale_float
+from superglue_ros.image import ImageError, to_grayscale_float
+from superglue_ros.ros.diagnostics import rejection_kind
 from superglue_ros.ros.image_conversion import (CV_BRIDGE_AVAILABLE, ENCODINGS, ImageConversionError,
-                                                image_msg_to_numpy, numpy_to_image_msg)
+                                                compressed_msg_to_numpy, image_msg_to_numpy,
+                                                numpy_to_compressed_msg, numpy_to_image_msg)
 
 BACKENDS = ['numpy', pytest.param('cv_bridge', marks=pytest.mark.skipif(
     not CV_BRIDGE_AVAILABLE, reason="ROS 2's cv_bridge is not importable here"))]
@@ -219,3 +223,140 @@ def test_only_ros2_cv_bridge_is_used(tmp_path, monkeypatch, registered, ament_pr
     assert (bridge is not None) == used
     if used:
         assert type(bridge).__name__ == 'CvBridge'
+
+
+# -- sensor_msgs/CompressedImage (image_transport's compressed plugin) ------------------------------
+
+def smooth_image(encoding: str, height: int = 48, width: int = 64) -> np.ndarray:
+    """A smooth test picture (JPEG keeps it within a few grey levels), channels of different content."""
+    dtype, channels, _ = ENCODINGS[encoding]
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    planes = [0.5 + 0.4 * np.sin(3 * x + 2 * y + k) for k in range(channels)]
+    image = np.stack(planes, -1) * np.iinfo(dtype).max
+    return (image[:, :, 0] if channels == 1 else image).round().astype(dtype)
+
+
+def compressed(data: bytes, format_: str) -> CompressedImage:
+    return CompressedImage(format=format_, data=array.array('B', data))
+
+
+def encoded(image: np.ndarray, extension: str) -> bytes:
+    ok, data = cv2.imencode(extension, image)
+    assert ok
+    return data.tobytes()
+
+
+# (raw encoding, codec) -> the format compressed_publisher.cpp writes
+PLUGIN_FORMATS = {
+    ('bgr8', 'jpeg'): 'bgr8; jpeg compressed bgr8', ('rgb8', 'jpeg'): 'rgb8; jpeg compressed bgr8',
+    ('rgba8', 'jpeg'): 'rgba8; jpeg compressed bgr8', ('mono8', 'jpeg'): 'mono8; jpeg compressed mono8',
+    ('bgr8', 'png'): 'bgr8; png compressed bgr8', ('rgb8', 'png'): 'rgb8; png compressed bgr8',
+    ('bgra8', 'png'): 'bgra8; png compressed bgr8', ('rgb16', 'png'): 'rgb16; png compressed bgr16',
+    ('bgr16', 'png'): 'bgr16; png compressed bgr16', ('mono8', 'png'): 'mono8; png compressed ',
+    ('mono16', 'png'): 'mono16; png compressed ',
+}
+
+
+@pytest.mark.parametrize('encoding, codec', list(PLUGIN_FORMATS))
+def test_compressed_round_trip(encoding, codec):
+    """Colour arrives as bgr (alpha dropped, as the plugin does), grey as it was; PNG is exact, JPEG
+    within a few grey levels; the bit depth of PNG is kept."""
+    image = smooth_image(encoding)
+    header = Header(frame_id='camera')
+    msg = numpy_to_compressed_msg(image, encoding, codec, header=header)
+    assert msg.format == PLUGIN_FORMATS[encoding, codec] and msg.header.frame_id == 'camera'
+    back, order = compressed_msg_to_numpy(msg)
+    dtype, channels, color_order = ENCODINGS[encoding]
+    expected = image if channels == 1 else image[:, :, :3] if color_order == 'bgr' else image[:, :, 2::-1]
+    assert order == 'bgr' and back.dtype == np.dtype(dtype) and back.shape == expected.shape
+    if codec == 'png':
+        np.testing.assert_array_equal(back, expected)
+    else:
+        assert np.abs(back.astype(int) - expected).mean() < 2
+    grey = to_grayscale_float(*compressed_msg_to_numpy(msg))
+    np.testing.assert_allclose(grey, to_grayscale_float(image, color_order), atol=0.03 if codec == 'jpeg' else 1e-6)
+
+
+def test_compressed_real_frame(freiburg_paths):
+    """A 640x480 camera frame as JPEG: the grey image the matcher sees stays within 1% on average."""
+    frame = cv2.imread(str(freiburg_paths[0]), cv2.IMREAD_COLOR)
+    rgb_msg = numpy_to_compressed_msg(frame[:, :, ::-1], 'rgb8', 'jpeg')
+    assert rgb_msg.format == 'rgb8; jpeg compressed bgr8' and len(rgb_msg.data) < frame.nbytes / 5
+    back, order = compressed_msg_to_numpy(rgb_msg)
+    assert back.shape == (480, 640, 3) and order == 'bgr'
+    assert np.abs(to_grayscale_float(back, order) - to_grayscale_float(frame)).mean() < 0.01
+
+
+@pytest.mark.parametrize('format_, stored, expected_order', [
+    ('mono8; png compressed mono8', 'mono8', 'bgr'),       # a named grey target (not the plugin's own)
+    ('rgb8; png compressed rgb8', 'rgb8', 'rgb'),          # a publisher that stores rgb channel order
+    ('rgb8; png compressed ', 'rgb8', 'rgb'),              # no target: passed through in the encoding's order
+    ('bgra8; png compressed ', 'bgra8', 'bgr'),
+    ('mono16; jpeg compressed mono8', 'mono8', 'bgr'),     # a 16-bit source: JPEG carries 8 bits
+    ('bgr16; jpeg compressed bgr8', 'bgr8', 'bgr'),
+    ('jpeg', 'bgr8', 'bgr'), ('png', 'mono16', 'bgr'), ('PNG', 'bgr8', 'bgr'),  # older publishers
+])
+def test_compressed_formats_written_by_hand(format_, stored, expected_order):
+    """Messages built with cv2.imencode directly: the decoded channels, their order and bit depth."""
+    image = smooth_image(stored)
+    extension = '.jpg' if 'jpeg' in format_.lower() else '.png'
+    back, order = compressed_msg_to_numpy(compressed(encoded(image, extension), format_))
+    assert order == expected_order and back.dtype == image.dtype and back.shape == image.shape
+    if extension == '.png':
+        np.testing.assert_array_equal(back, image)
+
+
+def test_compressed_colour_order_reaches_grey_conversion():
+    """The same scene stored in bgr and in rgb channel order gives the same grey image."""
+    bgr = smooth_image('bgr8')
+    messages = [compressed(encoded(bgr, '.png'), 'bgr8; png compressed bgr8'),
+                compressed(encoded(np.ascontiguousarray(bgr[:, :, ::-1]), '.png'), 'rgb8; png compressed rgb8')]
+    grey = [to_grayscale_float(*compressed_msg_to_numpy(msg)) for msg in messages]
+    np.testing.assert_array_equal(grey[0], grey[1])
+
+
+def test_compressed_bad_data():
+    jpeg = encoded(smooth_image('bgr8'), '.jpg')
+    for data in (b'', b'not an image at all', jpeg[:len(jpeg) // 2], jpeg[:20]):
+        msg = compressed(data, 'bgr8; jpeg compressed bgr8')
+        with pytest.raises(ImageConversionError) as error:
+            compressed_msg_to_numpy(msg)
+        assert f'len(data)={len(data)}' in str(error.value) and 'not a JPEG image OpenCV can decode' in str(error.value)
+        assert '\n' not in str(error.value)
+        assert rejection_kind(msg, error.value) == 'undecodable'
+
+
+@pytest.mark.parametrize('format_, expected', [
+    ('bgr8; tiff compressed ', "codec 'tiff' is not supported"),
+    ('16UC1; compressedDepth png', 'compressedDepth (depth images) is not supported'),
+    ('32FC1; compressedDepth', 'compressedDepth (depth images) is not supported'),
+    ('bgr8; jpeg compressed yuv422', "compressed encoding 'yuv422' is not supported"),
+    ('h264', "not a format of image_transport's compressed plugin"),
+    ('', "not a format of image_transport's compressed plugin"),
+])
+def test_compressed_unknown_format(format_, expected):
+    msg = compressed(encoded(smooth_image('bgr8'), '.png'), format_)
+    with pytest.raises(ImageConversionError) as error:
+        compressed_msg_to_numpy(msg)
+    assert expected in str(error.value) and f'format {format_!r}' in str(error.value)
+    assert "expected e.g. 'bgr8; jpeg compressed bgr8'" in str(error.value) and '\n' not in str(error.value)
+    assert rejection_kind(msg, error.value) == 'unsupported_format'
+
+
+def test_rejection_kinds_of_compressed_and_raw_messages():
+    msg = compressed(encoded(np.zeros((8, 8), np.uint8), '.png'), 'mono8; png compressed ')
+    assert rejection_kind(msg, ImageError('image too small')) == 'unusable_image'
+    raw = Image(encoding='yuv422', width=4, height=3, step=8, data=array.array('B', bytes(24)))
+    assert rejection_kind(raw, ImageConversionError('')) == 'unsupported_encoding'
+
+
+@pytest.mark.parametrize('image, encoding, codec, expected', [
+    (np.zeros((8, 8), np.uint16), 'mono16', 'jpeg',
+     "JPEG holds 8 bits per channel: encoding 'mono16' needs codec='png'"),
+    (np.zeros((8, 8), np.uint8), 'mono8', 'tiff', "codec must be one of ('jpeg', 'png')"),
+    (np.zeros((8, 8), np.uint8), 'bgr8', 'png', 'does not fit encoding'),
+])
+def test_compressed_encoder_refuses(image, encoding, codec, expected):
+    with pytest.raises(ImageConversionError) as error:
+        numpy_to_compressed_msg(image, encoding, codec)
+    assert expected in str(error.value)

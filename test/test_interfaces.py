@@ -46,12 +46,15 @@ CHILD_COMMON = textwrap.dedent('''
         m = Matches()
         header(m.header, 12, 'camera')
         header(m.keyframe_header, 10, 'camera')
-        m.keyframe_id, m.frame_index, m.is_new_keyframe = 7, 42, True
+        m.camera, m.keyframe_id, m.frame_index, m.is_new_keyframe = 'left', 7, 42, True
         m.keyframe_points = [10.5, 20.25, 30.0, 40.0]
         m.frame_points = [11.5, 21.25, 31.0, 41.0]
         m.confidence = [0.9, 0.75]
         m.keyframe_indices, m.frame_indices = [0, 5], [2, 3]
-        m.inlier = [1, 0]
+        m.track_ids = [2 ** 63 + 5, 17]
+        m.inlier, m.verified_with = [1, 0], 'essential'
+        m.keyframe_points_normalized = [0.1, -0.2, 0.3, 0.4]
+        m.frame_points_normalized = [0.11, -0.21, 0.31, 0.41]
         m.keyframe_keypoint_count, m.frame_keypoint_count = 512, 498
         camera_info(m.camera_info)
         m.latency_ms, m.dropped_frames = 12.5, 3
@@ -60,8 +63,8 @@ CHILD_COMMON = textwrap.dedent('''
     def make_keyframe():
         k = Keyframe()
         header(k.header, 10, 'camera')
-        k.keyframe_id, k.image_width, k.image_height = 7, 640, 480
-        k.keypoints, k.scores = [1.0, 2.0, 3.0, 4.0], [0.5, 0.25]
+        k.camera, k.keyframe_id, k.image_width, k.image_height = 'left', 7, 640, 480
+        k.keypoints, k.scores, k.track_ids = [1.0, 2.0, 3.0, 4.0], [0.5, 0.25], [2 ** 64 - 1, 0]
         k.descriptor_dim = 2
         k.descriptors = [0.6, 0.8, 1.0, 0.0]
         camera_info(k.camera_info)

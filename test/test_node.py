@@ -13,7 +13,6 @@ import threading
 import cv2
 import numpy as np
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.srv import SetParameters
 from rclpy.node import Node
@@ -21,7 +20,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import Trigger
 
-from ros_helpers import (Inbox, Spinner, call_service, import_interfaces, isolate_ros_network, random_weight_files,
+from ros_helpers import (Inbox, Spinner, call_service, import_interfaces, random_weight_files,
                           wait_until)
 from superglue_ros.ros.image_conversion import image_msg_to_numpy, numpy_to_image_msg
 from superglue_ros.visualization import MARGIN
@@ -35,15 +34,6 @@ SETTINGS = dict(device='cpu', resize=[320, 240], max_keypoints=256, sinkhorn_ite
                 geometric_verification='fundamental')
 WAIT_S = 120
 _namespaces = itertools.count()
-
-
-@pytest.fixture(scope='module')
-def context():
-    isolate_ros_network()
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    yield context
-    rclpy.shutdown(context=context)
 
 
 @pytest.fixture(scope='module')
@@ -150,7 +140,7 @@ def test_frames_in_one_matches_each_out(make_rig, frames):
     rig = make_rig()
     info = CameraInfo(width=WIDTH, height=HEIGHT, k=[525.0, 0, 319.5, 0, 525.0, 239.5, 0, 0, 1])
     rig.camera_info_pub.publish(info)
-    wait_until(lambda: rig.node.camera_info.for_stamp(info.header.stamp), 'the camera_info to arrive', WAIT_S)
+    wait_until(lambda: rig.node.cameras[0].camera_info.for_stamp(info.header.stamp), 'the camera_info to arrive', WAIT_S)
 
     sent = [rig.send(image) for image in frames]
     received = rig.matches.wait(len(frames))
@@ -244,10 +234,12 @@ def test_match_images_service(make_rig, frames):
 
 def test_live_parameters(make_rig, frames):
     rig = make_rig()
-    for values, says in [({'match_threshold': 1.5}, 'match_threshold'),      # outside the range
-                         ({'match_threshold': 1.0}, 'match_threshold'),      # in range, refused by the matcher
+    for values, says in [({'match_threshold': 1.5}, 'match_threshold'),
+                         ({'match_threshold': 1.0}, 'match_threshold'),
                          ({'max_keypoints': 0}, 'max_keypoints'),
-                         ({'keypoint_threshold': 0.0}, 'keypoint_threshold'),
+                         ({'keypoint_threshold': -0.1}, 'keypoint_threshold'),
+                         ({'max_keypoints': 1.5}, 'max_keypoints'),               # a type the table refuses
+                         ({'time_jump_threshold_s': 0.0}, 'time_jump_threshold_s'),
                          ({'geometric_verification': 'affine'}, 'geometric_verification'),
                          ({'device': 'cpu'}, 'read-only')]:
         result, = rig.set_parameters(**values)
@@ -292,7 +284,7 @@ def test_bad_images_are_skipped_counted_and_logged_once_per_kind(make_rig, frame
     for kind, msg in sequence:  # each bad image, then a good one that is still matched
         expected[kind] = expected.get(kind, 0) + 1
         rig.publish_msg(msg)
-        wait_until(lambda: rig.node.stats.rejections() == expected, f'the node to reject the {kind} image', WAIT_S)
+        wait_until(lambda: rig.node.cameras[0].stats.rejections() == expected, f'the node to reject the {kind} image', WAIT_S)
         matched = rig.send(frames[1])
         index += 1
         assert matched.frame_index == index and len(matched.confidence) > 0  # the bad one was never processed
@@ -346,12 +338,15 @@ def test_diagnostics_say_what_is_wrong_and_then_ok(make_rig, frames):
     rig = make_rig()
     diagnostics = Inbox('/diagnostics')
     rig.helper.create_subscription(DiagnosticArray, '/diagnostics', diagnostics, 100)
-    mine = f'{rig.node.get_name()}: SuperGlue matching'
+    mine = rig.node.get_name()  # the unnamed camera's status
     image_topic = f'{rig.namespace}/image'
 
+    def ours(s):  # the nodes of earlier tests had the same name: tell them apart by the image topic
+        return s.name == mine and any(v.key == 'image topic' and v.value == image_topic for v in s.values)
+
     def status(predicate, what):
-        array = diagnostics.wait_for(lambda a: any(s.name == mine and predicate(s) for s in a.status), what, WAIT_S)
-        return next(s for s in array.status if s.name == mine and predicate(s))
+        array = diagnostics.wait_for(lambda a: any(ours(s) and predicate(s) for s in a.status), what, WAIT_S)
+        return next(s for s in array.status if ours(s) and predicate(s))
 
     waiting = status(lambda s: s.level == DiagnosticStatus.WARN, 'a WARN status before any image')
     assert f'no images received on {image_topic}' in waiting.message
@@ -370,13 +365,14 @@ def test_worker_keeps_the_executor_free_and_processes_the_newest_frame(make_rig,
     rig = make_rig()
     rig.send(frames[0])
     entered, release = threading.Event(), threading.Event()
-    process = rig.node.frontend.process
+    pipeline = rig.node.cameras[0].pipeline
+    process = pipeline.process
 
     def blocking(*args, **kwargs):
         entered.set()
         assert release.wait(WAIT_S), 'test did not release the worker'
         return process(*args, **kwargs)
-    rig.node.frontend.process = blocking
+    pipeline.process = blocking
     try:
         busy = rig.publish(frames[1])
         assert entered.wait(WAIT_S)
@@ -389,3 +385,99 @@ def test_worker_keeps_the_executor_free_and_processes_the_newest_frame(make_rig,
     newest = rig.matches.wait_for(lambda m: stamp_s(m.header) == stamps[-1], 'the newest frame', WAIT_S)
     assert newest.dropped_frames == 2
     assert [stamp_s(m.header) for m in rig.matches.wait(3)] == [1000.0, busy, stamps[-1]]
+
+
+def test_track_ids_survive_forced_keyframes(make_rig, frames):
+    """Issue 8: each new keyframe's track ids at its matched (inlier) keypoints are the track ids the
+    Matches that made it a keyframe gave; every other keypoint gets an id never used before."""
+    rig = make_rig()
+    rig.send(frames[0])
+    first, = rig.keyframes.wait(1)
+    assert list(first.track_ids) == list(range(len(first.scores)))
+    seen = set(first.track_ids)
+    for i in (1, 2, 3):
+        assert call_service(rig.client(Trigger, 'new_keyframe'), Trigger.Request(), WAIT_S).success
+        made = rig.send(frames[i])
+        keyframe = rig.keyframes.wait(i + 1)[-1]
+        assert made.is_new_keyframe and keyframe.keyframe_id == made.keyframe_id + 1
+        for msg_ids in (made.track_ids, keyframe.track_ids):
+            assert len(set(msg_ids)) == len(msg_ids), 'track ids must be unique within a message'
+        previous = rig.keyframes.messages[-2]
+        np.testing.assert_array_equal(np.asarray(made.track_ids),
+                                      np.asarray(previous.track_ids)[np.asarray(made.keyframe_indices)])
+        inherited = np.asarray(made.inlier, bool)
+        assert inherited.sum() > 10 and (~inherited).sum() > 0  # both kinds occur with these frames
+        ids = np.asarray(keyframe.track_ids)
+        np.testing.assert_array_equal(ids[np.asarray(made.frame_indices)[inherited]],
+                                      np.asarray(made.track_ids)[inherited])
+        fresh = np.setdiff1d(np.arange(len(ids)), np.asarray(made.frame_indices)[inherited])
+        assert not set(ids[fresh]) & seen, 'a new track reused an id'
+        seen |= set(ids)
+
+
+def test_stamp_jitter_is_matched_and_a_large_jump_resets(make_rig, frames):
+    rig = make_rig()
+    rig.send(frames[0], stamp=100.0)
+    rig.send(frames[1], stamp=100.033)
+    back = rig.send(frames[2], stamp=100.02)   # 13 ms before the previous frame: jitter
+    assert back.keyframe_id == 0 and not back.is_new_keyframe and len(back.confidence) > 20
+    assert rig.set_parameters(time_jump_threshold_s=0.005)[0].successful
+    jump = rig.send(frames[3], stamp=100.01)   # now beyond the threshold
+    assert jump.is_new_keyframe and len(jump.confidence) == 0 and jump.keyframe_id == 1
+
+
+def test_match_service_out_of_memory_is_an_answer(make_rig, frames, monkeypatch):
+    """Issue 9: resource exhaustion in the service is one line, success=false, counted, and the next
+    request works (a pair over max_matching_memory_mb, and a mocked CUDA out-of-memory error)."""
+    import torch
+
+    rig = make_rig()
+    diagnostics = Inbox('/diagnostics')
+    rig.helper.create_subscription(DiagnosticArray, '/diagnostics', diagnostics, 100)
+    client = rig.client(MatchImages, 'match_images')
+    request = MatchImages.Request(image0=image_msg(frames[0], 1.0), image1=image_msg(frames[1], 2.0))
+    assert rig.set_parameters(max_matching_memory_mb=1)[0].successful
+    response = call_service(client, request, WAIT_S)
+    assert not response.success and 'max_matching_memory_mb' in response.message and 'x 256' in response.message
+    assert '\n' not in response.message
+    assert rig.set_parameters(max_matching_memory_mb=4096)[0].successful
+
+    detect = rig.node.matcher.superpoint.forward
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError('CUDA out of memory. Tried to allocate 20.00 GiB')
+    monkeypatch.setattr(rig.node.matcher.superpoint, 'forward', out_of_memory)
+    response = call_service(client, request, WAIT_S)
+    assert not response.success and 'out of host memory' in response.message and 'resize' in response.message
+    monkeypatch.setattr(rig.node.matcher.superpoint, 'forward', detect)
+    assert call_service(client, request, WAIT_S).success
+    name = f'{rig.node.get_name()}: match_images'
+    diagnostics.wait_for(lambda a: any(s.name == name and s.level == DiagnosticStatus.WARN and
+                                       {v.key: v.value for v in s.values}.get('failures') == '2' for s in a.status),
+                         'two service failures counted', WAIT_S)
+    assert rig.send(frames[0]).keyframe_id == 0  # the camera is untouched
+
+
+def test_essential_verification_with_and_without_calibration(make_rig, frames, capfd):
+    rig = make_rig(geometric_verification='essential')
+    rig.send(frames[0])
+    uncalibrated = rig.send(frames[1])
+    assert uncalibrated.verified_with == 'fundamental' and len(uncalibrated.inlier) == len(uncalibrated.confidence)
+    assert len(uncalibrated.keyframe_points_normalized) == 0 == len(uncalibrated.frame_points_normalized)
+    assert rig.send(frames[2]).verified_with == 'fundamental'
+    log = capfd.readouterr().err
+    assert log.count('the fundamental matrix instead') == 1, log  # one throttled warning for both frames
+    info = CameraInfo(width=WIDTH, height=HEIGHT, k=[525.0, 0, 319.5, 0, 525.0, 239.5, 0, 0, 1],
+                      distortion_model='plumb_bob', d=[0.05, -0.1, 0.001, 0.0005, 0.0])
+    rig.camera_info_pub.publish(info)
+    wait_until(lambda: rig.node.cameras[0].camera_info.for_stamp(info.header.stamp), 'the camera_info', WAIT_S)
+    assert call_service(rig.client(Trigger, 'new_keyframe'), Trigger.Request(), WAIT_S).success
+    rig.send(frames[3])  # the new keyframe has the calibration too
+    calibrated = rig.send(frames[4])
+    assert calibrated.verified_with == 'essential' and np.asarray(calibrated.inlier).sum() > 10
+    expected = cv2.undistortPoints(np.asarray(calibrated.frame_points, np.float64).reshape(-1, 1, 2),
+                                   np.asarray(info.k).reshape(3, 3), np.asarray(info.d),
+                                   criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-9))
+    np.testing.assert_allclose(np.asarray(calibrated.frame_points_normalized).reshape(-1, 2),
+                               expected.reshape(-1, 2), atol=1e-4)
+    assert len(calibrated.keyframe_points_normalized) == len(calibrated.keyframe_points)

@@ -11,9 +11,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from sensor_msgs.msg import CompressedImage
 
 from ..image import MIN_SIZE
-from .image_conversion import ENCODINGS, ImageConversionError
+from .image_conversion import ENCODINGS, ImageConversionError, compressed_format
 
 STALE_AFTER_S = 3.0     # no image for this long: WARN
 LOG_EVERY_S = 10.0      # at most one error log per kind of rejected image in this period
@@ -21,6 +22,14 @@ LOG_EVERY_S = 10.0      # at most one error log per kind of rejected image in th
 
 def rejection_kind(msg, error: Exception) -> str:
     """Short name of why an image message was rejected: the throttling key and diagnostics counter."""
+    if isinstance(msg, CompressedImage):  # no size fields: its format, else its data, was the problem
+        if not isinstance(error, ImageConversionError):
+            return 'unusable_image'
+        try:
+            compressed_format(msg.format)
+        except ImageConversionError:
+            return 'unsupported_format'
+        return 'undecodable'
     if isinstance(error, ImageConversionError):
         if msg.encoding not in ENCODINGS:
             return 'unsupported_encoding'
@@ -179,5 +188,5 @@ def diagnostic_status(report: Report, name: str, image_topic: str, camera_info_t
         'device': device,
         'image topic': image_topic,
     }
-    return DiagnosticStatus(level=level, name=f'{name}: SuperGlue matching', message=message, hardware_id=device,
+    return DiagnosticStatus(level=level, name=name, message=message, hardware_id=device,
                             values=[KeyValue(key=k, value=v) for k, v in figures.items()])

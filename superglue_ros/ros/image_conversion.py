@@ -1,7 +1,9 @@
-"""sensor_msgs/Image <-> numpy.
+"""sensor_msgs/Image and sensor_msgs/CompressedImage <-> numpy.
 
 image_msg_to_numpy(msg)                 -> (array [H, W] or [H, W, C], color_order for image.py)
 numpy_to_image_msg(array, encoding)     -> sensor_msgs/Image
+compressed_msg_to_numpy(msg)            -> (array, color_order), JPEG / PNG decoded with OpenCV
+numpy_to_compressed_msg(array, encoding, codec) -> sensor_msgs/CompressedImage as image_transport writes it
 
 Two backends give the same results: ROS 2's cv_bridge where the distribution has it, and a plain
 numpy conversion otherwise. Both run after the same validation, so a message that does not fit its
@@ -10,11 +12,13 @@ The numpy backend is zero-copy: the array is a view of msg.data (row padding ski
 except for byte-swapped 16-bit data, which is converted to the machine's order.
 """
 import array
+import re
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
 # encoding -> (component dtype, channels, color_order of the array as image.py reads it)
 ENCODINGS = {
@@ -151,6 +155,100 @@ def numpy_to_image_msg(image: np.ndarray, encoding: str, header=None, backend: s
         data.frombytes(memoryview(image).cast('B'))  # one copy into the message
         msg = Image(height=image.shape[0], width=image.shape[1], encoding=encoding,
                     is_bigendian=MACHINE_IS_BIGENDIAN, step=image.shape[1] * channels * image.itemsize, data=data)
+    if header is not None:
+        msg.header = header
+    return msg
+
+
+# -- sensor_msgs/CompressedImage, as image_transport's `compressed` plugin writes it --------------------
+# format, from image_transport_plugins' compressed_publisher.cpp (ROS 2 humble .. rolling):
+#   '<encoding>; jpeg compressed bgr8'     colour, any 8/16-bit encoding (converted to bgr8)
+#   '<encoding>; jpeg compressed mono8'    grey (converted to mono8)
+#   '<encoding>; png compressed bgr8'      colour 8-bit; 'bgr16' for 16-bit colour
+#   '<encoding>; png compressed '          grey 8 / 16-bit, passed through (no target named)
+#   'jpeg' / 'png'                         older publishers: 1 channel is mono8, 3 channels bgr8
+# The payload's channel order is the target's ('bgr...' or 'rgb...'), else the encoding's.
+COMPRESSED_CODECS = ('jpeg', 'png')
+_COMPRESSED_FORMAT = re.compile(r'(?P<encoding>[^;]*);\s*(?P<codec>\w+) compressed\s*(?P<target>\S*)\s*')
+_LEGACY_CODECS = {'jpeg': 'jpeg', 'jpg': 'jpeg', 'png': 'png'}
+_COMPRESSED_EXAMPLES = "'bgr8; jpeg compressed bgr8', 'mono16; png compressed ', or the legacy 'jpeg' / 'png'"
+
+
+def compressed_format(format_: str) -> tuple[str, str]:
+    """(codec, color_order of the decoded channels) of a CompressedImage.format; ImageConversionError
+    for a format this module does not decode (compressedDepth, tiff, anything unknown)."""
+    legacy = _LEGACY_CODECS.get(format_.strip().lower())
+    if legacy:
+        return legacy, 'bgr'
+    match = _COMPRESSED_FORMAT.fullmatch(format_)
+    if 'compressedDepth' in format_:
+        problem = 'compressedDepth (depth images) is not supported'
+    elif match is None:
+        problem = 'not a format of image_transport\'s compressed plugin'
+    elif match['codec'] not in COMPRESSED_CODECS:
+        problem = f'codec {match["codec"]!r} is not supported (supported: {", ".join(COMPRESSED_CODECS)})'
+    elif match['target'] and match['target'] not in ENCODINGS:
+        problem = f'compressed encoding {match["target"]!r} is not supported (supported: {SUPPORTED})'
+    else:
+        source = match['target'] or match['encoding'].strip()
+        return match['codec'], ENCODINGS[source][2] if source in ENCODINGS else 'bgr'
+    raise ImageConversionError(f'sensor_msgs/CompressedImage format {format_!r}: {problem}; expected e.g. '
+                               f'{_COMPRESSED_EXAMPLES}')
+
+
+def compressed_msg_to_numpy(msg: CompressedImage) -> tuple[np.ndarray, str]:
+    """sensor_msgs/CompressedImage (JPEG or PNG, format as image_transport's compressed plugin writes it)
+    -> (image, color_order), the contract of image_msg_to_numpy.
+
+    image: [H, W] or [H, W, C] as stored in the file (cv2.imdecode, IMREAD_UNCHANGED: no EXIF rotation):
+    uint8 for JPEG (8 bits per channel even when the format names a 16-bit source; image_transport's
+    subscriber would multiply it by 256, which adds no information), uint8 or uint16 for PNG.
+    color_order: 'bgr' or 'rgb', the order of the decoded channels (compressed_format).
+    Raises ImageConversionError: an unsupported format (compressed_format), or data OpenCV cannot decode.
+    """
+    codec, color_order = compressed_format(msg.format)
+    data = np.frombuffer(msg.data, np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise ImageConversionError(f'sensor_msgs/CompressedImage(format={msg.format!r}, len(data)={data.size}): '
+                                   f'the data is not a {codec.upper()} image OpenCV can decode (empty, truncated '
+                                   'or corrupt); check the publisher')
+    if image.dtype not in (np.uint8, np.uint16) or not (image.ndim == 2 or image.shape[2] in (1, 3, 4)):
+        raise ImageConversionError(f'sensor_msgs/CompressedImage(format={msg.format!r}): decoded to shape '
+                                   f'{image.shape} and dtype {image.dtype}; expected 1, 3 or 4 channels of uint8 '
+                                   'or uint16')
+    return image, color_order
+
+
+def numpy_to_compressed_msg(image: np.ndarray, encoding: str, codec: str = 'jpeg', header=None,
+                            jpeg_quality: int = 95, png_level: int = 3) -> CompressedImage:
+    """An image of a raw encoding (ENCODINGS; the array as numpy_to_image_msg takes it) -> a
+    sensor_msgs/CompressedImage as image_transport's compressed publisher writes it: colour converted to
+    bgr8 (JPEG) or bgr8 / bgr16 (PNG, alpha dropped), grey JPEG as mono8 and grey PNG as it is; format
+    '<encoding>; <codec> compressed <target>'. The defaults are the plugin's (jpeg_quality 95, png_level 3).
+    JPEG takes 8-bit encodings only (use png for 16-bit). ImageConversionError for anything else."""
+    if codec not in COMPRESSED_CODECS:
+        raise ImageConversionError(f'codec must be one of {COMPRESSED_CODECS}, got {codec!r}')
+    # checked (and as [H, W] / [H, W, C] in machine byte order) exactly as a raw image of that encoding
+    array_image, color_order = image_msg_to_numpy(numpy_to_image_msg(image, encoding, backend='numpy'), backend='numpy')
+    dtype, channels, _ = ENCODINGS[encoding]
+    if codec == 'jpeg' and dtype != np.uint8:
+        raise ImageConversionError(f'JPEG holds 8 bits per channel: encoding {encoding!r} needs codec=\'png\'')
+    if channels == 1:
+        target = 'mono8' if codec == 'jpeg' else ''
+    else:
+        target = f'bgr{8 * np.dtype(dtype).itemsize}'
+        conversion = {(3, 'rgb'): cv2.COLOR_RGB2BGR, (4, 'rgb'): cv2.COLOR_RGBA2BGR,
+                      (4, 'bgr'): cv2.COLOR_BGRA2BGR}.get((channels, color_order))
+        if conversion is not None:
+            array_image = cv2.cvtColor(array_image, conversion)
+    params = ([cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if codec == 'jpeg'
+              else [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)])
+    ok, data = cv2.imencode('.jpg' if codec == 'jpeg' else '.png', np.ascontiguousarray(array_image), params)
+    if not ok:
+        raise ImageConversionError(f'OpenCV could not encode an array of shape {array_image.shape} and dtype '
+                                   f'{array_image.dtype} as {codec}')
+    msg = CompressedImage(format=f'{encoding}; {codec} compressed {target}', data=array.array('B', data.tobytes()))
     if header is not None:
         msg.header = header
     return msg

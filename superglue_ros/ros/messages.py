@@ -1,4 +1,4 @@
-"""ROS messages from the front-end's results: Matches, Keyframe, the MatchImages response and the
+"""ROS messages from the pipeline's results: Matches, Keyframe, the MatchImages response and the
 ~/match_image picture. Arrays are copied into the messages as raw bytes (array.array.frombytes),
 not element by element: a keyframe's descriptors are 256 floats per keypoint.
 """
@@ -9,13 +9,14 @@ from sensor_msgs.msg import CameraInfo
 
 from superglue_ros.msg import Keyframe, Matches
 
-from ..frontend import FrameResult, PairResult
+from ..pipeline import PairResult
+from ..tracking import FrameResult
 from ..image import to_bgr8
 from ..visualization import draw_matches
 
 
 def _array(typecode: str, values, dtype) -> array.array:
-    """numpy values -> array.array of a message sequence field (float32 'f', int32 'i', uint8 'B')."""
+    """numpy values -> array.array of a message sequence field (float32 'f', int32 'i', uint8 'B', uint64 'Q')."""
     out = array.array(typecode)
     assert out.itemsize == np.dtype(dtype).itemsize
     out.frombytes(np.ascontiguousarray(values, dtype).tobytes())
@@ -26,33 +27,38 @@ def stamp_to_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
-def matches_message(result: FrameResult, header, keyframe_header, camera_info: CameraInfo | None,
+def matches_message(result: FrameResult, camera: str, header, keyframe_header, camera_info: CameraInfo | None,
                     latency_ms: float, dropped_frames: int) -> Matches:
-    """Matches of one processed frame. header / keyframe_header: std_msgs/Header of the frame and of
-    the keyframe the correspondences refer to."""
+    """Matches of one processed frame of `camera`. header / keyframe_header: std_msgs/Header of the
+    frame and of the keyframe the correspondences refer to."""
     return Matches(
-        header=header, keyframe_header=keyframe_header, keyframe_id=result.keyframe_id,
+        header=header, keyframe_header=keyframe_header, camera=camera, keyframe_id=result.keyframe_id,
         frame_index=result.frame_index, is_new_keyframe=result.is_new_keyframe,
         keyframe_points=_array('f', result.keyframe_points.reshape(-1), np.float32),
         frame_points=_array('f', result.frame_points.reshape(-1), np.float32),
         confidence=_array('f', result.confidence, np.float32),
         keyframe_indices=_array('i', result.keyframe_indices, np.int32),
         frame_indices=_array('i', result.frame_indices, np.int32),
-        inlier=_array('B', result.inlier, np.uint8),
+        track_ids=_array('Q', result.track_ids, np.uint64),
+        inlier=_array('B', result.inlier, np.uint8), verified_with=result.verified_with,
+        keyframe_points_normalized=_array('f', result.keyframe_points_normalized.reshape(-1), np.float32),
+        frame_points_normalized=_array('f', result.frame_points_normalized.reshape(-1), np.float32),
         keyframe_keypoint_count=result.keyframe_keypoint_count, frame_keypoint_count=result.frame_keypoint_count,
         camera_info=camera_info or CameraInfo(), latency_ms=float(latency_ms), dropped_frames=dropped_frames)
 
 
-def keyframe_message(result: FrameResult, header, image_size: tuple[int, int],
+def keyframe_message(result: FrameResult, camera: str, header, image_size: tuple[int, int],
                      camera_info: CameraInfo | None) -> Keyframe:
-    """The features of the frame of `result`, which became the new keyframe. image_size: (width,
-    height) of the image as published."""
+    """The features of the frame of `result`, which became `camera`'s new keyframe. image_size:
+    (width, height) of the image as published."""
     features = result.frame_features
-    descriptors = features.descriptors.cpu().numpy()            # [D, N]
+    descriptors = features.descriptors.float().cpu().numpy()    # [D, N]
     return Keyframe(
-        header=header, keyframe_id=result.new_keyframe_id, image_width=image_size[0], image_height=image_size[1],
+        header=header, camera=camera, keyframe_id=result.new_keyframe_id,
+        image_width=image_size[0], image_height=image_size[1],
         keypoints=_array('f', features.keypoints_original().reshape(-1), np.float32),
-        scores=_array('f', features.scores.cpu().numpy(), np.float32),
+        scores=_array('f', features.scores.float().cpu().numpy(), np.float32),
+        track_ids=_array('Q', result.new_keyframe_track_ids, np.uint64),
         descriptor_dim=descriptors.shape[0],
         descriptors=_array('f', descriptors.T.reshape(-1), np.float32),  # keypoint-major
         camera_info=camera_info or CameraInfo())
@@ -60,14 +66,14 @@ def keyframe_message(result: FrameResult, header, image_size: tuple[int, int],
 
 def fill_match_images_response(pair: PairResult, response):
     """MatchImages.Response filled with the correspondences of `pair` (success set by the caller)."""
-    response.points0 = _array('f', pair.points0.reshape(-1), np.float32)
-    response.points1 = _array('f', pair.points1.reshape(-1), np.float32)
-    response.confidence = _array('f', pair.confidence, np.float32)
-    response.indices0 = _array('i', pair.indices0, np.int32)
-    response.indices1 = _array('i', pair.indices1, np.int32)
-    response.inlier = _array('B', pair.inlier, np.uint8)
-    response.keypoint_count0 = pair.keypoint_count0
-    response.keypoint_count1 = pair.keypoint_count1
+    c = pair.correspondences
+    response.points0 = _array('f', c.points0.reshape(-1), np.float32)
+    response.points1 = _array('f', c.points1.reshape(-1), np.float32)
+    response.confidence = _array('f', c.confidence, np.float32)
+    response.indices0 = _array('i', c.indices0, np.int32)
+    response.indices1 = _array('i', c.indices1, np.int32)
+    response.inlier = _array('B', c.inlier, np.uint8)
+    response.keypoint_count0, response.keypoint_count1 = pair.keypoint_counts
     return response
 
 
