@@ -12,6 +12,7 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.10',
     packages=find_packages(include=['superglue_ros', 'superglue_ros.*']),
-    install_requires=['torch', 'numpy', 'opencv-python-headless', 'safetensors'],
+    install_requires=['torch', 'numpy', 'opencv-python-headless', 'safetensors', 'huggingface_hub~=2.4',
+                      'rosbags~=0.11.9'],
     extras_require={'test': ['pytest', 'pytest-timeout', 'transformers']},
 )

@@ -1,8 +1,12 @@
-"""Download the official SuperPoint / SuperGlue weights into the local cache, sha256 checked.
+"""Fetch the official SuperPoint / SuperGlue weights: presets into our cache (sha256 checked), Hugging Face
+hub ids into the Hugging Face cache.
 
-    python -m superglue_ros.download [superpoint indoor outdoor] [--dir DIR] [--force] [--mirror URL]
+    python -m superglue_ros.download [NAME ...] [--dir DIR] [--force] [--mirror URL]
 
-The files are those of the original release, magicleap/SuperGluePretrainedNetwork,
+NAME: a preset (superpoint, indoor, outdoor; default: all three) or a Hugging Face hub id
+owner/name[@revision] (e.g. magic-leap-community/superglue_indoor, .../superglue_outdoor, .../superpoint).
+
+Presets are the files of the original release, magicleap/SuperGluePretrainedNetwork,
 models/weights/{superpoint_v1,superglue_indoor,superglue_outdoor}.pth. Each file is streamed to a
 temporary file next to its destination, checked against the pinned sha256 and only then renamed
 into place, so a failed or corrupted download leaves nothing behind. Files already present with the
@@ -12,11 +16,16 @@ The pinned checksums were taken from public projects that verify these files (ea
 of the file at SuperGluePretrainedNetwork commit ddcf11f4, whose weights are unchanged since the
 2020 release): superpoint_v1.pth and superglue_outdoor.pth are pinned identically by several
 independent projects; superglue_indoor.pth by one (the same script that pins the other two).
+
+Hub ids are resolved by huggingface_hub (hub_snapshot): its cache ($HF_HUB_CACHE, else $HF_HOME/hub,
+else ~/.cache/huggingface/hub), HF_HUB_OFFLINE, tokens and proxies are the hub's own; @revision pins a
+branch, tag or commit. Only config.json and model.safetensors are fetched.
 """
 import argparse
 import hashlib
 import http.client
 import os
+import re
 import sys
 import tempfile
 import urllib.error
@@ -47,6 +56,13 @@ The SuperPoint and SuperGlue weights are (c) Magic Leap, Inc. and licensed under
 "SOFTWARE LICENSE AGREEMENT - ACADEMIC OR NON-PROFIT ORGANIZATION NONCOMMERCIAL RESEARCH USE ONLY".
 They may not be used commercially nor redistributed. By downloading them you agree to its terms:
 {LICENSE_URL}"""
+
+# A Hugging Face hub id: owner/name, optionally @revision (branch, tag or commit; may contain '/').
+HUB_ID = re.compile(r'(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[\w.-]+(?:/[\w.-]+)*))?')
+HUB_FILES = ('config.json', 'model.safetensors')  # a transformers checkpoint, as weights.py reads it
+OFFICIAL_HUB_IDS = ('magic-leap-community/superpoint', 'magic-leap-community/superglue_indoor',
+                    'magic-leap-community/superglue_outdoor')
+WEIGHTS_SUFFIXES = ('.pth', '.pt', '.tar', '.ckpt', '.bin', '.safetensors')  # file names, never hub ids
 
 TIMEOUT_S = 60
 CHUNK_BYTES = 1 << 20
@@ -162,29 +178,105 @@ def download_weights(names=None, directory: Path | None = None, base_url: str | 
     return paths
 
 
+def parse_hub_id(spec) -> tuple[str, str | None] | None:
+    """(repo_id, revision or None) when spec is a Hugging Face hub id 'owner/name[@revision]', else None.
+
+    Never a hub id: a Path object, a path that exists, a name starting with '.', '/' or '~', or one
+    ending in a weights-file suffix (WEIGHTS_SUFFIXES: a missing file stays a missing file)."""
+    if not isinstance(spec, str) or spec[:1] in ('.', '/', '~') or os.path.exists(spec):
+        return None
+    match = HUB_ID.fullmatch(spec)
+    if match is None or match['repo'].lower().endswith(WEIGHTS_SUFFIXES):
+        return None
+    return match['repo'], match['revision']
+
+
+def hub_snapshot(repo_id: str, revision: str | None = None) -> Path:
+    """The directory with config.json and model.safetensors of a hub checkpoint, in huggingface_hub's cache.
+
+    huggingface_hub decides everything else: a cached commit is used as is; a branch or tag is
+    checked against the hub unless HF_HUB_OFFLINE is set, and missing files are downloaded.
+    Raises DownloadError with the id, the reason and what to do (one line)."""
+    # imported here, at the first hub id: huggingface_hub reads HF_HOME / HF_HUB_OFFLINE when it is imported
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, HFValidationError,
+                                        LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
+    spec = repo_id + (f'@{revision}' if revision else '')
+    fetch_hint = f'{DOWNLOAD_COMMAND} {spec}'
+    paths = []
+    for file_name in HUB_FILES:
+        try:
+            paths.append(Path(hf_hub_download(repo_id, file_name, revision=revision)))
+        except LocalEntryNotFoundError:
+            where = f'the Hugging Face cache {constants.HF_HUB_CACHE} ($HF_HUB_CACHE, else $HF_HOME/hub)'
+            if constants.is_offline_mode():
+                raise DownloadError(f'hub id {spec}: {file_name} is not in {where}, and HF_HUB_OFFLINE is set so the '
+                                    f'hub is not asked: fetch it once with HF_HUB_OFFLINE unset: '
+                                    f'{fetch_hint}') from None
+            raise DownloadError(f'hub id {spec}: {file_name} is not in {where}, and the hub cannot be reached: check '
+                                f'the network / proxy, or fetch it on a machine that can ({fetch_hint}) and copy '
+                                'the cache') from None
+        except GatedRepoError:
+            raise DownloadError(f'hub id {spec}: the repository is gated: accept its terms on the hub and log in '
+                                '(hf auth login)') from None
+        except RepositoryNotFoundError:
+            raise DownloadError(f'hub id {spec}: no such Hugging Face repository (or a private one: log in with '
+                                f'hf auth login); the official ones are {", ".join(OFFICIAL_HUB_IDS)}') from None
+        except RevisionNotFoundError:
+            raise DownloadError(f'hub id {spec}: {repo_id} has no revision {revision or "main"!r}: give a branch, '
+                                'tag or commit of the repository') from None
+        except EntryNotFoundError:
+            raise DownloadError(f'hub id {spec}: the repository has no {file_name}; a SuperPoint / SuperGlue '
+                                f'checkpoint in the transformers format has {" and ".join(HUB_FILES)}') from None
+        except HFValidationError as e:
+            raise DownloadError(f'hub id {spec}: not a valid repository id ({e})') from None
+        except (HfHubHTTPError, OSError) as e:  # other HTTP statuses, disk full, unwritable cache
+            reason = ' '.join(str(e).split())
+            raise DownloadError(f'hub id {spec}: cannot fetch {file_name} ({type(e).__name__}: {reason})') from None
+    directory = paths[0].parent
+    if any(path.parent != directory for path in paths):  # both come from one commit: one snapshot folder
+        raise DownloadError(f'hub id {spec}: {HUB_FILES} resolved to different snapshots {paths}; fetch it again')
+    return directory
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog=DOWNLOAD_COMMAND, description=__doc__.split('\n\n')[0],
                                      epilog=LICENSE_NOTICE,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('names', nargs='*', metavar='NAME',
-                        help=f'presets to fetch: {", ".join(PRESETS)} (default: all)')
+                        help=f'presets to fetch ({", ".join(PRESETS)}; default: all) or Hugging Face hub ids '
+                             f'owner/name[@revision] (e.g. {OFFICIAL_HUB_IDS[1]})')
     parser.add_argument('--dir', type=Path, default=None,
-                        help='destination directory (default: $SUPERGLUE_ROS_WEIGHTS_DIR, else '
-                             '$XDG_CACHE_HOME/superglue_ros, else ~/.cache/superglue_ros)')
-    parser.add_argument('--force', action='store_true', help='download even if a verified file is present')
+                        help='destination directory of presets (default: $SUPERGLUE_ROS_WEIGHTS_DIR, else '
+                             '$XDG_CACHE_HOME/superglue_ros, else ~/.cache/superglue_ros); hub ids go to the '
+                             'Hugging Face cache ($HF_HUB_CACHE, else $HF_HOME/hub)')
+    parser.add_argument('--force', action='store_true', help='download presets even if a verified file is present')
     parser.add_argument('--mirror', metavar='URL', default=None,
-                        help=f'base URL serving the same file names (default: ${MIRROR_ENV}, else '
+                        help=f'base URL serving the preset file names (default: ${MIRROR_ENV}, else '
                              f'{OFFICIAL_BASE_URL})')
     args = parser.parse_args(argv)
-    unknown = [n for n in args.names if n not in PRESETS]
+    hub_ids = {name: parse_hub_id(name) for name in args.names if name not in PRESETS}
+    unknown = [name for name, hub in hub_ids.items() if hub is None]
     if unknown:
-        parser.error(f'unknown preset(s) {", ".join(unknown)}; choose from {", ".join(PRESETS)}')
+        parser.error(f'unknown name(s) {", ".join(unknown)}; give presets ({", ".join(PRESETS)}) or Hugging Face '
+                     f'hub ids owner/name[@revision], e.g. {", ".join(OFFICIAL_HUB_IDS)}')
+    presets = [name for name in args.names if name in PRESETS]
+    errors = []
     try:
-        download_weights(args.names, args.dir, args.mirror, args.force)
+        if presets or not hub_ids:
+            download_weights(presets, args.dir, args.mirror, args.force)
     except DownloadError as error:
+        errors.append(str(error))
+    if any(repo_id in OFFICIAL_HUB_IDS for repo_id, _ in hub_ids.values()):
+        print(LICENSE_NOTICE)
+    for name, (repo_id, revision) in hub_ids.items():
+        try:
+            print(f'{name}: {hub_snapshot(repo_id, revision)}')
+        except DownloadError as error:
+            errors.append(str(error))
+    for error in errors:
         print(f'error: {error}', file=sys.stderr)
-        return 1
-    return 0
+    return 1 if errors else 0
 
 
 if __name__ == '__main__':

@@ -1,27 +1,38 @@
 """Match two images with SuperPoint + SuperGlue from the command line.
 
-    python -m superglue_ros.match IMAGE0 IMAGE1 --superpoint-weights W --superglue-weights W
+    python -m superglue_ros.match IMAGE0 IMAGE1 [--superpoint-weights W] [--superglue-weights W]
         [--max-keypoints N] [--keypoint-threshold T] [--nms-radius R] [--match-threshold M]
-        [--sinkhorn-iterations K] [--resize WIDTH HEIGHT] [--device auto|cpu|cuda]
-        [--json OUT.json] [--image OUT.png]
+        [--sinkhorn-iterations K] [--max-matching-memory-mb MIB] [--resize WIDTH HEIGHT]
+        [--device auto|cpu|cuda|cuda:N] [--precision fp32|bf16|fp16] [--json OUT.json] [--image OUT.png]
 
-W: a weights file (.pth, .safetensors), a Hugging Face checkpoint directory or a preset
-('superpoint', 'indoor', 'outdoor'; `python -m superglue_ros.download`). --superpoint-weights may be
-left out when --superglue-weights is a Hugging Face SuperGlue checkpoint or a preset. Images are
-used at their own size unless --resize is given. Settings left out keep the models' defaults (the
-original release's).
+The setting flags are the rows of superglue_ros/settings.py (defaults, accepted values, descriptions),
+the same as the node's parameters.
 
---json writes, for the processed images (after --resize):
+W: a weights file (.pth, .safetensors), a Hugging Face checkpoint directory, a Hugging Face hub id
+(owner/name[@revision]) or a preset ('superpoint', 'indoor', 'outdoor'; `python -m superglue_ros.download`),
+see weights.py. --superglue-weights defaults to 'indoor', as the original's match_pairs.py;
+--superpoint-weights defaults to the SuperPoint of --superglue-weights: the one inside a Hugging Face
+SuperGlue checkpoint or hub id, else the preset 'superpoint'. Settings left out keep the models'
+defaults (the original release's).
+
+Files are read exactly as the original release reads them (read_image in models/utils.py of
+magicleap/SuperGluePretrainedNetwork): cv2.imread(path, cv2.IMREAD_GRAYSCALE), which decodes straight
+to grey (a JPEG's luma) and applies the EXIF orientation; with --resize, cv2.resize(image, (WIDTH, HEIGHT))
+with its default interpolation (bilinear) on that uint8 image; then float32 / 255. Images are used at
+their own size unless --resize is given (the original's match_pairs.py defaults to --resize 640 480).
+
+--json writes, for the processed images (after the EXIF orientation and --resize):
     keypoints0, keypoints1      [[x, y], ...] pixels
     scores0, scores1            detection scores
     matches0                    for each keypoint of image 0: index into keypoints1, or -1
     matching_scores0            for each keypoint of image 0: SuperGlue confidence (0 when unmatched)
     image0_size, image1_size    [width, height]
-    timings_ms                  per stage: preprocess, superpoint (both images), superglue_encode,
-                                superglue_match, total
+    timings_ms                  per stage: preprocess, superpoint (both images), the SuperGlue
+                                stages of MatchResult.timings_ms, total (reading the files excluded)
 --image writes the side-by-side match picture (visualization.draw_matches). Without --json a short
-summary is printed. Bad input (unreadable image, bad weights, bad values) exits with code 2 and one
-line on stderr.
+summary is printed. Bad input (unreadable image, bad weights, bad values) and running out of memory
+(a pair over --max-matching-memory-mb is refused before SuperGlue runs) exit with code 2 and one line
+on stderr.
 """
 import argparse
 import json
@@ -32,9 +43,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .image import ImageError, prepare_image
-from .matcher import Matcher
-from .models import SuperGlue, SuperPoint
+from .image import ImageError
+from .matcher import Matcher, ResourceError
+from .settings import SETTINGS, check_all, resize_of
 from .visualization import draw_matches
 from .weights import WeightsError
 
@@ -50,63 +61,85 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f'{message} (see --help)')
 
 
+# flag metavars of the settings; everything else about a flag comes from settings.py
+METAVARS = {'superpoint_weights': 'W', 'superglue_weights': 'W', 'device': 'DEVICE', 'precision': 'P',
+            'resize': ('WIDTH', 'HEIGHT'), 'max_keypoints': 'N', 'keypoint_threshold': 'T', 'nms_radius': 'R',
+            'match_threshold': 'M', 'sinkhorn_iterations': 'K', 'max_matching_memory_mb': 'MIB'}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    sp, sg = SuperPoint.default_config, SuperGlue.default_config
+    """The CLI's flags: one per settings.py row marked cli (type, description, default from the table),
+    plus --json and --image. Values are checked by settings.check in run(), with the table's message."""
     parser = Parser(prog=PROG, description='Match two images with SuperPoint + SuperGlue.',
-                    epilog='Weights: a .pth / .safetensors file, a Hugging Face checkpoint directory or a preset '
-                           "('superpoint', 'indoor', 'outdoor'), fetched with python -m superglue_ros.download.")
-    parser.add_argument('image0', type=Path, metavar='IMAGE0', help='first image (any file OpenCV reads)')
+                    epilog='Weights: a .pth / .safetensors file, a Hugging Face checkpoint directory, a Hugging Face '
+                           "hub id (owner/name[@revision]) or a preset ('superpoint', 'indoor', 'outdoor'); presets "
+                           'and hub ids are fetched with python -m superglue_ros.download NAME.')
+    parser.add_argument('image0', type=Path, metavar='IMAGE0',
+                        help='first image (any file OpenCV reads; read as grey with its EXIF orientation applied)')
     parser.add_argument('image1', type=Path, metavar='IMAGE1', help='second image')
-    parser.add_argument('--superpoint-weights', metavar='W',
-                        help='SuperPoint weights; may be left out when --superglue-weights is a Hugging Face '
-                             "SuperGlue checkpoint (it contains SuperPoint) or a preset (-> 'superpoint')")
-    parser.add_argument('--superglue-weights', metavar='W', required=True, help='SuperGlue weights')
-    parser.add_argument('--max-keypoints', type=int, metavar='N',
-                        help=f'keypoints kept per image, best first; -1: all (default {sp["max_keypoints"]})')
-    parser.add_argument('--keypoint-threshold', type=float, metavar='T',
-                        help=f'SuperPoint detection threshold in (0, 1) (default {sp["keypoint_threshold"]})')
-    parser.add_argument('--nms-radius', type=int, metavar='R',
-                        help=f'SuperPoint non-maximum suppression radius in pixels (default {sp["nms_radius"]})')
-    parser.add_argument('--match-threshold', type=float, metavar='M',
-                        help=f'SuperGlue matching score threshold in [0, 1) (default {sg["match_threshold"]})')
-    parser.add_argument('--sinkhorn-iterations', type=int, metavar='K',
-                        help=f'optimal transport iterations (default {sg["sinkhorn_iterations"]})')
-    parser.add_argument('--resize', type=int, nargs=2, metavar=('WIDTH', 'HEIGHT'),
-                        help='resize both images to WIDTH x HEIGHT (INTER_AREA) first; default: as given')
-    parser.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto',
-                        help='auto: CUDA when available, else CPU (default auto)')
+    for name, setting in SETTINGS.items():
+        if not setting.cli:
+            continue
+        default = setting.default
+        kind = int if isinstance(default, list) else type(default)
+        help_text = f'{setting.description} (default: {default!r})'
+        if name == 'resize':
+            help_text = (f'{setting.description}. The CLI resizes as the original\'s read_image: cv2.resize with its '
+                         'default (bilinear) interpolation (default: as given)')
+        parser.add_argument(f'--{name.replace("_", "-")}', type=kind, nargs=2 if isinstance(default, list) else None,
+                            metavar=METAVARS[name], help=help_text.replace('%', '%%'))
     parser.add_argument('--json', type=Path, metavar='OUT.json', help='write keypoints, matches and timings')
     parser.add_argument('--image', type=Path, metavar='OUT.png', help='write the match picture')
     return parser
 
 
-def read_image(path: Path) -> np.ndarray:
+def settings_of(args) -> dict:
+    """The settings given on the command line, checked (settings.check_all: ValueError, one line)."""
+    return check_all({name: getattr(args, name) for name, setting in SETTINGS.items()
+                      if setting.cli and getattr(args, name) is not None})
+
+
+def read_image(path: Path, resize=None) -> tuple[np.ndarray, tuple[int, int]]:
+    """The image file as the original's read_image (models/utils.py) gives it to SuperPoint.
+
+    cv2.imread(path, cv2.IMREAD_GRAYSCALE): decoded straight to 8-bit grey (a JPEG's luma, without a
+    colour round trip), EXIF orientation applied; with resize=(width, height): cv2.resize with its
+    default interpolation (bilinear) on the uint8 image. The Matcher then divides by 255 in float32
+    (image.grey_tensor), as the original's frame2tensor.
+    Returns (grey [h, w] uint8, (width, height) of the file after orientation).
+    Raises ImageError naming the file when it cannot be read."""
     if not path.is_file():
         raise ImageError(f'cannot read image {path}: {"it is a directory" if path.is_dir() else "no such file"}')
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # keeps 16-bit and alpha; image.py converts
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if image is None:
         raise ImageError(f'cannot read image {path}: not an image file OpenCV can decode')
-    return image
+    size = (image.shape[1], image.shape[0])
+    if resize is not None:
+        image = cv2.resize(image, tuple(resize))
+    return image, size
 
 
-def check_arguments(args):
-    """What can be checked before the slow part."""
-    if args.resize is not None and min(args.resize) < 16:
-        raise UsageError(f'--resize WIDTH HEIGHT must be at least 16 16, got {args.resize[0]} {args.resize[1]}')
+def check_arguments(args) -> dict:
+    """What can be checked before the slow part; the settings given, checked."""
+    settings = settings_of(args)
     for flag, path in (('--json', args.json), ('--image', args.image)):
         if path is not None and not path.parent.is_dir():
             raise UsageError(f'{flag} {path}: directory {path.parent} does not exist')
     if args.image is not None and not cv2.haveImageWriter(str(args.image)):
         raise UsageError(f'--image {args.image}: no image format for this extension; use .png or .jpg')
+    return settings
 
 
 def run(args) -> dict:
     """Match args.image0 with args.image1; returns the JSON content."""
-    check_arguments(args)
-    images = [read_image(args.image0), read_image(args.image1)]
-    settings = {name: getattr(args, name) for name in Matcher.MODEL_SETTINGS if getattr(args, name) is not None}
-    matcher = Matcher.from_weights(args.superpoint_weights, args.superglue_weights, device=args.device,
-                                   resize=None if args.resize is None else tuple(args.resize), **settings)
+    settings = check_arguments(args)
+    resize = resize_of(settings.pop('resize', [0, 0]))
+    read = [read_image(path, resize) for path in (args.image0, args.image1)]
+    images, sizes = [grey for grey, _ in read], [size for _, size in read]
+    # The images are read and resized here, as the original does: the matcher takes them as they are.
+    matcher = Matcher.from_weights(settings.pop('superpoint_weights', SETTINGS['superpoint_weights'].default),
+                                   settings.pop('superglue_weights', SETTINGS['superglue_weights'].default),
+                                   **settings)
 
     start = time.perf_counter()
     features = []
@@ -134,16 +167,16 @@ def run(args) -> dict:
         except OSError as e:
             raise OSError(f'cannot write the JSON to {args.json}: {e.strerror or e}') from None
     else:
-        print_summary(args, images, content, matcher)
+        print_summary(args, sizes, content, matcher)
     if args.image is not None:
         write_picture(args, images, content, matcher)
     return content
 
 
-def print_summary(args, images, content: dict, matcher: Matcher):
-    for i, (path, image) in enumerate(zip((args.image0, args.image1), images)):
+def print_summary(args, sizes, content: dict, matcher: Matcher):
+    for i, (path, (width, height)) in enumerate(zip((args.image0, args.image1), sizes)):
         size = content[f'image{i}_size']
-        resized = '' if matcher.resize is None else f' (resized from {image.shape[1]}x{image.shape[0]})'
+        resized = '' if (width, height) == tuple(size) else f' (resized from {width}x{height})'
         print(f'image{i} {path}: {size[0]}x{size[1]}{resized}, {len(content[f"keypoints{i}"])} keypoints')
     confidence = np.asarray(content['matching_scores0'])[np.asarray(content['matches0']) > -1]
     stats = f' (confidence mean {confidence.mean():.2f}, min {confidence.min():.2f})' if len(confidence) else ''
@@ -153,9 +186,8 @@ def print_summary(args, images, content: dict, matcher: Matcher):
 
 def write_picture(args, images, content: dict, matcher: Matcher):
     """The processed (grey, resized) images, so that the picture shows what SuperPoint saw."""
-    greys = [prepare_image(image, matcher.resize)[0] for image in images]
     settings = matcher.settings
-    picture = draw_matches(greys[0], greys[1], content['keypoints0'], content['keypoints1'], content['matches0'],
+    picture = draw_matches(images[0], images[1], content['keypoints0'], content['keypoints1'], content['matches0'],
                            content['matching_scores0'], text_lines=[
                                f'Keypoint threshold: {settings["keypoint_threshold"]:g}',
                                f'Match threshold: {settings["match_threshold"]:g}',
@@ -169,7 +201,7 @@ def write_picture(args, images, content: dict, matcher: Matcher):
 def main(argv=None) -> int:
     try:
         run(build_parser().parse_args(argv))
-    except (UsageError, ImageError, WeightsError, ValueError, OSError) as e:
+    except (UsageError, ImageError, WeightsError, ResourceError, ValueError, OSError) as e:
         message = ' '.join(str(e).split())  # one line
         print(f'{PROG}: error: {message}', file=sys.stderr)
         return 2

@@ -1,14 +1,20 @@
 """Load SuperPoint / SuperGlue weights from the two published formats, with exact errors.
 
-A weights spec is one of
+A weights spec (the same everywhere: CLI, node parameters, demo) is one of
   - a preset name: 'superpoint', 'indoor', 'outdoor' (files in weights_cache_dir(), fetched with
     `python -m superglue_ros.download`);
   - an original .pth state dict of magicleap/SuperGluePretrainedNetwork (superpoint_v1.pth,
-    superglue_indoor.pth, superglue_outdoor.pth);
+    superglue_indoor.pth, superglue_outdoor.pth), also as saved by training code: wrapped in
+    {'state_dict': ...} or {'model': ...}, and/or with the 'module.' prefix of DataParallel /
+    DistributedDataParallel (stripped as torch.nn.modules.utils.consume_prefix_in_state_dict_if_present does);
   - a Hugging Face checkpoint as published for magic-leap-community/superpoint and
     magic-leap-community/superglue_{indoor,outdoor}: a directory with config.json and
     model.safetensors, or the .safetensors file alone. A Hugging Face SuperGlue checkpoint
-    contains its SuperPoint (keypoint_detector.*), so it serves as both.
+    contains its SuperPoint (keypoint_detector.*), so it serves as both;
+  - a Hugging Face hub id owner/name[@revision] of such a checkpoint, e.g.
+    magic-leap-community/superglue_indoor@<commit>, resolved by huggingface_hub in its own cache
+    (download.hub_snapshot: HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE). A string is a hub id only when
+    no such local path exists and it does not end in a weights-file suffix (download.parse_hub_id).
 
 Hugging Face checkpoints are converted to the original layout: Linear -> Conv1d (kernel 1),
 renamed modules, and the attention heads reordered (original: channel d * heads + h; Hugging Face:
@@ -25,8 +31,10 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
-from .download import DOWNLOAD_COMMAND, PRESETS, preset_path, weights_cache_dir
+from .download import (DOWNLOAD_COMMAND, OFFICIAL_HUB_IDS, PRESETS, DownloadError, hub_snapshot, parse_hub_id,
+                       preset_path, weights_cache_dir)
 from .models import SuperGlue, SuperPoint
 from .models.superglue import check_superglue_config
 
@@ -38,7 +46,10 @@ class WeightsError(Exception):
 
 
 FORMATS_HINT = ('an original .pth state dict, a Hugging Face checkpoint directory (config.json + model.safetensors), '
-                f'a .safetensors file, or a preset ({", ".join(PRESETS)})')
+                'a .safetensors file, a Hugging Face hub id (owner/name[@revision]) or a preset '
+                f'({", ".join(PRESETS)})')
+WRAPPER_KEYS = ('state_dict', 'model')  # training checkpoints: {'state_dict': weights, 'epoch': ..., ...}
+PARALLEL_PREFIX = 'module.'             # DataParallel / DistributedDataParallel parameter names
 
 
 @dataclass
@@ -57,20 +68,25 @@ class Checkpoint:
 def load_superpoint(spec: str | Path | None, config: dict | None = None, superglue_spec=None) -> SuperPoint:
     """SuperPoint in eval mode from a weights spec (see the module doc).
 
-    spec None: take SuperPoint from superglue_spec, which must then be a Hugging Face SuperGlue
-    checkpoint (it contains its SuperPoint) or a preset (-> the 'superpoint' preset)."""
+    spec None: SuperPoint from superglue_spec, as the original release pairs them: the SuperPoint
+    inside a Hugging Face SuperGlue checkpoint or hub id (keypoint_detector.*), else the 'superpoint'
+    preset (superglue_spec a preset, or an original .pth, which holds no SuperPoint)."""
     if spec is None:
         if superglue_spec is None:
             raise WeightsError(f'no SuperPoint weights given: pass {FORMATS_HINT}')
         if isinstance(superglue_spec, str) and superglue_spec in PRESETS:
-            spec = 'superpoint'
+            why = f"the SuperGlue weights are the preset '{superglue_spec}'"
         else:
             checkpoint = read_checkpoint(superglue_spec, 'SuperGlue')
-            if not (checkpoint.model == 'superglue' and checkpoint.layout == 'hf'):
-                raise WeightsError(f'no SuperPoint weights given, and the SuperGlue weights {checkpoint.describe()} '
-                                   f'contain none (only Hugging Face SuperGlue checkpoints do): pass SuperPoint '
-                                   f"weights too, e.g. the preset 'superpoint'")
-            return superpoint_from(checkpoint, config)
+            if checkpoint.model == 'superglue' and any(k.startswith('keypoint_detector.') for k in checkpoint.tensors):
+                return superpoint_from(checkpoint, config)
+            why = f'the SuperGlue weights {checkpoint.describe()} hold none'
+        try:
+            checkpoint = read_checkpoint('superpoint', 'SuperPoint')
+        except WeightsError as e:
+            raise WeightsError(f"no SuperPoint weights given and {why}, so the preset 'superpoint' is used: "
+                               f'{e}') from None
+        return superpoint_from(checkpoint, config)
     return superpoint_from(read_checkpoint(spec, 'SuperPoint'), config)
 
 
@@ -124,7 +140,8 @@ def superpoint_from(checkpoint: Checkpoint, config: dict | None) -> SuperPoint:
 # Reading files
 
 def resolve(spec: str | Path, what: str) -> Path:
-    """Preset name or path -> existing path; WeightsError naming the path tried and the download command."""
+    """Preset name, hub id or path -> existing local path; WeightsError naming what was tried and what to do.
+    A hub id not in the Hugging Face cache is downloaded there, unless HF_HUB_OFFLINE is set."""
     if isinstance(spec, str) and spec in PRESETS:
         path = preset_path(spec)
         if not path.exists():
@@ -133,6 +150,12 @@ def resolve(spec: str | Path, what: str) -> Path:
         return path
     if not isinstance(spec, (str, Path)) or str(spec) == '':
         raise WeightsError(f'{what} weights must be {FORMATS_HINT}; got {spec!r}')
+    if (hub_id := parse_hub_id(spec)) is not None:
+        try:
+            return hub_snapshot(*hub_id)
+        except DownloadError as e:
+            local = '' if hub_id[0] in OFFICIAL_HUB_IDS else f' {spec!r} is no local path, and as a Hugging Face'
+            raise WeightsError(f'{what} weights:{local} {e}') from None
     path = Path(spec).expanduser()
     if not path.exists():
         raise WeightsError(f'{what} weights not found: {path} does not exist. Give {FORMATS_HINT}; '
@@ -195,11 +218,24 @@ def read_torch(path: Path, what: str) -> dict:
     except Exception as e:  # torch raises many types for damaged archives
         raise WeightsError(f'{what} weights: cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: {e}); '
                            f'the file is corrupt or truncated: download it again ({DOWNLOAD_COMMAND})') from None
+    tensors = unwrap(tensors)
     if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
         content = sorted(map(str, tensors))[:10] if isinstance(tensors, dict) else type(tensors).__name__
-        raise WeightsError(f'{what} weights: {path} is not a state dict (name -> tensor); found {content}. '
+        raise WeightsError(f'{what} weights: {path} is not a state dict (name -> tensor), nor one wrapped in '
+                           f'{{{", ".join(repr(k) + ": ..." for k in WRAPPER_KEYS)}}}; found {content}. '
                            f'Give {FORMATS_HINT}')
     return tensors
+
+
+def unwrap(content):
+    """The state dict inside a training checkpoint ({'state_dict': sd, ...} or {'model': sd, ...}), with the
+    'module.' prefix of (Distributed)DataParallel removed; anything else is returned as it is."""
+    if isinstance(content, dict) and not all(isinstance(v, torch.Tensor) for v in content.values()):
+        content = next((content[k] for k in WRAPPER_KEYS if isinstance(content.get(k), dict)), content)
+    if isinstance(content, dict) and all(isinstance(v, torch.Tensor) for v in content.values()):
+        content = dict(content)
+        consume_prefix_in_state_dict_if_present(content, PARALLEL_PREFIX)
+    return content
 
 
 def classify(tensors: dict, path: Path, what: str) -> tuple[str, str]:

@@ -170,3 +170,38 @@ def test_unwritable_directory_is_a_clear_error(served, tmp_path):
     blocker.write_text('not a directory')
     with pytest.raises(DownloadError, match='cannot write .*--dir'):
         download_weights(['indoor'], blocker / 'cache', base_url, manifest=manifest, log=lambda _: None)
+
+
+def test_hub_ids_go_to_the_hugging_face_cache(tmp_path):
+    """python -m superglue_ros.download with hub ids, in a fresh process with HF_HOME and HF_HUB_OFFLINE=1:
+    a cached id gives its snapshot directory, a missing one one error line with what to do (exit 1),
+    a name that is neither a preset nor a hub id a usage error (exit 2)."""
+    import os
+    import subprocess
+    import sys
+
+    from hub_cache import add_snapshot, hub_env
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    files = {name: tmp_path / name for name in download.HUB_FILES}
+    for path in files.values():
+        path.write_text('{}')
+    snapshot = add_snapshot(tmp_path / 'hf', 'magic-leap-community/superpoint', 'c' * 40, files)
+
+    def run(*names):
+        return subprocess.run([sys.executable, '-m', 'superglue_ros.download', *names], cwd=repo,
+                              env=hub_env(tmp_path / 'hf'), capture_output=True, text=True, timeout=120)
+
+    done = run('magic-leap-community/superpoint')
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == f'magic-leap-community/superpoint: {snapshot}'
+    assert 'NONCOMMERCIAL RESEARCH USE ONLY' in done.stdout  # the official weights' license
+    done = run('magic-leap-community/superpoint@' + 'c' * 40, 'magic-leap-community/superglue_outdoor@v1')
+    assert done.returncode == 1
+    assert done.stdout.splitlines()[-1] == f'magic-leap-community/superpoint@{"c" * 40}: {snapshot}'
+    error, = done.stderr.splitlines()
+    assert error.startswith('error: hub id magic-leap-community/superglue_outdoor@v1: config.json is not in the '
+                            f'Hugging Face cache {tmp_path / "hf" / "hub"}'), error
+    assert 'HF_HUB_OFFLINE is set' in error and error.endswith(
+        f'{download.DOWNLOAD_COMMAND} magic-leap-community/superglue_outdoor@v1')
+    done = run('superglue.pth')
+    assert done.returncode == 2 and 'unknown name(s) superglue.pth' in done.stderr

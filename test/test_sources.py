@@ -1,7 +1,6 @@
-"""Image sources: folders (timestamp names and plain names), videos, rosbag2 sqlite3 / MCAP bags,
-synthetic sequences, and the errors for what cannot be read."""
-import sqlite3
-
+"""Image sources: folders (timestamp names and plain names), videos, ROS bags written with rosbags'
+writers (rosbag2 sqlite3 / MCAP, zstd-compressed, ROS 1), synthetic sequences, and the errors for what
+cannot be read."""
 import cv2
 import numpy as np
 import pytest
@@ -69,73 +68,76 @@ def test_video_frames_and_stamps(tmp_path):
         assert int(np.argmin(errors)) == index and errors[index] < 8
 
 
-# -- ROS 2 bags ---------------------------------------------------------------------------------
+# -- ROS bags, written with rosbags' writers ------------------------------------------------------
 
-def ros_messages():
-    """(topic, type, message class) of a camera bag: raw images, camera_info and an unrelated topic."""
-    from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: F401
-    from std_msgs.msg import String  # noqa: F401
-    return {'Image': Image, 'CameraInfo': CameraInfo, 'CompressedImage': CompressedImage, 'String': String}
+def typestore(ros1: bool = False):
+    from rosbags.typesys import Stores, get_typestore
+    return get_typestore(Stores.ROS1_NOETIC if ros1 else Stores.ROS2_JAZZY)
 
 
-def stamped(message, stamp_ns: int):
-    message.header.stamp.sec, message.header.stamp.nanosec = divmod(stamp_ns, 10 ** 9)
-    return message
+def camera_records(count: int = 3, compressed_topic: bool = False, ros1: bool = False):
+    """[(topic, type, recording time ns, message)] of a small recording: an unrelated topic, camera_info,
+    rgb8 images (converted back to bgr by the source) and optionally a PNG CompressedImage topic whose
+    header stamps are zero (the recording time is used)."""
+    types = typestore(ros1).types
 
+    def header(stamp_ns):
+        stamp = types['builtin_interfaces/msg/Time'](*divmod(stamp_ns, 10 ** 9))
+        extra = {'seq': 0} if ros1 else {}  # ROS 1 headers have a sequence number
+        return types['std_msgs/msg/Header'](**extra, stamp=stamp, frame_id='camera')
 
-def camera_records(count: int = 3, compressed_topic: bool = False):
-    """[(topic, type name, recording time ns, message)] of a small recording."""
-    from superglue_ros.ros.image_conversion import numpy_to_image_msg
-    msg = ros_messages()
-    records = [('/chatter', 'std_msgs/msg/String', 500, msg['String'](data='hello'))]
-    info = msg['CameraInfo'](width=64, height=48, distortion_model='plumb_bob', d=[0.1, 0, 0, 0, 0],
-                             k=[50.0, 0, 31.5, 0, 50.0, 23.5, 0, 0, 1])
-    records.append(('/cam/camera_info', 'sensor_msgs/msg/CameraInfo', 900, stamped(info, 1_000_000_000)))
+    matrices = dict(d=np.array([0.1, 0, 0, 0, 0]), k=np.array([50.0, 0, 31.5, 0, 50.0, 23.5, 0, 0, 1]),
+                    r=np.eye(3).ravel(), p=np.zeros(12))
+    roi = types['sensor_msgs/msg/RegionOfInterest'](0, 0, 0, 0, False)
+    info = types['sensor_msgs/msg/CameraInfo'](
+        header(1_000_000_000), 48, 64, 'plumb_bob', *matrices.values(), 0, 0, roi)
+    records = [('/chatter', 'std_msgs/msg/String', 500, types['std_msgs/msg/String']('hello')),
+               ('/cam/camera_info', 'sensor_msgs/msg/CameraInfo', 900, info)]
     for index in range(count):
-        stamp = 1_000_000_000 + index * 200_000_000
-        rgb = cv2.cvtColor(pattern(index), cv2.COLOR_BGR2RGB)  # rgb8 on the wire: converted back to bgr
-        records.append(('/cam/image_raw', 'sensor_msgs/msg/Image', 2000 + index,
-                        stamped(numpy_to_image_msg(rgb, 'rgb8'), stamp)))
+        rgb = cv2.cvtColor(pattern(index), cv2.COLOR_BGR2RGB)
+        image = types['sensor_msgs/msg/Image'](header(1_000_000_000 + index * 200_000_000), 48, 64, 'rgb8', 0, 64 * 3,
+                                                rgb.ravel())
+        records.append(('/cam/image_raw', 'sensor_msgs/msg/Image', 2000 + index, image))
         if compressed_topic:
-            png = msg['CompressedImage'](format='png', data=cv2.imencode('.png', pattern(index))[1].tobytes())
+            png = cv2.imencode('.png', pattern(index))[1].ravel()
             records.append(('/cam/image_raw/compressed', 'sensor_msgs/msg/CompressedImage', 2000 + index,
-                            stamped(png, 0)))  # zero stamp: the recording time is used
+                            types['sensor_msgs/msg/CompressedImage'](header(0), 'png', png)))
     return records
 
 
-def write_db3(path, records):
-    """A rosbag2 sqlite3 file with the schema of Jazzy's storage plugin (schema version 4)."""
-    from rclpy.serialization import serialize_message
-    db = sqlite3.connect(path)
-    db.executescript("""
-        CREATE TABLE schema(schema_version INTEGER PRIMARY KEY, ros_distro TEXT NOT NULL);
-        CREATE TABLE metadata(id INTEGER PRIMARY KEY, metadata_version INTEGER NOT NULL, metadata TEXT NOT NULL);
-        CREATE TABLE topics(id INTEGER PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL,
-                            serialization_format TEXT NOT NULL, offered_qos_profiles TEXT NOT NULL,
-                            type_description_hash TEXT NOT NULL);
-        CREATE TABLE message_definitions(id INTEGER PRIMARY KEY, topic_type TEXT NOT NULL, encoding TEXT NOT NULL,
-                                         encoded_message_definition TEXT NOT NULL,
-                                         type_description_hash TEXT NOT NULL);
-        CREATE TABLE messages(id INTEGER PRIMARY KEY, topic_id INTEGER NOT NULL, timestamp INTEGER NOT NULL,
-                              data BLOB NOT NULL);
-        CREATE INDEX timestamp_idx ON messages (timestamp ASC);
-        INSERT INTO schema VALUES (4, 'jazzy');
-    """)
-    topic_ids = {}
-    for topic, type_, _, _ in records:
-        if topic not in topic_ids:
-            cursor = db.execute('INSERT INTO topics (name, type, serialization_format, offered_qos_profiles, '
-                                "type_description_hash) VALUES (?, ?, 'cdr', '', '')", (topic, type_))
-            topic_ids[topic] = cursor.lastrowid
-    for topic, _, time_ns, message in reversed(records):  # stored out of order: the reader sorts by time
-        db.execute('INSERT INTO messages (topic_id, timestamp, data) VALUES (?, ?, ?)',
-                   (topic_ids[topic], time_ns, serialize_message(message)))
-    db.commit()
-    db.close()
+def write_ros2_bag(path, records, storage='sqlite3', compression=None):
+    """A rosbag2 directory written by rosbags (version 9, as Jazzy), optionally zstd-compressed
+    ('file' or 'message'). A message given as bytes is written as it is."""
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+    store = typestore()
+    writer = Writer(path, version=9, storage_plugin=StoragePlugin[storage.upper()])
+    if compression:
+        writer.set_compression(CompressionMode[compression.upper()], CompressionFormat.ZSTD)
+    with writer:
+        connections = {}
+        for topic, type_, time_ns, message in records:
+            if topic not in connections:
+                connections[topic] = writer.add_connection(topic, type_, typestore=store)
+            data = message if isinstance(message, bytes) else store.serialize_cdr(message, type_)
+            writer.write(connections[topic], time_ns, data)
+    return path
 
 
-def check_camera_bag(source, count):
-    assert isinstance(source, BagSource) and source.topic == '/cam/image_raw' and len(source) == count
+def write_ros1_bag(path, records):
+    from rosbags.rosbag1 import Writer
+    store = typestore(ros1=True)
+    with Writer(path) as writer:
+        connections = {}
+        for topic, type_, time_ns, message in records:
+            if topic not in connections:
+                connections[topic] = writer.add_connection(topic, type_, typestore=store)
+            writer.write(connections[topic], time_ns, store.serialize_ros1(message, type_))
+    return path
+
+
+def check_camera_bag(source, count, kind='ROS 2 bag'):
+    assert isinstance(source, BagSource) and source.kind == kind
+    assert source.topic == '/cam/image_raw' and len(source) == count
     frames = list(source)
     assert [stamp for stamp, _ in frames] == pytest.approx([1.0 + 0.2 * i for i in range(count)])
     for index, (_, image) in enumerate(frames):
@@ -143,63 +145,66 @@ def check_camera_bag(source, count):
     info = source.camera_info
     assert (info['width'], info['height'], info['distortion_model']) == (64, 48, 'plumb_bob')
     assert info['k'] == pytest.approx([50.0, 0, 31.5, 0, 50.0, 23.5, 0, 0, 1])
+    assert info['d'] == pytest.approx([0.1, 0, 0, 0, 0]) and info['r'] == pytest.approx(np.eye(3).ravel())
 
 
-def test_db3_bag_directory_with_metadata(tmp_path):
-    bag = tmp_path / 'recording'
-    bag.mkdir()
-    write_db3(bag / 'recording_0.db3', camera_records(3))
-    (bag / 'metadata.yaml').write_text('rosbag2_bagfile_information:\n  version: 9\n  storage_identifier: sqlite3\n'
-                                       '  relative_file_paths: [recording_0.db3]\n  compression_format: ""\n')
+@pytest.mark.parametrize('storage, compression', [('sqlite3', None), ('mcap', None), ('sqlite3', 'file'),
+                                                  ('mcap', 'message')])
+def test_ros2_bag(tmp_path, storage, compression):
+    """sqlite3 and MCAP storage, plain and zstd-compressed (refused before rosbags)."""
+    bag = write_ros2_bag(tmp_path / 'recording', camera_records(3), storage, compression)
+    if compression == 'file':
+        assert [p.suffix for p in bag.iterdir() if p.name != 'metadata.yaml'] == ['.zstd']
     check_camera_bag(open_source(bag), 3)
-    check_camera_bag(open_source(bag / 'recording_0.db3'), 3)  # the file alone
+    if not compression:  # the storage file alone, without metadata.yaml
+        storage_file, = [p for p in bag.iterdir() if p.suffix in ('.db3', '.mcap')]
+        check_camera_bag(open_source(storage_file), 3)
+
+
+def test_ros1_bag(tmp_path):
+    """A ROS 1 bag: stamps from the headers, CameraInfo's D, K, R, P read as d, k, r, p."""
+    path = write_ros1_bag(tmp_path / 'recording.bag', camera_records(3, ros1=True))
+    check_camera_bag(open_source(path), 3, kind='ROS 1 bag')
+    check_camera_bag(open_source(tmp_path), 3, kind='ROS 1 bag')  # a directory of .bag files
 
 
 def test_bag_with_several_image_topics_needs_a_topic(tmp_path):
-    path = tmp_path / 'two_cameras.db3'
-    write_db3(path, camera_records(2, compressed_topic=True))
+    bag = write_ros2_bag(tmp_path / 'two_cameras', camera_records(2, compressed_topic=True))
     with pytest.raises(SourceError, match='several image topics.*/cam/image_raw/compressed.*--topic'):
-        open_source(path)
-    check_camera_bag(open_source(path, topic='/cam/image_raw'), 2)
-    compressed = open_source(path, topic='/cam/image_raw/compressed')
+        open_source(bag)
+    check_camera_bag(open_source(bag, topic='/cam/image_raw'), 2)
+    compressed = open_source(bag, topic='/cam/image_raw/compressed')
     frames = list(compressed)
     assert [stamp for stamp, _ in frames] == pytest.approx([2000e-9, 2001e-9])  # zero header stamps
     np.testing.assert_array_equal(frames[1][1], pattern(1))
     with pytest.raises(SourceError, match="'/chatter' is not an image topic.*/cam/camera_info"):
-        open_source(path, topic='/chatter')
+        open_source(bag, topic='/chatter')
 
 
-def test_mcap_bag(tmp_path):
-    pytest.importorskip('mcap', reason='the optional mcap package reads MCAP bags')
-    from mcap.writer import Writer
-    from rclpy.serialization import serialize_message
-    path = tmp_path / 'recording_0.mcap'
-    with open(path, 'wb') as stream:
-        writer = Writer(stream)
-        writer.start(profile='ros2')
-        channels = {}
-        for topic, type_, time_ns, message in camera_records(3):
-            if topic not in channels:
-                schema = writer.register_schema(name=type_, encoding='ros2msg', data=b'')
-                channels[topic] = writer.register_channel(topic=topic, message_encoding='cdr', schema_id=schema)
-            writer.add_message(channels[topic], log_time=time_ns, data=serialize_message(message),
-                               publish_time=time_ns)
-        writer.finish()
-    check_camera_bag(open_source(tmp_path), 3)
-
-
-def test_compressed_and_broken_bags_are_refused(tmp_path):
-    bag = tmp_path / 'compressed'
-    bag.mkdir()
-    (bag / 'compressed_0.db3.zstd').write_bytes(b'')
-    (bag / 'metadata.yaml').write_text('rosbag2_bagfile_information:\n  relative_file_paths: [compressed_0.db3.zstd]\n'
-                                       '  compression_format: zstd\n  compression_mode: FILE\n')
-    with pytest.raises(SourceError, match='compressed.*ros2 bag decompress'):
-        open_source(bag)
+def test_broken_bags_are_refused(tmp_path):
     broken = tmp_path / 'broken.db3'
     broken.write_bytes(b'this is not sqlite' * 100)
-    with pytest.raises(SourceError, match='not a rosbag2 sqlite3 bag'):
+    with pytest.raises(SourceError, match='broken.db3: cannot read this bag'):
         open_source(broken)
+    (tmp_path / 'broken.bag').write_bytes(b'#ROSBAG V2.0\n' + b'\0' * 50)
+    with pytest.raises(SourceError, match='broken.bag: cannot read this bag'):
+        open_source(tmp_path / 'broken.bag')
+    bag = write_ros2_bag(tmp_path / 'truncated', camera_records(2), 'mcap')
+    storage_file, = bag.glob('*.mcap')
+    storage_file.write_bytes(storage_file.read_bytes()[:300])
+    with pytest.raises(SourceError, match='truncated: cannot read this bag'):
+        list(open_source(bag))
+    missing = write_ros2_bag(tmp_path / 'missing', camera_records(1))
+    next(missing.glob('*.db3')).unlink()
+    with pytest.raises(SourceError, match='missing: cannot read this bag'):
+        open_source(missing)
+    records = camera_records(2)
+    records[-1] = records[-1][:3] + (b'\0\1\0\0garbage',)  # the last image is not CDR of an Image
+    garbled = open_source(write_ros2_bag(tmp_path / 'garbled', records))
+    frames = iter(garbled)
+    next(frames)
+    with pytest.raises(SourceError, match='garbled: cannot read this bag'):
+        next(frames)
 
 
 def test_synthetic_directory(tmp_path):
@@ -222,5 +227,5 @@ def test_unusable_sources(tmp_path):
     (tmp_path / '0.png').write_bytes(b'not a png')
     with pytest.raises(SourceError, match='cannot read .*0.png'):
         list(open_source(tmp_path))
-    with pytest.raises(SourceError, match='applies to ROS 2 bags only'):
+    with pytest.raises(SourceError, match='applies to ROS bags only'):
         open_source(tmp_path, topic='/image')

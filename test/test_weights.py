@@ -1,11 +1,17 @@
-"""Weights loading: both formats for both models, presets, and every kind of bad weights."""
+"""Weights loading: both formats for both models, presets, wrapped training checkpoints, Hugging Face hub
+ids from a hub cache built here (offline), and every kind of bad weights."""
+import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from hub_cache import add_checkpoint, hub_env
 from model_fixtures import (confident_weights, hf_superglue, load_grey, superglue_input, superglue_to_hf,
                             superpoint_to_hf, write_hf_superglue, write_hf_superpoint, write_original)
 from superglue_ros.download import DOWNLOAD_COMMAND
@@ -189,8 +195,172 @@ def test_wrong_model_file(files):
         load_superglue(files['superpoint_hf'])
     with pytest.raises(WeightsError, match='is a SuperGlue checkpoint, not SuperPoint'):
         load_superpoint(files['superglue_pth'])
-    with pytest.raises(WeightsError, match='contain none'):
+
+
+def test_superpoint_from_an_original_superglue_file_is_the_preset(files, tmp_path, monkeypatch):
+    """An original SuperGlue .pth holds no SuperPoint: the 'superpoint' preset goes with it, as in the
+    original release; when that is not downloaded, the error says why it was asked for."""
+    monkeypatch.setenv('SUPERGLUE_ROS_WEIGHTS_DIR', str(tmp_path))
+    with pytest.raises(WeightsError) as error:
         load_superpoint(None, superglue_spec=files['superglue_pth'])
+    message = str(error.value)
+    for fragment in ('no SuperPoint weights given', 'superglue_indoor.pth (original .pth SuperGlue checkpoint) hold '
+                     "none, so the preset 'superpoint' is used", str(tmp_path / 'superpoint_v1.pth'),
+                     f'{DOWNLOAD_COMMAND} superpoint'):
+        assert fragment in message, (fragment, message)
+    shutil.copy(files['superpoint_pth'], tmp_path / 'superpoint_v1.pth')
+    assert same_state(load_superpoint(None, superglue_spec=files['superglue_pth']), confident_weights()[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints saved by training code
+
+def test_wrapped_checkpoints_load_exactly(tmp_path):
+    """(Distributed)DataParallel's 'module.' prefix and the {'state_dict': ...} / {'model': ...} wrappers."""
+    superpoint_state, superglue_state = confident_weights()
+    model = SuperPoint()
+    model.load_state_dict(superpoint_state)
+    parallel = torch.nn.DataParallel(model).state_dict()  # as saved from a DataParallel model
+    assert all(k.startswith('module.') for k in parallel)
+    cases = {
+        'superpoint_parallel': (parallel, superpoint_state, load_superpoint),
+        'superpoint_state_dict': ({'state_dict': parallel, 'epoch': 7, 'best_loss': 0.25}, superpoint_state,
+                                  load_superpoint),
+        'superglue_model': ({'model': dict(superglue_state), 'optimizer': {'state': {}, 'param_groups': []},
+                             'step': 1000}, superglue_state, load_superglue),
+        'superglue_ddp_model': ({'model': {f'module.{k}': v for k, v in superglue_state.items()}}, superglue_state,
+                                load_superglue),
+    }
+    for name, (content, expected, load) in cases.items():
+        path = tmp_path / f'{name}.pth'
+        torch.save(content, path)
+        assert same_state(load(path), expected), name
+
+
+def test_other_wrappers_are_refused(tmp_path):
+    superpoint_state = confident_weights()[0]
+    for name, content in {'net': {'net': dict(superpoint_state)}, 'list': {'state_dict': list(superpoint_state)},
+                          'nested': {'model': {'state_dict': dict(superpoint_state)}}}.items():
+        path = tmp_path / f'{name}.pth'
+        torch.save(content, path)
+        with pytest.raises(WeightsError, match=r"is not a state dict \(name -> tensor\), nor one wrapped in "
+                                               r"\{'state_dict': ..., 'model': ...\}"):
+            load_superpoint(path)
+    lightning = tmp_path / 'lightning.pth'  # another prefix: not guessed
+    torch.save({'state_dict': {f'net.{k}': v for k, v in superpoint_state.items()}}, lightning)
+    with pytest.raises(WeightsError, match='no SuperPoint or SuperGlue tensors.*net.conv1a.bias'):
+        load_superpoint(lightning)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face hub ids
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout, not an installed copy
+COMMIT_A, COMMIT_B = 'a' * 40, '0123456789abcdef' * 2 + '01234567'
+
+
+def digest(state: dict) -> str:
+    """sha256 over the names and bytes of a state dict."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+HUB_PROBE = """
+import hashlib, json, sys
+from superglue_ros.weights import WeightsError, load_superglue, load_superpoint
+def digest(state):
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+out = {}
+for label, load, spec in json.loads(sys.argv[1]):
+    try:
+        model = load_superglue(spec) if load == 'superglue' else load_superpoint(
+            spec if load == 'superpoint' else None, superglue_spec=spec)
+        out[label] = digest(model.state_dict())
+    except WeightsError as e:
+        out[label] = 'WeightsError: ' + str(e)
+# the demo checks its weights specs the same way, and passes a hub id on as its snapshot directory
+import argparse, contextlib, io
+from superglue_ros.demo.__main__ import official_weights
+for label, specs in json.loads(sys.argv[2]).items():
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        out[label] = official_weights(argparse.Namespace(superpoint_weights=specs[0], superglue_weights=specs[1]))
+    out[label + '_stderr'] = stderr.getvalue()
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope='module')
+def hub_home(tmp_path_factory):
+    """HF_HOME with magic-leap-community/superglue_indoor (main -> commit A; tag v2 -> commit B, whose
+    bin_score differs) and magic-leap-community/superpoint; superglue_outdoor is not cached."""
+    superpoint_state, superglue_state = confident_weights()
+    root = tmp_path_factory.mktemp('hub')
+    changed = {**superglue_state, 'bin_score': superglue_state['bin_score'] + 1}
+    home = root / 'hf_home'
+    add_checkpoint(home, 'magic-leap-community/superglue_indoor', COMMIT_A,
+                   write_hf_superglue(root / 'a', superglue_state, superpoint_state))
+    add_checkpoint(home, 'magic-leap-community/superglue_indoor', COMMIT_B,
+                   write_hf_superglue(root / 'b', changed, superpoint_state), refs=('v2',))
+    add_checkpoint(home, 'magic-leap-community/superpoint', COMMIT_A,
+                   write_hf_superpoint(root / 'sp', superpoint_state))
+    return home, {'superpoint': digest(superpoint_state), 'a': digest(superglue_state), 'b': digest(changed)}
+
+
+def test_hub_ids_resolve_from_the_cache_offline(hub_home, tmp_path):
+    """In a fresh process with HF_HOME and HF_HUB_OFFLINE=1: the main branch, a pinned commit, a tag, the
+    SuperPoint inside a SuperGlue hub checkpoint, a SuperPoint hub checkpoint; ids that are not cached;
+    the demo's check of its weights."""
+    home, expected = hub_home
+    indoor, outdoor = 'magic-leap-community/superglue_indoor', 'magic-leap-community/superglue_outdoor'
+    cases = [('main', 'superglue', indoor), ('commit', 'superglue', f'{indoor}@{COMMIT_B}'),
+             ('tag', 'superglue', f'{indoor}@v2'), ('inside', 'from_superglue', f'{indoor}@{COMMIT_A}'),
+             ('superpoint', 'superpoint', 'magic-leap-community/superpoint'),
+             ('missing', 'superglue', outdoor), ('missing_commit', 'superglue', f'{indoor}@{"f" * 40}'),
+             ('unknown', 'superglue', 'someone/no_such_weights')]
+    demo = {'demo': ['magic-leap-community/superpoint', f'{indoor}@v2'], 'demo_missing': ['superpoint', outdoor]}
+    env = {**hub_env(home), 'SUPERGLUE_ROS_WEIGHTS_DIR': str(tmp_path)}  # no preset downloaded
+    done = subprocess.run([sys.executable, '-c', HUB_PROBE, json.dumps(cases), json.dumps(demo)], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert [got['main'], got['commit'], got['tag']] == [expected['a'], expected['b'], expected['b']]
+    assert got['inside'] == got['superpoint'] == expected['superpoint']
+    for label, spec in (('missing', outdoor), ('missing_commit', f'{indoor}@{"f" * 40}')):
+        message = got[label]
+        assert message.startswith('WeightsError: SuperGlue weights: hub id ') and '\n' not in message, message
+        for fragment in (spec, str(home / 'hub'), 'HF_HUB_OFFLINE is set', f'{DOWNLOAD_COMMAND} {spec}'):
+            assert fragment in message, (fragment, message)
+    assert "'someone/no_such_weights' is no local path, and as a Hugging Face hub id" in got['unknown']
+    snapshots = home / 'hub' / 'models--magic-leap-community--{}' / 'snapshots'
+    assert got['demo'] == [str(snapshots).format('superpoint') + f'/{COMMIT_A}',
+                           str(snapshots).format('superglue_indoor') + f'/{COMMIT_B}']
+    assert got['demo_missing'] is None and got['demo_stderr'] == ''
+    for fragment in ("preset 'superpoint' is not downloaded", f'hub id {outdoor}',
+                     f'{DOWNLOAD_COMMAND} superpoint {outdoor}', '--random-weights'):
+        assert fragment in got['demo_missing_stderr'], (fragment, got['demo_missing_stderr'])
+
+
+def test_paths_are_never_hub_ids(tmp_path, monkeypatch):
+    """A local directory named like a hub id is used as the directory; missing weight files stay missing files."""
+    from superglue_ros.download import parse_hub_id
+    monkeypatch.chdir(tmp_path)
+    write_hf_superpoint(tmp_path / 'magic-leap-community' / 'superpoint', confident_weights()[0])
+    assert parse_hub_id('magic-leap-community/superpoint') is None
+    assert same_state(load_superpoint('magic-leap-community/superpoint'), confident_weights()[0])
+    assert parse_hub_id('magic-leap-community/superglue_indoor@main') == ('magic-leap-community/superglue_indoor',
+                                                                           'main')
+    for spec in ('weights/superglue.pth', './owner/name', 'owner/name/extra', 'name'):
+        assert parse_hub_id(spec) is None, spec
+    with pytest.raises(WeightsError, match='weights/superglue.pth does not exist'):
+        load_superglue('weights/superglue.pth')
 
 
 def test_missing_unexpected_and_misshapen_keys(tmp_path):

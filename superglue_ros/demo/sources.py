@@ -3,8 +3,10 @@
 open_source(spec) picks the kind from what spec is:
     synthetic sequence   directory with sequence.json (synthetic.py): its stamps, camera_info and
                          ground-truth homographies
-    ROS 2 bag            directory with metadata.yaml / *.db3 / *.mcap, or one .db3 / .mcap file:
-                         sensor_msgs/Image or CompressedImage messages, stamps from their headers
+    ROS 2 bag            rosbag2 directory (metadata.yaml; sqlite3 or MCAP storage, zstd file or
+                         message compression), or one .db3 / .mcap file
+    ROS 1 bag            a .bag file, or a directory of .bag files (read as one recording)
+                         Bags: sensor_msgs/Image or CompressedImage messages, stamps from their headers
                          (the recording time where a header stamp is zero), camera_info from a
                          sensor_msgs/CameraInfo topic if the bag has one
     image folder         files sorted by name (digits compared as numbers); when every name is a
@@ -12,15 +14,15 @@ open_source(spec) picks the kind from what spec is:
                          those are the stamps, otherwise frame i has stamp i / rate_hz
     video file           anything cv2.VideoCapture reads; frame i has stamp i / (the file's frame rate)
 
-Bags are read without rosbag2_py (not on PyPI): .db3 with sqlite3, .mcap with the `mcap` package
-(pip install mcap) when it is installed; messages are decoded with rclpy.serialization. Compressed
-bags (rosbag2 compression) are refused with the command that decompresses them.
-camera_info is a dict with the sensor_msgs/CameraInfo field names (width, height,
-distortion_model, d, k, r, p), or None when the source has no calibration.
+Bags are read and their messages decoded with rosbags (pure Python, no ROS installation needed), using
+the message definitions stored in the bag, else the ROS 2 Jazzy ones (sensor_msgs is the same in every
+ROS 2 distribution). Raw images are converted by ros/image_conversion.py (numpy backend), which needs
+sensor_msgs importable. camera_info is a dict with the ROS 2 sensor_msgs/CameraInfo field names (width,
+height, distortion_model, d, k, r, p; a ROS 1 bag's D, K, R, P are renamed), or None when the source has no
+calibration.
 """
 import re
-import sqlite3
-from contextlib import closing
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -30,8 +32,10 @@ from ..image import ImageError, to_bgr8
 from .synthetic import SEQUENCE_FILE, load_sequence
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.ppm', '.pgm', '.pnm', '.webp')
-BAG_SUFFIXES = ('.db3', '.mcap')
-IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
+ROS2_SUFFIXES = ('.db3', '.mcap')
+ROS1_SUFFIX = '.bag'
+BAG_SUFFIXES = ROS2_SUFFIXES + (ROS1_SUFFIX,)
+IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')  # rosbags names ROS 1 types alike
 CAMERA_INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
 DEFAULT_RATE_HZ = 10.0
 TIMESTAMP_NAME = re.compile(r'\d+(\.\d+)?')
@@ -86,7 +90,7 @@ class FolderSource(Source):
         files = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
         if not files:
             raise SourceError(f'{path} holds no images ({", ".join(IMAGE_SUFFIXES)}) and is neither a synthetic '
-                              f'sequence ({SEQUENCE_FILE}) nor a ROS 2 bag (metadata.yaml, *.db3, *.mcap)')
+                              f'sequence ({SEQUENCE_FILE}) nor a ROS bag (metadata.yaml, *.db3, *.mcap, *.bag)')
         if all(TIMESTAMP_NAME.fullmatch(p.stem) for p in files):  # names are the capture times
             self.files = sorted(files, key=lambda p: float(p.stem))
             self.stamps = [float(p.stem) for p in self.files]
@@ -112,7 +116,7 @@ class VideoSource(Source):
         super().__init__(path)
         capture = cv2.VideoCapture(str(path))
         if not capture.isOpened():
-            raise SourceError(f'cannot open {path}: not an image folder, a ROS 2 bag ({", ".join(BAG_SUFFIXES)}) '
+            raise SourceError(f'cannot open {path}: not an image folder, a ROS bag ({", ".join(BAG_SUFFIXES)}) '
                               f'or a video file OpenCV can read')
         fps = capture.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps > 0 else rate_hz  # some containers do not tell their frame rate
@@ -137,26 +141,30 @@ class VideoSource(Source):
 
 
 class BagSource(Source):
-    """A rosbag2 recording: .db3 (sqlite3) or .mcap files, read in order."""
-    kind = 'ROS 2 bag'
+    """A ROS 2 or ROS 1 recording, read with rosbags (see the module doc). topic: the image topic, needed
+    when the bag has several; SourceError when the bag cannot be read or has no such topic."""
 
     def __init__(self, path: Path, topic: str | None = None):
         super().__init__(path)
-        self.files = bag_files(path)
-        types = self._topic_types()
-        images = sorted(name for name, type_ in types.items() if type_ in IMAGE_TYPES)
-        listing = ', '.join(f'{name} ({type_})' for name, type_ in sorted(types.items())) or 'none'
-        if topic is not None:
-            if types.get(topic) not in IMAGE_TYPES:
-                raise SourceError(f'{path}: topic {topic!r} is not an image topic of this bag; its topics: {listing}')
-        elif len(images) != 1:
-            raise SourceError(f'{path}: {"no" if not images else "several"} image topics '
-                              f'({", ".join(IMAGE_TYPES)}); its topics: {listing}'
-                              + ('; choose one with --topic' if images else ''))
-        self.topic = topic or images[0]
-        self.image_type = types[self.topic]
-        self.camera_info = self._first_camera_info(types)
-        self._length = sum(message_count(file, self.topic) for file in self.files)
+        self.paths = bag_paths(path)
+        self.kind = 'ROS 1 bag' if self.paths[0].suffix == ROS1_SUFFIX else 'ROS 2 bag'
+        with open_bag(self.path, self.paths) as reader:
+            topics = reader.topics
+            types = {name: info.msgtype for name, info in topics.items()}
+            images = sorted(name for name, type_ in types.items() if type_ in IMAGE_TYPES)
+            listing = ', '.join(f'{name} ({type_})' for name, type_ in sorted(types.items())) or 'none'
+            if topic is not None:
+                if types.get(topic) not in IMAGE_TYPES:
+                    raise SourceError(f'{path}: topic {topic!r} is not an image topic of this bag; its topics: '
+                                      f'{listing}')
+            elif len(images) != 1:
+                raise SourceError(f'{path}: {"no" if not images else "several"} image topics '
+                                  f'({", ".join(IMAGE_TYPES)}); its topics: {listing}'
+                                  + ('; choose one with --topic' if images else ''))
+            self.topic = topic or images[0]
+            self.image_type = types[self.topic]
+            self._length = topics[self.topic].msgcount
+            self.camera_info = self._first_camera_info(reader, types)
 
     def describe(self) -> str:
         return f'{self.kind} {self.path}, topic {self.topic} ({len(self)} frames)'
@@ -165,23 +173,31 @@ class BagSource(Source):
         return self._length
 
     def __iter__(self):
-        for _, time_ns, message in self._records([self.topic]):
-            stamp = message.header.stamp.sec + message.header.stamp.nanosec * 1e-9
-            yield (stamp if stamp > 0 else time_ns * 1e-9), self._to_bgr(message)
+        with open_bag(self.path, self.paths) as reader:
+            for time_ns, message in self._messages(reader, [self.topic]):
+                stamp = message.header.stamp.sec + message.header.stamp.nanosec * 1e-9
+                yield (stamp if stamp > 0 else time_ns * 1e-9), self._to_bgr(message)
+
+    def _messages(self, reader, topics: list[str]):
+        """(recording time ns, decoded message) on topics, in recording order."""
+        connections = [c for c in reader.connections if c.topic in topics]
+        with bag_errors(self.path):
+            for connection, time_ns, data in reader.messages(connections=connections):
+                yield time_ns, reader.deserialize(data, connection.msgtype)
 
     def _to_bgr(self, message) -> np.ndarray:
         if self.image_type == 'sensor_msgs/msg/CompressedImage':
-            image = cv2.imdecode(np.frombuffer(bytes(message.data), np.uint8), cv2.IMREAD_COLOR)
+            image = cv2.imdecode(np.frombuffer(message.data, np.uint8), cv2.IMREAD_COLOR)
             if image is None:
                 raise SourceError(f'{self.path}: cannot decode a {message.format!r} image on {self.topic}')
             return image
         from ..ros.image_conversion import ImageConversionError, image_msg_to_numpy
         try:
-            return to_bgr8(*image_msg_to_numpy(message))
+            return to_bgr8(*image_msg_to_numpy(message, backend='numpy'))  # rosbags messages, not rclpy ones
         except (ImageConversionError, ImageError) as e:
             raise SourceError(f'{self.path}: unusable image on {self.topic}: {e}') from None
 
-    def _first_camera_info(self, types: dict) -> dict | None:
+    def _first_camera_info(self, reader, types: dict) -> dict | None:
         """The first CameraInfo of the camera: the topic next to the image topic, else the only one."""
         infos = [name for name, type_ in types.items() if type_ == CAMERA_INFO_TYPE]
         namespace = self.topic.rsplit('/', 1)[0]
@@ -189,128 +205,62 @@ class BagSource(Source):
         chosen = nearby if len(nearby) == 1 else infos
         if len(chosen) != 1:
             return None
-        for _, _, info in self._records(chosen):
-            return {'width': info.width, 'height': info.height, 'distortion_model': info.distortion_model,
-                    'd': list(info.d), 'k': list(info.k), 'r': list(info.r), 'p': list(info.p)}
+        for _, info in self._messages(reader, chosen):
+            ros1 = not hasattr(info, 'k')  # ROS 1 names the matrices D, K, R, P
+            return {'width': int(info.width), 'height': int(info.height), 'distortion_model': info.distortion_model,
+                    **{name: [float(v) for v in getattr(info, name.upper() if ros1 else name)] for name in 'dkrp'}}
         return None
 
-    def _topic_types(self) -> dict:
-        types = {}
-        for file in self.files:
-            types.update(topic_types(file))
-        return types
 
-    def _records(self, topics: list[str]):
-        """(topic, recording time ns, decoded message) in recording order."""
-        from rclpy.serialization import deserialize_message
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-        classes = {'sensor_msgs/msg/Image': Image, 'sensor_msgs/msg/CompressedImage': CompressedImage,
-                   CAMERA_INFO_TYPE: CameraInfo}
-        for file in self.files:
-            for topic, type_, time_ns, data in read_raw(file, topics):
-                try:
-                    message = deserialize_message(bytes(data), classes[type_])
-                except Exception as e:  # rclpy raises plain exceptions for bad CDR
-                    raise SourceError(f'{file}: cannot decode a {type_} message on {topic} ({e}); '
-                                      'the bag is corrupt or compressed') from None
-                yield topic, time_ns, message
+@contextmanager
+def bag_errors(path: Path):
+    """rosbags' errors (unreadable storage, metadata, compression, message definitions, CDR data) as
+    SourceError naming the bag."""
+    from rosbags.highlevel import AnyReaderError
+    from rosbags.rosbag1 import ReaderError as Ros1Error
+    from rosbags.rosbag2 import ReaderError as Ros2Error
+    from rosbags.serde import SerdeError
+    from rosbags.typesys import TypesysError
+    try:
+        yield
+    except (AnyReaderError, Ros1Error, Ros2Error, SerdeError, TypesysError, OSError) as e:
+        reason = ' '.join(str(e).split()) or type(e).__name__
+        raise SourceError(f'{path}: cannot read this bag ({reason}); it is incomplete, corrupt or not a '
+                          'ROS bag') from None
 
 
-def bag_files(path: Path) -> list[Path]:
-    """The storage files of a bag, in order; SourceError for compressed or mixed bags."""
-    if path.is_file():
+@contextmanager
+def open_bag(path: Path, paths: list[Path]):
+    """rosbags' AnyReader over the bag's paths, opened; the ROS 2 Jazzy definitions serve bags that
+    store none (rosbag2 before Iron)."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+    with bag_errors(path):
+        reader = AnyReader(paths, default_typestore=get_typestore(Stores.ROS2_JAZZY))
+        reader.open()
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+def bag_paths(path: Path) -> list[Path]:
+    """What rosbags opens for a bag spec: [rosbag2 directory], [one .db3 / .mcap file] or [.bag files]."""
+    if path.is_file() or (path / 'metadata.yaml').is_file():
         return [path]
-    metadata = path / 'metadata.yaml'
-    files = None
-    if metadata.is_file():
-        import yaml
-        try:
-            info = yaml.safe_load(metadata.read_text())['rosbag2_bagfile_information']
-        except (yaml.YAMLError, KeyError, TypeError) as e:
-            raise SourceError(f'{metadata} is not a rosbag2 metadata file ({e})') from None
-        if info.get('compression_format'):
-            raise SourceError(f'{path} is compressed ({info["compression_format"]}, {info.get("compression_mode")}); '
-                              f'decompress it first: ros2 bag decompress {path}')
-        files = [path / name for name in info.get('relative_file_paths', [])]
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing:
-            raise SourceError(f'{metadata} lists files that do not exist: {missing}')
+    files = sorted((p for p in path.iterdir() if p.suffix in BAG_SUFFIXES), key=natural_key)
     if not files:
-        files = sorted((p for p in path.iterdir() if p.suffix in BAG_SUFFIXES), key=natural_key)
-    if not files:
-        raise SourceError(f'{path}: no bag files (*.db3, *.mcap) in this directory')
-    if len({f.suffix for f in files}) > 1:
-        raise SourceError(f'{path} mixes storage formats: {[f.name for f in files]}')
+        raise SourceError(f'{path}: no bag files ({", ".join(BAG_SUFFIXES)}) and no metadata.yaml in this directory')
+    ros1 = [f for f in files if f.suffix == ROS1_SUFFIX]
+    if ros1:
+        if len(ros1) < len(files):
+            raise SourceError(f'{path} mixes ROS 1 and ROS 2 bag files: {[f.name for f in files]}')
+        return ros1
+    if len(files) > 1:
+        raise SourceError(f'{path} holds several rosbag2 storage files ({[f.name for f in files]}) but no '
+                          'metadata.yaml that orders them: give one file, or restore metadata.yaml '
+                          '(ros2 bag reindex)')
     return files
-
-
-def open_db3(file: Path) -> sqlite3.Connection:
-    """Read-only connection to a rosbag2 sqlite3 file (close it: contextlib.closing)."""
-    try:
-        db = sqlite3.connect(f'file:{file}?mode=ro', uri=True)
-        db.execute('SELECT id, name, type FROM topics LIMIT 1').fetchall()
-        db.execute('SELECT topic_id, timestamp, data FROM messages LIMIT 1').fetchall()
-    except sqlite3.Error as e:
-        raise SourceError(f'{file} is not a rosbag2 sqlite3 bag ({e})') from None
-    return db
-
-
-def mcap_reader(stream, file: Path):
-    try:
-        from mcap.reader import make_reader
-    except ImportError:
-        raise SourceError(f'{file} is an MCAP bag: reading it needs the mcap package (pip install mcap), or convert '
-                          'it to sqlite3 with `ros2 bag convert`') from None
-    try:
-        return make_reader(stream)
-    except Exception as e:  # the mcap package raises its own hierarchy plus struct errors
-        raise SourceError(f'{file} is not a readable MCAP file ({type(e).__name__}: {e})') from None
-
-
-def topic_types(file: Path) -> dict:
-    """Topic name -> message type of one bag file."""
-    if file.suffix == '.db3':
-        with closing(open_db3(file)) as db:
-            return dict(db.execute('SELECT name, type FROM topics').fetchall())
-    with open(file, 'rb') as stream:
-        summary = mcap_reader(stream, file).get_summary()
-        if summary is not None:
-            return {channel.topic: summary.schemas[channel.schema_id].name
-                    for channel in summary.channels.values() if channel.schema_id in summary.schemas}
-        stream.seek(0)  # no summary section: scan the records
-        return {channel.topic: schema.name for schema, channel, _ in mcap_reader(stream, file).iter_messages()
-                if schema is not None}
-
-
-def message_count(file: Path, topic: str) -> int:
-    if file.suffix == '.db3':
-        with closing(open_db3(file)) as db:
-            return db.execute('SELECT COUNT(*) FROM messages JOIN topics ON messages.topic_id = topics.id '
-                              'WHERE topics.name = ?', (topic,)).fetchone()[0]
-    with open(file, 'rb') as stream:
-        summary = mcap_reader(stream, file).get_summary()
-        if summary is not None and summary.statistics is not None:
-            return sum(summary.statistics.channel_message_counts.get(channel_id, 0)
-                       for channel_id, channel in summary.channels.items() if channel.topic == topic)
-    return sum(1 for _ in read_raw(file, [topic]))
-
-
-def read_raw(file: Path, topics: list[str]):
-    """(topic, type, recording time ns, serialised CDR data) of one bag file, in recording order."""
-    if file.suffix == '.db3':
-        marks = ', '.join('?' * len(topics))
-        with closing(open_db3(file)) as db:
-            yield from db.execute(
-                'SELECT topics.name, topics.type, messages.timestamp, messages.data FROM messages '
-                f'JOIN topics ON messages.topic_id = topics.id WHERE topics.name IN ({marks}) '
-                'ORDER BY messages.timestamp, messages.id', topics)
-        return
-    with open(file, 'rb') as stream:
-        for schema, channel, message in mcap_reader(stream, file).iter_messages(topics=topics):
-            if channel.message_encoding != 'cdr':
-                raise SourceError(f'{file}: topic {channel.topic} is encoded as {channel.message_encoding!r}; '
-                                  "only ROS 2 'cdr' messages are read")
-            yield channel.topic, schema.name, message.log_time, message.data
 
 
 def open_source(spec, topic: str | None = None, rate_hz: float = DEFAULT_RATE_HZ) -> Source:
@@ -323,11 +273,11 @@ def open_source(spec, topic: str | None = None, rate_hz: float = DEFAULT_RATE_HZ
         raise ValueError(f'rate_hz must be > 0, got {rate_hz}')
     if not path.exists():
         raise SourceError(f'source {path} does not exist: give an image folder, a video file, a ROS 2 bag '
-                          f'(directory, .db3 or .mcap) or a synthetic sequence directory')
+                          f'(directory, .db3 or .mcap), a ROS 1 bag (.bag) or a synthetic sequence directory')
     is_bag = path.suffix in BAG_SUFFIXES or (path.is_dir() and not (path / SEQUENCE_FILE).is_file() and (
         (path / 'metadata.yaml').is_file() or any(p.suffix in BAG_SUFFIXES for p in path.iterdir())))
     if topic is not None and not is_bag:
-        raise SourceError(f'a topic ({topic}) applies to ROS 2 bags only, and {path} is not one')
+        raise SourceError(f'a topic ({topic}) applies to ROS bags only, and {path} is not one')
     if is_bag:
         return BagSource(path, topic)
     if path.is_dir():
