@@ -95,7 +95,10 @@ def summary(name: str, stamps: list, receipts: Receipts, seconds: float) -> str:
         return f'{name:<12}{len(stamps):>10}{0:>9}   no Matches received'
     latency = sorted(latency_ms(s, receipts) for s in stamps if s in receipts.by_stamp)
     node_ms = statistics.median(msg.latency_ms for _, msg in matched)
-    dropped = matched[-1][1].dropped_frames - matched[0][1].dropped_frames
+    # the node's count when the phase began: from the last Matches of a frame published before it
+    before = [msg.dropped_frames for stamp, (_, msg) in list(receipts.by_stamp.items())
+              if stamp < stamps[0]]
+    dropped = matched[-1][1].dropped_frames - max(before, default=matched[0][1].dropped_frames)
     p90 = latency[min(len(latency) - 1, int(0.9 * len(latency)))]
     return (f'{name:<12}{len(stamps):>10}{len(matched):>9}{dropped:>9}{len(matched) / seconds:>10.2f}'
             f'{statistics.median(latency):>10.1f}{p90:>10.1f}{latency[-1]:>10.1f}{node_ms:>10.1f}')

@@ -1,5 +1,6 @@
-"""The demo end to end (node and publisher processes over DDS, random weights), its refusal to
-start without weights, and the summary maths and publisher helpers it is built from."""
+"""The demo end to end (node and publisher processes over DDS, random weights, 640x480 frames from a
+reliable publisher, raw and JPEG-compressed), its refusal to start without weights, and the summary
+maths and publisher helpers it is built from."""
 import json
 import os
 import subprocess
@@ -9,11 +10,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import rclpy
+from rclpy.qos import QoSHistoryPolicy, QoSReliabilityPolicy, qos_profile_sensor_data
 from std_msgs.msg import Header
+
+from ros_helpers import isolate_ros_network
 
 from superglue_ros.demo import summary as summary_io
 from superglue_ros.demo.__main__ import main as demo_main
-from superglue_ros.demo.publisher import camera_info_msg, frames_to_publish, to_time
+from superglue_ros.demo.publisher import camera_info_msg, frames_to_publish, image_topic, publisher_qos, to_time
+from superglue_ros.demo.publisher import main as publisher_main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_TIMEOUT_S = 240
@@ -41,13 +47,21 @@ def processes_naming(text: str) -> list[str]:
 
 
 def check_run(result, output: Path, tmp_path: Path, published: int) -> dict:
-    """Checks every run shares; returns summary.json."""
+    """Checks every run shares; returns summary.json. The publisher is reliable (the demo's default), so
+    every frame is accounted for: processed by the node or dropped by its mailbox, none lost on the way."""
     assert result.returncode == 0, f'demo failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}'
     assert not processes_naming(str(tmp_path)), 'the node or the publisher is still running'
     summary = json.loads((output / 'summary.json').read_text())
+    assert summary['settings']['qos'] == 'reliable'
     assert summary['frames_published'] == published
     assert 1 <= summary['frames_processed'] <= published
-    assert summary['frames_processed'] + summary['frames_dropped'] + summary['frames_unaccounted'] == published
+    assert summary['frames_processed'] + summary['frames_dropped'] == published, \
+        f"frames lost: {summary['frames_unaccounted']} (node.log:\n{(output / 'node.log').read_text()[-3000:]})"
+    assert summary['frames_unaccounted'] == 0
+    node_log = (output / 'node.log').read_text()
+    # the preset (config/indoor.yaml: sinkhorn_iterations 20) under the demo's --max-keypoints 128
+    assert "'max_keypoints': 128" in node_log and "'sinkhorn_iterations': 20" in node_log, node_log[-3000:]
+    assert 'subscribed reliable, keep last 10' in node_log, 'the node follows the reliable publisher'
     assert summary['keyframes'] >= 1 and summary['frames'][0]['is_new_keyframe']
     assert len(summary['frames']) == summary['frames_processed']
     latency = summary['latency_ms']
@@ -78,12 +92,15 @@ def check_meaningless(result, output: Path, summary: dict):
 
 @pytest.mark.timeout(DEMO_TIMEOUT_S + 30)
 def test_demo_on_the_synthetic_sequence(tmp_path):
+    """640x480 bgr8 (900 KB) raw frames from a reliable publisher at 2 Hz (the node drops what it cannot follow)."""
     output = tmp_path / 'out'
     result = run_demo(['--random-weights', '--frames', 6, '--rate', 2, '--max-keypoints', 128, '--device', 'cpu',
                        '--output', output, '--idle-timeout', 30], tmp_path)
     summary = check_run(result, output, tmp_path, published=6)
     check_meaningless(result, output, summary)
     assert summary['settings']['source'].startswith('synthetic sequence')
+    assert summary['settings']['transport'] == 'raw'
+    assert {cv2.imread(str(p)).shape for p in (output / 'sequence').glob('*.png')} == {(480, 640, 3)}
     precision = summary['precision']
     assert precision['threshold_px'] == summary_io.PRECISION_THRESHOLD_PX
     matched = [r for r in summary['frames'] if r['matched']]
@@ -94,16 +111,31 @@ def test_demo_on_the_synthetic_sequence(tmp_path):
     for r in summary['frames']:  # every answered frame was related to its sequence frame and keyframe
         assert 0 <= r['keyframe_source_frame'] <= r['source_frame'] < 6
     assert len(list((output / 'sequence').glob('*.png'))) == 6
+    # the preset verifies with the fundamental matrix: inliers, their precision, and the tracks they continue
+    assert summary['verified_with'] == ['fundamental']
+    assert summary['inliers_per_frame']['count'] == len(matched)
+    assert all(0 <= r['inliers'] <= r['matches'] for r in matched)
+    assert precision['inliers_evaluated'] == sum(r['inliers'] for r in matched) > 0
+    assert 0 <= precision['inliers_correct'] <= precision['inliers_evaluated']
+    tracks = summary['tracks']
+    assert 0 < tracks['count'] <= sum(r['inliers'] for r in matched)
+    assert 1 <= tracks['length_frames']['max'] <= len(matched)
 
 
 @pytest.mark.timeout(DEMO_TIMEOUT_S + 30)
-def test_demo_on_an_image_folder(tmp_path, freiburg_paths):
+def test_demo_compressed_on_an_image_folder(tmp_path, freiburg_paths):
+    """Real 640x480 frames as JPEG sensor_msgs/CompressedImage on image/compressed."""
     output = tmp_path / 'out'
     result = run_demo(['--random-weights', '--source', freiburg_paths[0].parent, '--max-frames', 3, '--rate', 2,
-                       '--max-keypoints', 128, '--device', 'cpu', '--output', output, '--idle-timeout', 30], tmp_path)
+                       '--compressed', 'jpeg', '--max-keypoints', 128, '--device', 'cpu', '--output', output,
+                       '--idle-timeout', 30], tmp_path)
     summary = check_run(result, output, tmp_path, published=3)
     check_meaningless(result, output, summary)
     assert summary['settings']['source'].startswith('image folder')
+    assert summary['settings']['transport'] == 'compressed (jpeg)'
+    assert '/image/compressed: 1 publisher(s); subscribed reliable' in (output / 'node.log').read_text()
+    assert 'on /image/compressed (CompressedImage, jpeg)' in (output / 'publisher.log').read_text()
+    assert all(r['keypoints'] > 0 for r in summary['frames']), 'every JPEG was decoded and processed'
     assert summary['precision'] is None and 'no ground truth' in result.stdout
     stamps = {float(p.stem) for p in freiburg_paths[:3]}
     assert all(any(abs(r['stamp'] - s) < 1e-6 for s in stamps) for r in summary['frames'])  # the files' stamps
@@ -126,7 +158,10 @@ def test_bad_demo_arguments(tmp_path, capsys):
     assert demo_main(['--random-weights', '--source', str(tmp_path / 'missing'), '--output', str(output)]) == 2
     assert 'does not exist' in capsys.readouterr().err and not (output / 'node.log').exists()
     for args, message in ((['--rate', '-1'], '--rate must be >= 0'), (['--param', 'max_keypoints=5'], 'NAME:=VALUE'),
-                          (['--max-keypoints', '0'], '--max-keypoints must be -1')):
+                          (['--max-keypoints', '0'], '--max-keypoints must be -1'),
+                          (['--param', 'image_transport:=compressed'], 'use --compressed'),
+                          (['--param', "cameras:=['left']"], 'one unnamed camera'),
+                          (['--compressed', 'gif'], "invalid choice: 'gif'"), (['--qos', 'fast'], "invalid choice")):
         with pytest.raises(SystemExit) as exit_info:
             demo_main(args)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
@@ -184,6 +219,35 @@ def test_summarize_counts_and_precision(tmp_path):
     assert summary_io.markdown(no_truth).splitlines()[0] == f'# superglue_ros demo - {summary_io.MEANINGLESS}'
 
 
+def test_summarize_inliers_and_tracks():
+    records = [{**record(0.0, 0, matched=False, new=True), 'inliers': None, 'track_ids': []},
+               {**record(0.1, 4, correct=2), 'inliers': 3, 'correct_inliers': 2, 'verified_with': 'fundamental',
+                'track_ids': [1, 2, 3]},
+               {**record(0.2, 3, new=True, correct=1), 'inliers': 2, 'correct_inliers': 1,
+                'verified_with': 'fundamental', 'track_ids': [2, 3]},
+               {**record(0.3, 2, correct=2), 'keyframe_id': 1, 'inliers': 2, 'correct_inliers': 2,
+                'verified_with': 'fundamental', 'track_ids': [3, 9]}]  # 3 was inherited by keyframe 1
+    summary = summary_io.summarize(records, 4, 0, meaningless=False, settings={}, threshold_px=3.0)
+    assert summary['verified_with'] == ['fundamental']
+    assert summary['inliers_per_frame']['count'] == 3 and summary['inliers_per_frame']['max'] == 3
+    tracks = summary['tracks']  # lengths: id 1 -> 1 frame, 2 -> 2, 3 -> 3, 9 -> 1
+    assert tracks['count'] == 4 and tracks['across_keyframes'] == 1
+    assert tracks['length_frames'] == summary_io.statistics([1, 2, 3, 1])
+    precision = summary['precision']
+    assert (precision['correct'], precision['evaluated']) == (5, 9)
+    assert (precision['inliers_correct'], precision['inliers_evaluated'], precision['inliers_value']) == (5, 7, 5 / 7)
+    assert all('track_ids' not in r for r in summary['frames']), 'ids are summarised, not listed'
+    text = '\n'.join(summary_io.overview(summary))
+    assert 'inliers per frame (fundamental): mean 2.3' in text and '; inliers 0.714 (5 of 7)' in text
+    assert 'tracks: 4, length in frames mean 1.8, p50 1.5' in text
+    assert '(4 tracks); 1 continued past a new keyframe' in text
+    assert '| 4 | 2 | 3 | 100.0 |' in summary_io.markdown(summary), 'matches, correct, inliers'
+
+    unverified = summary_io.summarize([record(0.1, 4)], 1, 0, meaningless=False, settings={}, threshold_px=None)
+    assert unverified['inliers_per_frame'] is None and unverified['tracks']['count'] == 0
+    assert 'inliers per frame (not verified): n/a' in '\n'.join(summary_io.overview(unverified))
+
+
 def test_stamp_meaningless_banner():
     image = np.full((300, 500, 3), 90, np.uint8)
     stamped = summary_io.stamp_meaningless(image)
@@ -214,6 +278,37 @@ def test_looping_keeps_stamps_increasing():
     once = list(frames_to_publish(ListSource([5.0, 5.5, 6.0]), loop=False, max_frames=None))
     assert [stamp for _, stamp, _ in once] == [5.0, 5.5, 6.0]
     assert len(list(frames_to_publish(ListSource([1.0, 2.0]), loop=False, max_frames=1))) == 1
+
+
+def test_publisher_qos_is_a_camera_drivers():
+    reliable, best_effort = publisher_qos('reliable'), publisher_qos('best_effort')
+    assert (reliable.reliability, reliable.history, reliable.depth) == (
+        QoSReliabilityPolicy.RELIABLE, QoSHistoryPolicy.KEEP_LAST, 10), 'REP 2003: the system default'
+    assert best_effort == qos_profile_sensor_data
+    assert publisher_qos('reliable', depth=3).depth == 3 and publisher_qos('best_effort', depth=1).depth == 1
+
+
+def test_compressed_topic_follows_the_remapped_image_topic():
+    """As image_transport: the resolved base topic + /compressed."""
+    isolate_ros_network()
+    context = rclpy.Context()
+    rclpy.init(args=['--ros-args', '-r', 'image:=/camera/image_raw'], context=context)
+    try:
+        node = rclpy.create_node('publisher_names', context=context)
+        assert image_topic(node, 'jpeg') == '/camera/image_raw/compressed'
+        assert node.resolve_topic_name(image_topic(node, None)) == '/camera/image_raw'
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def test_bad_publisher_arguments(capsys):
+    for args, message in ((['src', '--depth', '0'], '--depth must be >= 1'),
+                          (['src', '--qos', 'fast'], 'invalid choice'),
+                          (['src', '--compressed', 'tiff'], 'invalid choice')):
+        with pytest.raises(SystemExit) as exit_info:
+            publisher_main(args)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_stamps_and_camera_info_messages():

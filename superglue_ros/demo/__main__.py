@@ -1,16 +1,23 @@
 """The demo: the node and a sequence publisher in separate processes over DDS, with a summary.
 
-    python -m superglue_ros.demo [--source DIR|VIDEO|BAG] [--output DIR] [--rate HZ]
-        [--random-weights] [--device auto|cpu|cuda] [--max-keypoints N] [--param NAME:=VALUE ...]
+    python -m superglue_ros.demo [--source DIR|VIDEO|BAG] [--output DIR] [--rate HZ] [--random-weights]
+        [--preset indoor|outdoor] [--device auto|cpu|cuda] [--max-keypoints N] [--param NAME:=VALUE ...]
+        [--qos reliable|best_effort] [--compressed jpeg|png]
 
 Default source: the synthetic sequence (synthetic.py), generated into OUTPUT/sequence, whose
 ground-truth homographies give the match precision. Steps:
   1. check the weights (official presets from the cache, else say how to get them and exit 2
      before starting anything); --random-weights writes confident random weights to a temp dir;
-  2. start `python -m superglue_ros.node` (its log: OUTPUT/node.log) and wait until it is up;
+  2. start `python -m superglue_ros.node --ros-args --params-file config/PRESET.yaml -p ...` (its log:
+     OUTPUT/node.log) and wait until it is up. The preset holds the real-time settings (indoor: 1024
+     keypoints, 20 Sinkhorn iterations; the node's own defaults are the original release's: every
+     keypoint, 100 iterations); the demo's flags and --param come after it on the command line, so
+     they win;
   3. subscribe to /superglue/matches and /superglue/match_image in this process;
-  4. start `python -m superglue_ros.demo.publisher SOURCE` (OUTPUT/publisher.log), wait until it
-     is done and the node has answered its last frame (or went quiet for --idle-timeout s);
+  4. start `python -m superglue_ros.demo.publisher SOURCE` (OUTPUT/publisher.log): a camera driver,
+     reliable keep last 10 as REP 2003 asks (--qos best_effort: a sensor-data driver), raw bgr8 or, with
+     --compressed, CompressedImage on image/compressed (the node then gets image_transport:=compressed);
+     wait until it is done and the node has answered its last frame (or went quiet for --idle-timeout s);
   5. stop both processes (SIGINT, then SIGTERM, then SIGKILL) and write OUTPUT/match_images/*.png,
      OUTPUT/summary.json and OUTPUT/summary.md.
 All three processes use one DDS domain ($ROS_DOMAIN_ID, else one derived from this process id)
@@ -29,14 +36,20 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from ..image import to_bgr8
+from ..ros.image_conversion import COMPRESSED_CODECS
 from . import summary as summary_io
 from .sources import SourceError, open_source
 from .synthetic import DEFAULTS as SYNTHETIC_DEFAULTS, generate_sequence
 
 NODE_NAME = 'superglue'
+PRESETS = ('indoor', 'outdoor')  # config/<preset>.yaml: one camera each (config/stereo.yaml has two)
+# node parameters the demo sets itself: it feeds one unnamed camera, raw or --compressed
+DEMO_PARAMETERS = {'cameras': 'the demo feeds one unnamed camera', 'image_transport': 'use --compressed'}
 STOP_GRACE_S = (5.0, 3.0)  # after SIGINT, after SIGTERM; then SIGKILL
+MATCH_IMAGE_WAIT_S = 5.0  # after the last frame's Matches, for its match image
 
 
 def parse_args(argv):
@@ -59,12 +72,20 @@ def parse_args(argv):
         help='confident random weights instead of the official ones (offline): everything runs, but the matches '
              'are MEANINGLESS, and every output says so')
     add('--superpoint-weights', default='superpoint', metavar='SPEC', help="preset or path (default: 'superpoint')")
-    add('--superglue-weights', default='indoor', metavar='SPEC',
-        help="'indoor', 'outdoor' or a path (default: 'indoor')")
+    add('--superglue-weights', metavar='SPEC', help="'indoor', 'outdoor' or a path (default: the preset's name)")
+    add('--preset', choices=PRESETS, default='indoor',
+        help="the node's parameters from config/PRESET.yaml, the real-time settings (default: indoor); the flags "
+             'below override it')
     add('--device', choices=('auto', 'cpu', 'cuda'), default='auto', help="the node's device (default: auto)")
-    add('--max-keypoints', type=int, metavar='N', help="the node's max_keypoints (default: the node's)")
+    add('--max-keypoints', type=int, metavar='N', help="the node's max_keypoints (default: the preset's)")
     add('--param', action='append', default=[], metavar='NAME:=VALUE',
         help='another node parameter, e.g. --param keyframe_min_matches:=100 (repeatable)')
+    add('--qos', choices=('reliable', 'best_effort'), default='reliable',
+        help="the publisher's QoS: reliable, keep last 10 (a REP 2003 camera driver, default) or best_effort "
+             '(a sensor-data driver); the node follows it')
+    add('--compressed', choices=COMPRESSED_CODECS,
+        help='publish sensor_msgs/CompressedImage on image/compressed, as image_transport does, and start the '
+             'node with image_transport:=compressed')
     add('--threshold', type=float, default=summary_io.PRECISION_THRESHOLD_PX, metavar='PX',
         help='a correspondence is correct within this distance of the ground truth (default: %(default)g)')
     add('--startup-timeout', type=float, default=120.0, metavar='S',
@@ -86,6 +107,11 @@ def parse_args(argv):
     for param in args.param:
         if ':=' not in param or not param.split(':=')[0]:
             parser.error(f'--param takes NAME:=VALUE (as ros2 run -p), got {param!r}')
+        if param.split(':=')[0] in DEMO_PARAMETERS:
+            parser.error(f'--param {param}: the demo sets {param.split(":=")[0]} itself '
+                         f'({DEMO_PARAMETERS[param.split(":=")[0]]})')
+    if args.superglue_weights is None:
+        args.superglue_weights = args.preset
     return args
 
 
@@ -96,27 +122,33 @@ def say(line: str = ''):
 # -- weights -------------------------------------------------------------------------------------
 
 def official_weights(args) -> tuple[str, str] | None:
-    """The weights specs to pass on, after checking the files exist; None (and what to do, printed)
-    when they do not."""
-    from ..download import DOWNLOAD_COMMAND, PRESETS, weights_cache_dir
+    """The weights specs to pass on to the node, after checking they are there; None (and what to do,
+    printed) when they are not. Any spec weights.py takes; a Hugging Face hub id is resolved here (from
+    its cache, or fetched into it unless HF_HUB_OFFLINE is set) and passed on as its snapshot directory,
+    so the node loads exactly what was checked without asking the hub again."""
+    from ..download import DOWNLOAD_COMMAND, PRESETS, parse_hub_id, weights_cache_dir
     from ..weights import WeightsError, resolve
-    problems = []
+    specs, problems, missing = [], [], []
     for spec, what in ((args.superpoint_weights, 'SuperPoint'), (args.superglue_weights, 'SuperGlue')):
         try:
-            resolve(spec, what)
+            path = resolve(spec, what)
+            specs.append(str(path) if parse_hub_id(spec) else spec)
         except WeightsError as e:
             problems.append(str(e))
+            if spec in PRESETS or parse_hub_id(spec):
+                missing.append(spec)
     if not problems:
-        return args.superpoint_weights, args.superglue_weights
-    presets = [s for s in (args.superpoint_weights, args.superglue_weights) if s in PRESETS]
+        return specs[0], specs[1]
     print('error: the demo needs SuperPoint and SuperGlue weights:', file=sys.stderr)
     for problem in problems:
         print(f'  {problem}', file=sys.stderr)
-    print(f'The official weights (non-commercial research license) are downloaded into the weights cache\n'
-          f'  {weights_cache_dir()}  (set $SUPERGLUE_ROS_WEIGHTS_DIR to use another directory)\n'
-          f'with:\n  {DOWNLOAD_COMMAND} {" ".join(presets)}\n'
-          f'Without them (offline), run the demo with --random-weights: the whole pipeline runs, but the\n'
-          f'matches are MEANINGLESS.', file=sys.stderr)
+    if missing:
+        print(f'The official weights (non-commercial research license) are fetched, presets into the weights cache\n'
+              f'  {weights_cache_dir()}  (set $SUPERGLUE_ROS_WEIGHTS_DIR to use another directory)\n'
+              f'and Hugging Face hub ids into the Hugging Face cache, with:\n  {DOWNLOAD_COMMAND} {" ".join(missing)}',
+              file=sys.stderr)
+    print('Without them (offline), run the demo with --random-weights: the whole pipeline runs, but the\n'
+          'matches are MEANINGLESS.', file=sys.stderr)
     return None
 
 
@@ -132,9 +164,26 @@ def random_weights(directory: Path) -> tuple[str, str]:
 
 # -- processes -----------------------------------------------------------------------------------
 
-# Fast DDS (the default RMW) sends samples larger than its shared-memory segment (512 KiB by
-# default) over UDP, where a busy receiver loses most 640x480 bgr8 images. A larger segment
-# keeps every image of the demo in shared memory; UDP stays for discovery.
+def preset_file(name: str) -> Path:
+    """config/<name>.yaml of this source tree, else of the installed package (colcon: share/superglue_ros)."""
+    path = Path(__file__).resolve().parents[2] / 'config' / f'{name}.yaml'
+    if not path.is_file():
+        try:
+            from ament_index_python.packages import get_package_share_directory
+            path = Path(get_package_share_directory('superglue_ros')) / 'config' / f'{name}.yaml'
+        except (ImportError, LookupError, OSError):  # not installed; OSError: no ROS environment
+            pass
+    return path
+
+
+# Fast DDS (the default RMW) passes samples between processes through a shared-memory segment of
+# 512 KiB by default: a 640x480 bgr8 image (900 KB) goes in fragments, and a best-effort reader loses
+# the whole image when one fragment is lost (README, "Large images over Fast DDS"). A reliable reader
+# has lost fragments sent again, and the node's subscription is reliable whenever the camera publishes
+# reliably (ros/qos.py), so the default demo (a reliable publisher, as REP 2003 asks of drivers) runs
+# on Fast DDS's defaults, as a robot would. With --qos best_effort the demo plays a sensor-data
+# driver, and then gives all three processes this profile, the README's fix for best-effort cameras:
+# a 32 MiB segment keeps every image in shared memory; UDP stays for discovery.
 FASTDDS_PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
 <profiles xmlns="http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles">
   <transport_descriptors>
@@ -153,15 +202,16 @@ FASTDDS_PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
 DDS_VARIABLES = ('ROS_DOMAIN_ID', 'ROS_AUTOMATIC_DISCOVERY_RANGE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
 
 
-def ros_environment(temp: Path) -> dict:
-    """This process's environment with the demo's DDS domain, localhost-only discovery, the Fast DDS
-    profile above (unless another RMW or profile was chosen), and this source tree importable (the
-    node and the publisher are started with python -m)."""
+def ros_environment(temp: Path, best_effort: bool) -> dict:
+    """This process's environment with the demo's DDS domain, localhost-only discovery, for a
+    best-effort publisher the Fast DDS profile above (unless another RMW or profile was chosen), and
+    this source tree importable (the node and the publisher are started with python -m)."""
     env = dict(os.environ)
     env.setdefault('ROS_DOMAIN_ID', str(os.getpid() % 100 + 1))
     env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     fastdds = env.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp').startswith('rmw_fastrtps')
-    if fastdds and not (env.get('FASTRTPS_DEFAULT_PROFILES_FILE') or env.get('FASTDDS_DEFAULT_PROFILES_FILE')):
+    chosen = env.get('FASTRTPS_DEFAULT_PROFILES_FILE') or env.get('FASTDDS_DEFAULT_PROFILES_FILE')
+    if best_effort and fastdds and not chosen:
         profile = temp / 'fastdds_profile.xml'
         profile.write_text(FASTDDS_PROFILE)
         env['FASTRTPS_DEFAULT_PROFILES_FILE'] = str(profile)
@@ -229,22 +279,19 @@ class Collector:
                 self.frame_of[nanoseconds(to_time(float(stamp)))] = index
 
     def subscribe(self, matches_type, image_type):
-        """Subscriptions with the reliability the node offers (a reliable subscription would not match a
-        best-effort publisher)."""
-        from rclpy.qos import HistoryPolicy, QoSProfile
+        """Reliable subscriptions, keep last 100: the node publishes reliably (rclpy's default QoS), and a
+        deep history keeps every Matches while this process's executor is busy writing match images."""
         for topic, type_, callback in ((f'/{NODE_NAME}/matches', matches_type, self.on_matches),
                                        (f'/{NODE_NAME}/match_image', image_type, self.on_match_image)):
-            offered = self.node.get_publishers_info_by_topic(topic)
-            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100)
-            if offered:
-                qos.reliability = offered[0].qos_profile.reliability
-            self.subscriptions.append(self.node.create_subscription(type_, topic, callback, qos))
+            self.subscriptions.append(self.node.create_subscription(type_, topic, callback, 100))
 
     def connected(self) -> bool:
         return all(s.get_publisher_count() > 0 for s in self.subscriptions)
 
     def on_matches(self, msg):
         stamp_ns, keyframe_ns = nanoseconds(msg.header.stamp), nanoseconds(msg.keyframe_header.stamp)
+        verified = msg.verified_with not in ('', 'none')
+        inlier = np.asarray(msg.inlier, np.uint8).astype(bool) if verified else np.ones(len(msg.confidence), bool)
         record = {
             'stamp': stamp_ns * 1e-9, 'stamp_ns': stamp_ns, 'frame_index': msg.frame_index,
             'keyframe_id': msg.keyframe_id,
@@ -254,6 +301,9 @@ class Collector:
             'matches': len(msg.confidence), 'keypoints': msg.frame_keypoint_count,
             'keyframe_keypoints': msg.keyframe_keypoint_count, 'latency_ms': float(msg.latency_ms),
             'dropped_frames': msg.dropped_frames, 'match_image': None,
+            'verified_with': msg.verified_with, 'inliers': int(inlier.sum()) if verified else None,
+            # the tracks this frame continues: inliers only when verified (only those are inherited)
+            'track_ids': np.asarray(msg.track_ids, np.uint64)[inlier].tolist(),
         }
         line = f"frame {stamp_ns * 1e-9:.6f} s vs keyframe {msg.keyframe_id}: {record['matches']} matches"
         frame, keyframe = self.frame_of.get(stamp_ns), self.frame_of.get(keyframe_ns)
@@ -264,6 +314,10 @@ class Collector:
             record.update(source_frame=frame, keyframe_source_frame=keyframe, correct=int(correct.sum()))
             line = (f'sequence frame {frame} vs keyframe {keyframe}: {record["matches"]} matches, '
                     f'{record["correct"]} correct')
+            if verified:
+                record['correct_inliers'] = int((correct & inlier).sum())
+        if verified and record['matched']:
+            line += f", {record['inliers']} {msg.verified_with} inliers"
         if not record['matched']:
             line += ' (new keyframe, nothing to match yet)'
         elif msg.is_new_keyframe:
@@ -287,6 +341,10 @@ class Collector:
     def received_stamps(self) -> set:
         with self.lock:
             return {r['stamp_ns'] for r in self.records}
+
+    def image_stamps(self) -> set:
+        with self.lock:
+            return set(self.images)
 
     def finished_records(self) -> list[dict]:
         with self.lock:
@@ -327,8 +385,11 @@ def drive(args, own, collector: Collector, commands: dict, output: Path, env: di
     say('starting the node: python ' + ' '.join(commands['node'][1:]))
     node = processes['node'] = start(commands['node'], node_log, env)
     say('waiting for the node to load its models ...')
-    if not wait_for(lambda: own.count_publishers(f'/{NODE_NAME}/matches') > 0 and own.count_subscribers('/image') > 0,
-                    node, 'the node', min(args.startup_timeout, args.timeout), node_log):
+    image_topic = '/image/compressed' if args.compressed else '/image'  # image_transport's name
+
+    def node_up():
+        return own.count_publishers(f'/{NODE_NAME}/matches') > 0 and own.count_subscribers(image_topic) > 0
+    if not wait_for(node_up, node, 'the node', min(args.startup_timeout, args.timeout), node_log):
         return 1
     collector.subscribe(Matches, Image)
     if not wait_for(collector.connected, node, "the node's topics", 30.0, node_log):
@@ -350,9 +411,11 @@ def drive(args, own, collector: Collector, commands: dict, output: Path, env: di
     last_ns, published_at = sec * 10 ** 9 + nanosec, time.monotonic()  # as nanoseconds() counts
     say(f"published {report['published']} frames; waiting for the node to answer the last one ...")
 
-    def done():
-        quiet_s = time.monotonic() - max(collector.last_message, published_at)
-        return last_ns in collector.received_stamps() or quiet_s > args.idle_timeout
+    def done():  # the last frame's Matches and its match image (drawn after it), or silence
+        now = time.monotonic()
+        if last_ns in collector.received_stamps():
+            return last_ns in collector.image_stamps() or now - collector.last_message > MATCH_IMAGE_WAIT_S
+        return now - max(collector.last_message, published_at) > args.idle_timeout
     if not wait_for(done, node, 'the last Matches', deadline - time.monotonic(), node_log):
         return 1
     if last_ns not in collector.received_stamps():
@@ -376,22 +439,29 @@ def run(args, weights: tuple[str, str], meaningless: bool, source, output: Path,
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
-    env = ros_environment(temp)
+    env = ros_environment(temp, best_effort=args.qos == 'best_effort')
     os.environ.update({k: env[k] for k in DDS_VARIABLES if k in env})  # for this process's own node
+    preset = preset_file(args.preset)
     settings = {'source': source.describe(), 'rate_hz': args.rate, 'max_frames': args.max_frames,
-                'superpoint_weights': weights[0], 'superglue_weights': weights[1], 'device': args.device,
-                'max_keypoints': args.max_keypoints, 'params': args.param, 'ros_domain_id': env['ROS_DOMAIN_ID']}
+                'qos': args.qos, 'transport': f'compressed ({args.compressed})' if args.compressed else 'raw',
+                'preset': str(preset), 'superpoint_weights': weights[0], 'superglue_weights': weights[1],
+                'device': args.device, 'max_keypoints': args.max_keypoints, 'params': args.param,
+                'ros_domain_id': env['ROS_DOMAIN_ID']}
     say(f'source: {source.describe()}')
     say(f"output: {output}; ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, discovery on this host only")
     params = [f'superpoint_weights:={weights[0]}', f'superglue_weights:={weights[1]}', f'device:={args.device}',
-              *([f'max_keypoints:={args.max_keypoints}'] if args.max_keypoints is not None else []), *args.param]
+              *([f'max_keypoints:={args.max_keypoints}'] if args.max_keypoints is not None else []),
+              *(['image_transport:=compressed'] if args.compressed else []), *args.param]
     report_path = output / 'publisher_report.json'
     report_path.unlink(missing_ok=True)
     commands = {
+        # rcl applies --params-file and -p in command-line order: the demo's values override the preset's
         'node': [sys.executable, '-m', 'superglue_ros.node', '--ros-args', '-r', f'__node:={NODE_NAME}',
-                 *[arg for param in params for arg in ('-p', param)]],
+                 '--params-file', str(preset), *[arg for param in params for arg in ('-p', param)]],
         'publisher': [sys.executable, '-m', 'superglue_ros.demo.publisher', str(source.path),
-                      '--rate', f'{args.rate:g}', '--wait-for-subscribers', '1', '--report', str(report_path),
+                      '--rate', f'{args.rate:g}', '--qos', args.qos,
+                      *(['--compressed', args.compressed] if args.compressed else []),
+                      '--wait-for-subscribers', '1', '--report', str(report_path),
                       *(['--topic', args.topic] if args.topic else []),
                       *(['--max-frames', str(args.max_frames)] if args.max_frames else [])],
         'report': report_path,
@@ -455,6 +525,10 @@ def main(argv=None) -> int:
     problem = ros_problem()
     if problem:
         print(f'error: {problem}', file=sys.stderr)
+        return 2
+    if not preset_file(args.preset).is_file():
+        print(f'error: the preset {preset_file(args.preset)} is missing: run the demo from a checkout of superglue_ros '
+              'or from its colcon install (`. install/setup.bash`)', file=sys.stderr)
         return 2
     output.mkdir(parents=True, exist_ok=True)
     try:

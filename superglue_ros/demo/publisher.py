@@ -1,18 +1,36 @@
-"""Publish an image source as a camera: sensor_msgs/Image (bgr8) + CameraInfo, then exit.
+"""Publish an image source as a camera driver does: sensor_msgs/Image (bgr8) or CompressedImage, and
+CameraInfo, then exit.
 
-    python -m superglue_ros.demo.publisher SOURCE [--rate HZ] [--stamps source|now] [--loop]
-        [--max-frames N] [--topic BAG_TOPIC] [--frame-id ID] [--wait-for-subscribers N]
-        [--report FILE] [--ros-args -r image:=/camera/image_raw ...]
+    python -m superglue_ros.demo.publisher SOURCE [--rate HZ] [--qos reliable|best_effort] [--depth N]
+        [--compressed jpeg|png] [--stamps source|now] [--loop] [--max-frames N] [--topic BAG_TOPIC]
+        [--frame-id ID] [--wait-for-subscribers N] [--report FILE] [--ros-args -r image:=/camera/image_raw ...]
 
-SOURCE: image folder, video file, ROS 2 bag or synthetic sequence (sources.py). Topics `image`
-and `camera_info` are relative (remap them or set a namespace with --ros-args), with the
-sensor-data QoS profile (best effort, depth 5) like camera drivers. --rate 0 publishes as fast as
-possible. The CameraInfo is the source's calibration (synthetic sequences, bags with one);
-without one it carries the image size and zero matrices, the ROS convention for an uncalibrated
-camera. Both messages of a frame share one header.
+SOURCE: image folder, video file, ROS 2 bag or synthetic sequence (sources.py). Topics `image` and
+`camera_info` are relative (remap them or set a namespace with --ros-args).
 
---report FILE writes a JSON record of what was published (source, count, each frame's source
-index and stamp), for the demo to relate the node's output to the source's ground truth.
+QoS: as REP 2003 asks of a camera driver, the system default: reliable, keep last 10 (rclpy's default
+profile). --qos best_effort plays a driver that publishes sensor-data QoS (best effort, keep last 5).
+--depth changes the history depth of either.
+
+--compressed jpeg|png publishes sensor_msgs/CompressedImage instead of Image, exactly as image_transport's
+compressed plugin does: on the resolved image topic + /compressed (`image/compressed`, or
+`/camera/image_raw/compressed` with `-r image:=/camera/image_raw`), format 'bgr8; jpeg compressed bgr8'
+(ros/image_conversion.py numpy_to_compressed_msg, the plugin's defaults: JPEG quality 95, PNG level 3).
+camera_info is published as with raw images.
+
+--rate 0 publishes as fast as possible. The CameraInfo is the source's calibration (synthetic sequences,
+bags with one); without one it carries the image size and zero matrices, the ROS convention for an
+uncalibrated camera. Both messages of a frame share one header.
+
+--wait-for-subscribers N waits until N subscriptions listen on the image topic and on camera_info, and,
+for a reliable publisher, until they are reliable: a subscriber whose QoS follows its publisher (the
+node's, ros/qos.py) starts best effort and recreates itself reliable within a second of seeing this
+publisher, and a frame sent during that swap would be lost. After the last frame a reliable
+publisher waits until every subscriber has acknowledged every frame (at most ACK_TIMEOUT_S), a
+best-effort one LINGER_S, before it leaves the graph.
+
+--report FILE writes a JSON record of what was published (source, QoS, transport, count, each frame's
+source index and stamp), for the demo to relate the node's output to the source's ground truth.
 """
 import argparse
 import itertools
@@ -24,17 +42,21 @@ from pathlib import Path
 
 import rclpy
 from builtin_interfaces.msg import Time
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.duration import Duration
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from ..ros.image_conversion import numpy_to_image_msg
+from ..ros.image_conversion import COMPRESSED_CODECS, numpy_to_compressed_msg, numpy_to_image_msg
 from .sources import SourceError, open_source
 
-SETTLE_S = 1.0  # after a subscriber appeared: discovery is two-way, let it finish matching this publisher
-LINGER_S = 1.0  # after the last frame, so that best-effort subscribers receive it before the publisher goes
+SETTLE_S = 1.0  # after the subscribers appeared: discovery is two-way, let it finish matching this publisher
+QOS_SWAP_S = 5.0  # longest wait for subscribers to turn reliable (ros/qos.py polls the graph every second)
+LINGER_S = 1.0  # after the last frame: best-effort subscribers receive it before the publisher goes
+ACK_TIMEOUT_S = 10.0  # after the last frame: reliable subscribers acknowledge every frame before it goes
+DEPTH = {'reliable': 10, 'best_effort': 5}  # REP 2003's system default / rclpy's sensor-data profile
 
 
 def to_time(stamp_s: float) -> Time:
@@ -73,11 +95,40 @@ def frames_to_publish(source, loop: bool, max_frames: int | None):
     return frames if max_frames is None else itertools.islice(frames, max_frames)
 
 
-def wait_for_subscribers(node, publisher, count: int, timeout_s: float) -> bool:
+def publisher_qos(reliability: str, depth: int | None = None) -> QoSProfile:
+    """Keep last `depth` (default DEPTH[reliability]), volatile, with reliability 'reliable' or 'best_effort':
+    rclpy's default profile (REP 2003's system default for drivers) or its sensor-data profile."""
+    return QoSProfile(depth=depth or DEPTH[reliability], reliability=QoSReliabilityPolicy[reliability.upper()])
+
+
+def image_topic(node, compressed: str | None) -> str:
+    """The topic images go out on: `image` raw; the resolved `image` + /compressed, as image_transport."""
+    return node.resolve_topic_name('image') + '/compressed' if compressed else 'image'
+
+
+def subscribers_ready(node, publisher, count: int, reliable: bool) -> bool:
+    """count subscriptions matched to publisher and, when reliable, that many of them reliable."""
+    if publisher.get_subscription_count() < count:
+        return False
+    readers = node.get_subscriptions_info_by_topic(publisher.topic_name)
+    return not reliable or sum(r.qos_profile.reliability == QoSReliabilityPolicy.RELIABLE for r in readers) >= count
+
+
+def wait_for_subscribers(node, publishers, count: int, reliable: bool, timeout_s: float) -> bool:
+    """Wait until every publisher has `count` subscriptions (False after timeout_s), then until they are
+    reliable when the publishers are (at most QOS_SWAP_S more: a subscriber that stays best effort, e.g.
+    one fixed by qos_overrides, still gets what best effort delivers), then SETTLE_S."""
     deadline = time.monotonic() + timeout_s
-    while publisher.get_subscription_count() < count:
+    while not all(p.get_subscription_count() >= count for p in publishers):
         if time.monotonic() > deadline:
             return False
+        rclpy.spin_once(node, timeout_sec=0.05)
+    deadline = time.monotonic() + QOS_SWAP_S
+    while not all(subscribers_ready(node, p, count, reliable) for p in publishers):
+        if time.monotonic() > deadline:
+            print(f'warning: fewer than {count} reliable subscriptions after {QOS_SWAP_S:g} s; publishing anyway',
+                  flush=True)
+            break
         rclpy.spin_once(node, timeout_sec=0.05)
     time.sleep(SETTLE_S)
     return True
@@ -90,18 +141,23 @@ def publish(args) -> int:
         print(f'error: {e}', file=sys.stderr)
         return 2
     node = rclpy.create_node('sequence_publisher')
-    image_publisher = node.create_publisher(Image, 'image', qos_profile_sensor_data)
-    info_publisher = node.create_publisher(CameraInfo, 'camera_info', qos_profile_sensor_data)
+    qos, reliable = publisher_qos(args.qos, args.depth), args.qos == 'reliable'
+    image_publisher = node.create_publisher(CompressedImage if args.compressed else Image,
+                                            image_topic(node, args.compressed), qos)
+    info_publisher = node.create_publisher(CameraInfo, 'camera_info', qos)
     if args.loop:
         total = args.max_frames
     else:
         total = len(source) if args.max_frames is None else min(len(source), args.max_frames)
-    print(f'publishing {source.describe()} on {image_publisher.topic_name} and {info_publisher.topic_name}, '
+    print(f'publishing {source.describe()} on {image_publisher.topic_name} '
+          f'({f"CompressedImage, {args.compressed}" if args.compressed else "Image, bgr8"}) and '
+          f'{info_publisher.topic_name}, {args.qos.replace("_", " ")} keep last {qos.depth}, '
           f'{f"{args.rate:g} Hz" if args.rate else "as fast as possible"}, {args.stamps} stamps'
           + (', looping' if args.loop else ''), flush=True)
-    if args.wait_for_subscribers and not wait_for_subscribers(node, image_publisher, args.wait_for_subscribers,
-                                                              args.wait_timeout):
-        print(f'error: no subscriber on {image_publisher.topic_name} after {args.wait_timeout:g} s', file=sys.stderr)
+    if args.wait_for_subscribers and not wait_for_subscribers(node, (image_publisher, info_publisher),
+                                                              args.wait_for_subscribers, reliable, args.wait_timeout):
+        print(f'error: fewer than {args.wait_for_subscribers} subscribers on {image_publisher.topic_name} and '
+              f'{info_publisher.topic_name} after {args.wait_timeout:g} s', file=sys.stderr)
         node.destroy_node()
         return 1
 
@@ -115,11 +171,17 @@ def publish(args) -> int:
                             stamp=node.get_clock().now().to_msg() if args.stamps == 'now' else to_time(stamp))
             height, width = image.shape[:2]
             info_publisher.publish(camera_info_msg(source.camera_info, width, height, header))
-            image_publisher.publish(numpy_to_image_msg(image, 'bgr8', header))
+            image_publisher.publish(numpy_to_compressed_msg(image, 'bgr8', args.compressed, header) if args.compressed
+                                    else numpy_to_image_msg(image, 'bgr8', header))
             published.append({'index': index, 'stamp': [header.stamp.sec, header.stamp.nanosec]})
             print(f'published frame {n + 1}{f"/{total}" if total else ""} (source frame {index}, '
                   f'stamp {header.stamp.sec}.{header.stamp.nanosec:09d})', flush=True)
-        time.sleep(LINGER_S)
+        if reliable:
+            if not image_publisher.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S)):
+                print(f'warning: not every subscriber acknowledged every frame within {ACK_TIMEOUT_S:g} s',
+                      flush=True)
+        else:
+            time.sleep(LINGER_S)
     except KeyboardInterrupt:
         pass
     except SourceError as e:  # e.g. an unreadable file in the middle of a folder
@@ -128,8 +190,9 @@ def publish(args) -> int:
     finally:
         elapsed = time.monotonic() - start
         if args.report:
-            report = {'source': source.describe(), 'published': len(published), 'duration_s': elapsed,
-                      'frames': published}
+            report = {'source': source.describe(), 'topic': image_publisher.topic_name, 'qos': args.qos,
+                      'depth': qos.depth, 'compressed': args.compressed, 'published': len(published),
+                      'duration_s': elapsed, 'frames': published}
             Path(args.report).write_text(json.dumps(report))
         node.destroy_node()
     print(f'done: published {len(published)} frames in {elapsed:.1f} s', flush=True)
@@ -143,6 +206,12 @@ def parse_args(argv):
                                        'synthetic sequence directory')
     parser.add_argument('--rate', type=float, default=10.0, metavar='HZ',
                         help='frames per second; 0: as fast as possible (default: 10)')
+    parser.add_argument('--qos', choices=tuple(DEPTH), default='reliable',
+                        help='reliable, keep last 10 (a REP 2003 camera driver, default) or best_effort, keep last 5 '
+                             '(a sensor-data driver)')
+    parser.add_argument('--depth', type=int, default=None, metavar='N', help='history depth (default: as --qos)')
+    parser.add_argument('--compressed', choices=COMPRESSED_CODECS, default=None,
+                        help='publish sensor_msgs/CompressedImage on image/compressed, as image_transport')
     parser.add_argument('--stamps', choices=('source', 'now'), default='source',
                         help="header stamps: the source's own or the time of publishing (default: source)")
     parser.add_argument('--loop', action='store_true', help='start over at the end (until --max-frames or Ctrl-C)')
@@ -150,7 +219,8 @@ def parse_args(argv):
     parser.add_argument('--topic', default=None, help='image topic of a bag with several')
     parser.add_argument('--frame-id', default='camera', help='header frame_id (default: camera)')
     parser.add_argument('--wait-for-subscribers', type=int, default=0, metavar='N',
-                        help='wait until N subscribers listen on image before publishing (default: 0)')
+                        help='wait until N subscribers listen on the image topic and camera_info (reliable ones, for a '
+                             'reliable publisher) before publishing (default: 0)')
     parser.add_argument('--wait-timeout', type=float, default=60.0, metavar='S',
                         help='give up waiting for subscribers after this many seconds (default: 60)')
     parser.add_argument('--report', type=Path, default=None, metavar='FILE',
@@ -160,6 +230,8 @@ def parse_args(argv):
         parser.error(f'--rate must be >= 0 (0: as fast as possible), got {args.rate:g}')
     if args.max_frames is not None and args.max_frames < 1:
         parser.error(f'--max-frames must be >= 1, got {args.max_frames}')
+    if args.depth is not None and args.depth < 1:
+        parser.error(f'--depth must be >= 1, got {args.depth}')
     if args.wait_for_subscribers < 0:
         parser.error(f'--wait-for-subscribers must be >= 0, got {args.wait_for_subscribers}')
     return args

@@ -3,6 +3,10 @@ summary.json / summary.md. Free of ROS: records are plain dicts built by the dem
 
 A correspondence is correct when the ground-truth homography maps its keyframe point to within
 threshold_px of its frame point (both in pixels of the published images).
+
+A track is one track id of the node (Matches.track_ids: one id per landmark, inherited across
+keyframes); its length is the number of processed frames whose correspondences (inliers, when the
+node verifies them) continued it.
 """
 import json
 from pathlib import Path
@@ -36,18 +40,34 @@ def correct_matches(keyframe_points, frame_points, homography, threshold_px: flo
     return np.linalg.norm(mapped - frame_points, axis=1) <= threshold_px
 
 
+def track_statistics(records: list[dict]) -> dict:
+    """Tracks over the records' track_ids (each record: the track ids its frame continued, see the module
+    doc): count, length in frames (statistics), and how many were continued under more than one
+    keyframe id, i.e. inherited by a new keyframe."""
+    frames, keyframes = {}, {}
+    for r in records:
+        for track_id in set(r.get('track_ids') or ()):
+            frames[track_id] = frames.get(track_id, 0) + 1
+            keyframes.setdefault(track_id, set()).add(r['keyframe_id'])
+    return {'count': len(frames), 'length_frames': statistics(list(frames.values())),
+            'across_keyframes': sum(len(ids) > 1 for ids in keyframes.values())}
+
+
 def summarize(records: list[dict], frames_published: int, match_images: int, meaningless: bool,
               settings: dict, threshold_px: float | None) -> dict:
     """The summary of a run.
 
     records: one dict per Matches received, in arrival order, with keys stamp, keyframe_id, matched
       (False when the frame had no keyframe to match against), matches, is_new_keyframe, latency_ms,
-      dropped_frames, match_image (file name or None) and, where the ground truth relates the frame
-      and its keyframe, correct (number of correct correspondences).
+      dropped_frames, match_image (file name or None); optionally inliers (None or absent: not verified),
+      verified_with, track_ids (the track ids the frame continued; left out of summary['frames']) and,
+      where the ground truth relates the frame and its keyframe, correct (number of correct
+      correspondences) and correct_inliers (of the inliers, when verified).
     match_images: number of match images saved.
     threshold_px: the precision threshold when the source has ground truth, else None.
     """
     matched = [r for r in records if r['matched']]
+    verified = [r for r in matched if r.get('inliers') is not None]
     dropped = max((r['dropped_frames'] for r in records), default=0)  # the node's running count
     summary = {
         'meaningless': meaningless,
@@ -62,14 +82,22 @@ def summarize(records: list[dict], frames_published: int, match_images: int, mea
         'match_images': match_images,
         'latency_ms': statistics([r['latency_ms'] for r in records]),
         'matches_per_frame': statistics([r['matches'] for r in matched]),
+        'inliers_per_frame': statistics([r['inliers'] for r in verified]),
+        'verified_with': sorted({r['verified_with'] for r in verified}),
+        'tracks': track_statistics(matched),
         'precision': None,
-        'frames': records,
+        'frames': [{k: v for k, v in r.items() if k != 'track_ids'} for r in records],
     }
     if threshold_px is not None:
         checked = [r for r in matched if r.get('correct') is not None]
         evaluated, correct = sum(r['matches'] for r in checked), sum(r['correct'] for r in checked)
         summary['precision'] = {'threshold_px': threshold_px, 'correct': correct, 'evaluated': evaluated,
                                 'value': correct / evaluated if evaluated else None}
+        checked = [r for r in verified if r.get('correct_inliers') is not None]
+        if checked:  # the same over the inliers only
+            evaluated, correct = sum(r['inliers'] for r in checked), sum(r['correct_inliers'] for r in checked)
+            summary['precision'].update(inliers_correct=correct, inliers_evaluated=evaluated,
+                                        inliers_value=correct / evaluated if evaluated else None)
     return summary
 
 
@@ -82,11 +110,11 @@ def write_summary(summary: dict, directory: Path) -> tuple[Path, Path]:
     return json_path, md_path
 
 
-def _stat_line(stats: dict | None, unit: str = '') -> str:
+def _stat_line(stats: dict | None, unit: str = '', of: str = 'frames') -> str:
     if stats is None:
         return 'n/a'
     return (f"mean {stats['mean']:.1f}{unit}, p50 {stats['p50']:.1f}{unit}, p95 {stats['p95']:.1f}{unit}, "
-            f"max {stats['max']:.1f}{unit} ({stats['count']} frames)")
+            f"max {stats['max']:.1f}{unit} ({stats['count']} {of})")
 
 
 def overview(summary: dict) -> list[str]:
@@ -99,6 +127,10 @@ def overview(summary: dict) -> list[str]:
     else:
         precision_line = (f"{precision['value']:.3f} ({precision['correct']} of {precision['evaluated']} "
                           f"correspondences within {precision['threshold_px']:g} px of the ground truth)")
+    if precision is not None and precision.get('inliers_value') is not None:
+        precision_line += (f"; inliers {precision['inliers_value']:.3f} ({precision['inliers_correct']} of "
+                           f"{precision['inliers_evaluated']})")
+    tracks = summary['tracks']
     lines = [
         f"frames published: {summary['frames_published']}",
         f"frames processed: {summary['frames_processed']} (Matches received)",
@@ -106,6 +138,10 @@ def overview(summary: dict) -> list[str]:
         f"frames unaccounted for (lost in transport or unprocessed at the end): {summary['frames_unaccounted']}",
         f"latency (receipt to publish): {_stat_line(summary['latency_ms'], ' ms')}",
         f"matches per frame: {_stat_line(summary['matches_per_frame'])}",
+        f"inliers per frame ({', '.join(summary['verified_with']) or 'not verified'}): "
+        f"{_stat_line(summary['inliers_per_frame'])}",
+        f"tracks: {tracks['count']}, length in frames {_stat_line(tracks['length_frames'], of='tracks')}; "
+        f"{tracks['across_keyframes']} continued past a new keyframe",
         f"keyframes taken: {summary['keyframes']}",
         f"match precision: {precision_line}",
         f"match images saved: {summary['match_images']}",
@@ -124,14 +160,15 @@ def markdown(summary: dict) -> str:
     lines += ['', '## Settings', '']
     lines += [f'- {key}: `{value}`' for key, value in summary['settings'].items()]
     lines += ['', '## Frames', '', "frame: the frame of the sequence, where the source has ground truth.", '',
-              '| stamp (s) | frame | keyframe id (frame) | new keyframe | matches | correct | latency (ms) '
-              '| match image |', '|---|---|---|---|---|---|---|---|']
+              '| stamp (s) | frame | keyframe id (frame) | new keyframe | matches | correct | inliers | latency (ms) '
+              '| match image |', '|---|---|---|---|---|---|---|---|---|']
     for r in summary['frames']:
         correct = '' if r.get('correct') is None or not r['matched'] else r['correct']
+        inliers = '' if r.get('inliers') is None or not r['matched'] else r['inliers']
         keyframe = f"{r['keyframe_id']}" + (f" ({r['keyframe_source_frame']})" if 'keyframe_source_frame' in r else '')
         lines.append(f"| {r['stamp']:.6f} | {r.get('source_frame', '')} | {keyframe} | "
                      f"{'yes' if r['is_new_keyframe'] else ''} | {r['matches'] if r['matched'] else '-'} | {correct} | "
-                     f"{r['latency_ms']:.1f} | {r['match_image'] or ''} |")
+                     f"{inliers} | {r['latency_ms']:.1f} | {r['match_image'] or ''} |")
     return '\n'.join(lines) + '\n'
 
 
