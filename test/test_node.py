@@ -17,6 +17,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.srv import SetParameters
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import QoSReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import Trigger
 
@@ -76,6 +77,10 @@ class Rig:
                    and self.node.count_subscribers(f'{self.namespace}/superglue/matches')
                    and self.node.count_subscribers(f'{self.namespace}/superglue/keyframe'),
                    'the node and the helper to discover each other', WAIT_S)
+        for publisher in (self.image_pub, self.camera_info_pub):  # the node follows these reliable publishers
+            wait_until(lambda: all(info.qos_profile.reliability == QoSReliabilityPolicy.RELIABLE for info in
+                                   self.helper.get_subscriptions_info_by_topic(publisher.topic_name)),
+                       f'the node to subscribe {publisher.topic_name} reliably', WAIT_S)
         self._next_stamp = 1000.0
 
     def client(self, srv_type, name):
