@@ -58,6 +58,12 @@ def nodes(context):
     overrides = {name: arg[name] for name in ('superpoint_weights', 'superglue_weights', 'device') if arg[name]}
     if arg['cameras'].strip():
         overrides['cameras'] = cameras
+    named = [camera for camera in cameras if camera]
+    for topic in ('image', 'camera_info'):
+        if named and arg[topic].startswith('/'):
+            raise RuntimeError(f"{topic}:={arg[topic]} is an absolute topic, but the cameras {named} each need their "
+                               f"own: give the name under each camera (e.g. {topic}:=image_raw reads "
+                               f"{named[0]}/image_raw) and the driver's namespace with namespace:=")
     remappings = []
     for camera in cameras:
         prefix = f'{camera}/' if camera else ''

@@ -191,52 +191,69 @@ def parse_hub_id(spec) -> tuple[str, str | None] | None:
     return match['repo'], match['revision']
 
 
-def hub_snapshot(repo_id: str, revision: str | None = None) -> Path:
+def hub_snapshot(repo_id: str, revision: str | None = None, local_only: bool = False) -> Path:
     """The directory with config.json and model.safetensors of a hub checkpoint, in huggingface_hub's cache.
 
-    huggingface_hub decides everything else: a cached commit is used as is; a branch or tag is
-    checked against the hub unless HF_HUB_OFFLINE is set, and missing files are downloaded.
+    local_only (loading weights: the CLI, the node, the demo): the cached snapshot of that revision,
+    never the network, so that a robot does not reach for it at start-up; not cached: DownloadError
+    naming the download command. Otherwise (the download command) huggingface_hub decides: a cached
+    commit is used as is, a branch or tag is checked against the hub unless HF_HUB_OFFLINE is set, and
+    missing files are downloaded (its retry warnings silenced: our one line says what failed).
     Raises DownloadError with the id, the reason and what to do (one line)."""
     # imported here, at the first hub id: huggingface_hub reads HF_HOME / HF_HUB_OFFLINE when it is imported
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, HFValidationError,
-                                        LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.utils import logging as hf_logging
     spec = repo_id + (f'@{revision}' if revision else '')
     fetch_hint = f'{DOWNLOAD_COMMAND} {spec}'
     paths = []
-    for file_name in HUB_FILES:
-        try:
-            paths.append(Path(hf_hub_download(repo_id, file_name, revision=revision)))
-        except LocalEntryNotFoundError:
-            where = f'the Hugging Face cache {constants.HF_HUB_CACHE} ($HF_HUB_CACHE, else $HF_HOME/hub)'
-            if constants.is_offline_mode():
-                raise DownloadError(f'hub id {spec}: {file_name} is not in {where}, and HF_HUB_OFFLINE is set so the '
-                                    f'hub is not asked: fetch it once with HF_HUB_OFFLINE unset: '
-                                    f'{fetch_hint}') from None
-            raise DownloadError(f'hub id {spec}: {file_name} is not in {where}, and the hub cannot be reached: check '
-                                f'the network / proxy, or fetch it on a machine that can ({fetch_hint}) and copy '
-                                'the cache') from None
-        except GatedRepoError:
-            raise DownloadError(f'hub id {spec}: the repository is gated: accept its terms on the hub and log in '
-                                '(hf auth login)') from None
-        except RepositoryNotFoundError:
-            raise DownloadError(f'hub id {spec}: no such Hugging Face repository (or a private one: log in with '
-                                f'hf auth login); the official ones are {", ".join(OFFICIAL_HUB_IDS)}') from None
-        except RevisionNotFoundError:
-            raise DownloadError(f'hub id {spec}: {repo_id} has no revision {revision or "main"!r}: give a branch, '
-                                'tag or commit of the repository') from None
-        except EntryNotFoundError:
-            raise DownloadError(f'hub id {spec}: the repository has no {file_name}; a SuperPoint / SuperGlue '
-                                f'checkpoint in the transformers format has {" and ".join(HUB_FILES)}') from None
-        except HFValidationError as e:
-            raise DownloadError(f'hub id {spec}: not a valid repository id ({e})') from None
-        except (HfHubHTTPError, OSError) as e:  # other HTTP statuses, disk full, unwritable cache
-            reason = ' '.join(str(e).split())
-            raise DownloadError(f'hub id {spec}: cannot fetch {file_name} ({type(e).__name__}: {reason})') from None
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its 'Retrying in 1s' lines: the error below says it all
+    try:
+        for file_name in HUB_FILES:
+            paths.append(_hub_file(repo_id, file_name, revision, local_only, spec, fetch_hint))
+    finally:
+        hf_logging.set_verbosity(verbosity)
     directory = paths[0].parent
     if any(path.parent != directory for path in paths):  # both come from one commit: one snapshot folder
         raise DownloadError(f'hub id {spec}: {HUB_FILES} resolved to different snapshots {paths}; fetch it again')
     return directory
+
+
+def _hub_file(repo_id: str, file_name: str, revision, local_only: bool, spec: str, fetch_hint: str) -> Path:
+    """One file of a hub checkpoint through hf_hub_download, its errors as one-line DownloadErrors."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, HFValidationError,
+                                        LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
+    try:
+        return Path(hf_hub_download(repo_id, file_name, revision=revision, local_files_only=local_only))
+    except LocalEntryNotFoundError:
+        where = f'the Hugging Face cache {constants.HF_HUB_CACHE} ($HF_HUB_CACHE, else $HF_HOME/hub)'
+        if local_only:
+            raise DownloadError(f'hub id {spec}: {file_name} is not in {where}; weights are not downloaded '
+                                f'while loading: fetch them once with: {fetch_hint}') from None
+        if constants.is_offline_mode():
+            raise DownloadError(f'hub id {spec}: {file_name} is not in {where}, and HF_HUB_OFFLINE is set so the '
+                                f'hub is not asked: fetch it once with HF_HUB_OFFLINE unset: '
+                                f'{fetch_hint}') from None
+        raise DownloadError(f'hub id {spec}: {file_name} is not in {where}, and the hub cannot be reached: check '
+                            f'the network / proxy, or fetch it on a machine that can ({fetch_hint}) and copy '
+                            'the cache') from None
+    except GatedRepoError:
+        raise DownloadError(f'hub id {spec}: the repository is gated: accept its terms on the hub and log in '
+                            '(hf auth login)') from None
+    except RepositoryNotFoundError:
+        raise DownloadError(f'hub id {spec}: no such Hugging Face repository (or a private one: log in with '
+                            f'hf auth login); the official ones are {", ".join(OFFICIAL_HUB_IDS)}') from None
+    except RevisionNotFoundError:
+        raise DownloadError(f'hub id {spec}: {repo_id} has no revision {revision or "main"!r}: give a branch, '
+                            'tag or commit of the repository') from None
+    except EntryNotFoundError:
+        raise DownloadError(f'hub id {spec}: the repository has no {file_name}; a SuperPoint / SuperGlue '
+                            f'checkpoint in the transformers format has {" and ".join(HUB_FILES)}') from None
+    except HFValidationError as e:
+        raise DownloadError(f'hub id {spec}: not a valid repository id ({e})') from None
+    except (HfHubHTTPError, OSError) as e:  # other HTTP statuses, disk full, unwritable cache
+        reason = ' '.join(str(e).split())
+        raise DownloadError(f'hub id {spec}: cannot fetch {file_name} ({type(e).__name__}: {reason})') from None
 
 
 def main(argv=None) -> int:

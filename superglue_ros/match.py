@@ -21,7 +21,8 @@ to grey (a JPEG's luma) and applies the EXIF orientation; with --resize, cv2.res
 with its default interpolation (bilinear) on that uint8 image; then float32 / 255. Images are used at
 their own size unless --resize is given (the original's match_pairs.py defaults to --resize 640 480).
 
---json writes, for the processed images (after the EXIF orientation and --resize):
+--json writes, for the processed images (after the EXIF orientation and --resize: pixels of the resized
+images, as the original's match_pairs.py), and prints nothing:
     keypoints0, keypoints1      [[x, y], ...] pixels
     scores0, scores1            detection scores
     matches0                    for each keypoint of image 0: index into keypoints1, or -1
@@ -83,9 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
         default = setting.default
         kind = int if isinstance(default, list) else type(default)
         help_text = f'{setting.description} (default: {default!r})'
-        if name == 'resize':
-            help_text = (f'{setting.description}. The CLI resizes as the original\'s read_image: cv2.resize with its '
-                         'default (bilinear) interpolation (default: as given)')
+        if name == 'resize':  # the node's description speaks of INTER_AREA and published pixels
+            help_text = ('resize both images to WIDTH HEIGHT as the original\'s read_image does: cv2.resize with '
+                         'its default (bilinear) interpolation; the JSON is then in pixels of the resized images, as '
+                         'the original\'s match_pairs.py writes them (default: as given)')
         parser.add_argument(f'--{name.replace("_", "-")}', type=kind, nargs=2 if isinstance(default, list) else None,
                             metavar=METAVARS[name], help=help_text.replace('%', '%%'))
     parser.add_argument('--json', type=Path, metavar='OUT.json', help='write keypoints, matches and timings')

@@ -25,7 +25,12 @@ processing times however fast images come) -> the camera's worker thread: messag
 tracker) -> Matches / Keyframe / match picture (ros/messages.py) -> publish. The executor stays free
 for callbacks, services and parameter changes.
 """
+import signal
 import sys
+
+if __name__ == '__main__':  # Ctrl-C during the slow imports below (torch): leave quietly, as after start-up
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+
 import threading
 import time
 from dataclasses import dataclass
@@ -35,6 +40,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -65,6 +71,7 @@ except ImportError:
     message_filters = None
 
 NODE_NAME = 'superglue'
+RCLError = _rclpy.RCLError  # what rclpy.init raises for bad --ros-args (rclpy exports no public name)
 CAMERA_INFO_CACHE = 30  # camera_info messages kept to find the one of an image's stamp
 LOG_THROTTLE_S = 10.0
 
@@ -197,7 +204,15 @@ class Camera:
                              else f'processing a frame of {self.image_topic} failed: {type(e).__name__}: {e}',
                              throttle_duration_sec=LOG_THROTTLE_S)
 
-    def _calibration(self, camera_info: CameraInfo | None) -> Calibration | None:
+    def _calibration(self, camera_info: CameraInfo | None, image_size: tuple[int, int]) -> Calibration | None:
+        """The frame's calibration, or None: no camera_info, K all zero, or one that cannot be used
+        (malformed, or of another image size: logged, throttled)."""
+        if camera_info is not None and camera_info.width and (camera_info.width, camera_info.height) != image_size:
+            self.node.get_logger().error(
+                f'camera_info on {self.camera_info.topic} ignored: it is for {camera_info.width}x{camera_info.height} '
+                f'images, the images on {self.image_topic} are {image_size[0]}x{image_size[1]}',
+                throttle_duration_sec=LOG_THROTTLE_S)
+            return None
         try:
             return Calibration.from_camera_info(camera_info)
         except ValueError as e:
@@ -209,11 +224,11 @@ class Camera:
         msg = frame.msg
         image = compressed_msg_to_numpy(msg) if isinstance(msg, CompressedImage) else image_msg_to_numpy(msg)
         result = self.pipeline.process(image[0], stamp_to_seconds(msg.header.stamp), image[1],
-                                       self._calibration(frame.camera_info))
+                                       self._calibration(frame.camera_info, (image[0].shape[1], image[0].shape[0])))
         if self.pipeline.verification.method == 'essential' and result.verified_with == 'fundamental':
             self.node.get_logger().warn(
-                f'geometric_verification is essential but a frame of {self.image_topic} or its keyframe has no '
-                f'calibration (camera_info missing or K all zero on {self.camera_info.topic}): verified with '
+                f'geometric_verification is essential but a frame of {self.image_topic} has no calibration (no '
+                f'camera_info on {self.camera_info.topic}, K all zero, or one ignored as logged): verified with '
                 f'the fundamental matrix instead', throttle_duration_sec=LOG_THROTTLE_S)
 
         current = (msg.header, image)
@@ -341,13 +356,27 @@ class SuperGlueNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    """The node until Ctrl-C (0), or one FATAL line and exit code 1 when it cannot start."""
+    # Ctrl-C: rclpy's handler (installed by init, chained to this one) shuts the context down and the
+    # executor returns; a KeyboardInterrupt raised at any later bytecode would cut the clean-up short.
+    signal.signal(signal.SIGINT, lambda *_: None)
+    logger = rclpy.logging.get_logger(NODE_NAME)
+    try:
+        rclpy.init(args=args)
+    except RCLError as e:  # a --params-file that does not exist or does not parse, a malformed remap rule
+        reason = ' '.join(str(e).split())
+        logger.fatal(f'cannot start: bad --ros-args: {reason}')
+        return 1
     try:
         node = SuperGlueNode()
     except (WeightsError, ValueError) as e:  # parameters.ParameterError is a ValueError
-        rclpy.logging.get_logger(NODE_NAME).fatal(f'cannot start: {e}')
+        logger.fatal(f'cannot start: {e}')
         rclpy.try_shutdown()
         return 1
+    except Exception:
+        if not rclpy.ok():  # Ctrl-C while the models were loading
+            return 0
+        raise
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
     try:

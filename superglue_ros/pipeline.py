@@ -346,7 +346,9 @@ class CameraPipeline:
                                     frame.prediction['matching_scores0'][0].float().numpy(), {})
             correspondences = verify(Correspondences.from_matches(match.matches0, match.matching_scores0,
                                                                   keyframe.keypoints, features.keypoints_original()),
-                                     self.verification, keyframe.calibration, frame.calibration)
+                                     # one camera: a keyframe taken before its first camera_info has its calibration
+                                     self.verification, keyframe.calibration or frame.calibration,
+                                     frame.calibration)
         verified = time.perf_counter()
         result = self.tracker.update(features, frame.stamp_s, correspondences, frame.calibration)
         result.timings_ms = {'preprocess': frame.preprocess_ms, **stages,

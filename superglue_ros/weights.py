@@ -65,28 +65,35 @@ class Checkpoint:
         return f'{self.path} ({layout} {"SuperPoint" if self.model == "superpoint" else "SuperGlue"} checkpoint)'
 
 
-def load_superpoint(spec: str | Path | None, config: dict | None = None, superglue_spec=None) -> SuperPoint:
-    """SuperPoint in eval mode from a weights spec (see the module doc).
+def superpoint_source(superglue_spec) -> str | Path:
+    """Where SuperPoint comes from when no SuperPoint weights are given, as the original release pairs
+    them: superglue_spec itself when it is a Hugging Face SuperGlue checkpoint or hub id holding one
+    (keypoint_detector.*), else the 'superpoint' preset (superglue_spec a preset, or an original .pth,
+    which holds no SuperPoint). WeightsError when superglue_spec cannot be read."""
+    if isinstance(superglue_spec, str) and superglue_spec in PRESETS:
+        return 'superpoint'
+    checkpoint = read_checkpoint(superglue_spec, 'SuperGlue')
+    if checkpoint.model == 'superglue' and any(k.startswith('keypoint_detector.') for k in checkpoint.tensors):
+        return superglue_spec
+    return 'superpoint'
 
-    spec None: SuperPoint from superglue_spec, as the original release pairs them: the SuperPoint
-    inside a Hugging Face SuperGlue checkpoint or hub id (keypoint_detector.*), else the 'superpoint'
-    preset (superglue_spec a preset, or an original .pth, which holds no SuperPoint)."""
+
+def load_superpoint(spec: str | Path | None, config: dict | None = None, superglue_spec=None) -> SuperPoint:
+    """SuperPoint in eval mode from a weights spec (see the module doc); spec None: from superglue_spec
+    (superpoint_source)."""
     if spec is None:
         if superglue_spec is None:
             raise WeightsError(f'no SuperPoint weights given: pass {FORMATS_HINT}')
-        if isinstance(superglue_spec, str) and superglue_spec in PRESETS:
-            why = f"the SuperGlue weights are the preset '{superglue_spec}'"
-        else:
-            checkpoint = read_checkpoint(superglue_spec, 'SuperGlue')
-            if checkpoint.model == 'superglue' and any(k.startswith('keypoint_detector.') for k in checkpoint.tensors):
-                return superpoint_from(checkpoint, config)
-            why = f'the SuperGlue weights {checkpoint.describe()} hold none'
+        source = superpoint_source(superglue_spec)
         try:
-            checkpoint = read_checkpoint('superpoint', 'SuperPoint')
+            return superpoint_from(read_checkpoint(source, 'SuperPoint'), config)
         except WeightsError as e:
+            if source == superglue_spec:
+                raise
+            why = (f"the SuperGlue weights are the preset '{superglue_spec}'" if superglue_spec in PRESETS else
+                   f"the SuperGlue weights {read_checkpoint(superglue_spec, 'SuperGlue').describe()} hold none")
             raise WeightsError(f"no SuperPoint weights given and {why}, so the preset 'superpoint' is used: "
                                f'{e}') from None
-        return superpoint_from(checkpoint, config)
     return superpoint_from(read_checkpoint(spec, 'SuperPoint'), config)
 
 
@@ -94,6 +101,9 @@ def load_superglue(spec: str | Path, config: dict | None = None) -> SuperGlue:
     """SuperGlue in eval mode from a weights spec (see the module doc)."""
     if spec is None:
         raise WeightsError(f'no SuperGlue weights given: pass {FORMATS_HINT}')
+    if spec == 'superpoint':
+        raise WeightsError("'superpoint' is the SuperPoint preset, not SuperGlue weights: give 'indoor' or 'outdoor' "
+                           '(or a SuperGlue file, directory or hub id)')
     checkpoint = read_checkpoint(spec, 'SuperGlue')
     if checkpoint.model != 'superglue':
         raise WeightsError(f'{checkpoint.describe()} is a SuperPoint checkpoint, not SuperGlue weights: pass it as '
@@ -141,7 +151,7 @@ def superpoint_from(checkpoint: Checkpoint, config: dict | None) -> SuperPoint:
 
 def resolve(spec: str | Path, what: str) -> Path:
     """Preset name, hub id or path -> existing local path; WeightsError naming what was tried and what to do.
-    A hub id not in the Hugging Face cache is downloaded there, unless HF_HUB_OFFLINE is set."""
+    A hub id is read from the Hugging Face cache only (python -m superglue_ros.download ID fetches it)."""
     if isinstance(spec, str) and spec in PRESETS:
         path = preset_path(spec)
         if not path.exists():
@@ -152,7 +162,7 @@ def resolve(spec: str | Path, what: str) -> Path:
         raise WeightsError(f'{what} weights must be {FORMATS_HINT}; got {spec!r}')
     if (hub_id := parse_hub_id(spec)) is not None:
         try:
-            return hub_snapshot(*hub_id)
+            return hub_snapshot(*hub_id, local_only=True)
         except DownloadError as e:
             local = '' if hub_id[0] in OFFICIAL_HUB_IDS else f' {spec!r} is no local path, and as a Hugging Face'
             raise WeightsError(f'{what} weights:{local} {e}') from None
@@ -377,6 +387,10 @@ def fill(model, tensors: dict, checkpoint: Checkpoint):
     if mismatched:
         raise WeightsError(f'{checkpoint.describe()} does not fit the {type(model).__name__} architecture '
                            f'{architecture_of(model)}: tensor shapes differ: {short_list(mismatched)}')
+    not_finite = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if not_finite:
+        raise WeightsError(f'{checkpoint.describe()} holds NaN or infinite values in {short_list(not_finite)}: the '
+                           f'file is corrupt, or from a training run that diverged; use other weights')
     result = model.load_state_dict(tensors, strict=False)  # BatchNorm tolerates a missing num_batches_tracked
     problems = []
     if result.missing_keys:

@@ -476,9 +476,7 @@ def test_essential_verification_with_and_without_calibration(make_rig, frames, c
                       distortion_model='plumb_bob', d=[0.05, -0.1, 0.001, 0.0005, 0.0])
     rig.camera_info_pub.publish(info)
     wait_until(lambda: rig.node.cameras[0].camera_info.for_stamp(info.header.stamp), 'the camera_info', WAIT_S)
-    assert call_service(rig.client(Trigger, 'new_keyframe'), Trigger.Request(), WAIT_S).success
-    rig.send(frames[3])  # the new keyframe has the calibration too
-    calibrated = rig.send(frames[4])
+    calibrated = rig.send(frames[4])  # the keyframe came before the camera_info: it is the same camera
     assert calibrated.verified_with == 'essential' and np.asarray(calibrated.inlier).sum() > 10
     expected = cv2.undistortPoints(np.asarray(calibrated.frame_points, np.float64).reshape(-1, 1, 2),
                                    np.asarray(info.k).reshape(3, 3), np.asarray(info.d),
@@ -486,3 +484,10 @@ def test_essential_verification_with_and_without_calibration(make_rig, frames, c
     np.testing.assert_allclose(np.asarray(calibrated.frame_points_normalized).reshape(-1, 2),
                                expected.reshape(-1, 2), atol=1e-4)
     assert len(calibrated.keyframe_points_normalized) == len(calibrated.keyframe_points)
+
+    other_size = CameraInfo(width=2 * WIDTH, height=2 * HEIGHT, k=[1050.0, 0, 639.5, 0, 1050.0, 479.5, 0, 0, 1])
+    rig.camera_info_pub.publish(other_size)
+    wait_until(lambda: rig.node.cameras[0].camera_info.for_stamp(other_size.header.stamp).width == 2 * WIDTH,
+               'the 1280x960 camera_info', WAIT_S)
+    assert rig.send(frames[3]).verified_with == 'fundamental'  # a calibration of other images is not used
+    assert 'it is for 1280x960 images' in capfd.readouterr().err

@@ -168,6 +168,8 @@ def test_launch_stereo_preset_and_cameras_argument(fake_launch, monkeypatch):
     assert node['parameters'][1] == {'cameras': ['front', 'back']}
     assert [r[0] for r in node['remappings']] == ['front/image', 'front/camera_info', 'back/image', 'back/camera_info']
     assert rviz['remappings'] == [('/superglue/match_image', '/superglue/front/match_image')]
+    with pytest.raises(RuntimeError, match='absolute topic.*image:=image_raw'):
+        fake_launch.nodes(monkeypatch, config='stereo', image='/camera/image_raw')
 
 
 def test_launch_arguments_are_described():

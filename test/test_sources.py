@@ -222,10 +222,21 @@ def test_unusable_sources(tmp_path):
     with pytest.raises(SourceError, match='holds no images'):
         open_source(tmp_path)
     (tmp_path / 'clip.avi').write_bytes(b'not a video')
-    with pytest.raises(SourceError, match='cannot open .*clip.avi'):
+    with pytest.raises(SourceError, match='cannot read .*clip.avi'):
         open_source(tmp_path / 'clip.avi')
     (tmp_path / '0.png').write_bytes(b'not a png')
     with pytest.raises(SourceError, match='cannot read .*0.png'):
         list(open_source(tmp_path))
     with pytest.raises(SourceError, match='applies to ROS bags only'):
         open_source(tmp_path, topic='/image')
+
+
+def test_a_file_opencv_cannot_decode_and_a_garbled_ros1_bag_are_refused_naming_them(tmp_path):
+    text = tmp_path / 'text.png'
+    text.write_text('hello')                      # OpenCV "opens" it as a one-frame video, then cannot decode it
+    with pytest.raises(SourceError, match=f'cannot read {text}'):
+        open_source(text)
+    bag = tmp_path / 'garbled.bag'
+    bag.write_bytes(bytes(range(256)) * 20)       # not UTF-8 where the ROS 1 header is
+    with pytest.raises(SourceError, match=f'{bag}: cannot read this bag'):
+        list(open_source(bag))

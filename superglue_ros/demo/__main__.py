@@ -71,7 +71,9 @@ def parse_args(argv):
     add('--random-weights', action='store_true',
         help='confident random weights instead of the official ones (offline): everything runs, but the matches '
              'are MEANINGLESS, and every output says so')
-    add('--superpoint-weights', default='superpoint', metavar='SPEC', help="preset or path (default: 'superpoint')")
+    add('--superpoint-weights', default='', metavar='SPEC',
+        help="preset, hub id or path (default: from --superglue-weights, as the node's superpoint_weights: the "
+             "SuperPoint inside a Hugging Face SuperGlue checkpoint, else the preset 'superpoint')")
     add('--superglue-weights', metavar='SPEC', help="'indoor', 'outdoor' or a path (default: the preset's name)")
     add('--preset', choices=PRESETS, default='indoor',
         help="the node's parameters from config/PRESET.yaml, the real-time settings (default: indoor); the flags "
@@ -127,9 +129,12 @@ def official_weights(args) -> tuple[str, str] | None:
     its cache, or fetched into it unless HF_HUB_OFFLINE is set) and passed on as its snapshot directory,
     so the node loads exactly what was checked without asking the hub again."""
     from ..download import DOWNLOAD_COMMAND, PRESETS, parse_hub_id, weights_cache_dir
-    from ..weights import WeightsError, resolve
+    from ..weights import WeightsError, resolve, superpoint_source
     specs, problems, missing = [], [], []
-    for spec, what in ((args.superpoint_weights, 'SuperPoint'), (args.superglue_weights, 'SuperGlue')):
+    superglue = args.superglue_weights
+    # empty SuperPoint weights: the ones the node will take from the SuperGlue weights (weights.py's rule)
+    superpoint = args.superpoint_weights or superpoint_source(superglue)
+    for spec, what in ((superpoint, 'SuperPoint'), (superglue, 'SuperGlue')):
         try:
             path = resolve(spec, what)
             specs.append(str(path) if parse_hub_id(spec) else spec)

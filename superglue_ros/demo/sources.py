@@ -115,9 +115,11 @@ class VideoSource(Source):
     def __init__(self, path: Path, rate_hz: float = DEFAULT_RATE_HZ):
         super().__init__(path)
         capture = cv2.VideoCapture(str(path))
-        if not capture.isOpened():
-            raise SourceError(f'cannot open {path}: not an image folder, a ROS bag ({", ".join(BAG_SUFFIXES)}) '
-                              f'or a video file OpenCV can read')
+        # opened is not enough: OpenCV "opens" any file whose decoder then fails (a text file named .png)
+        if not capture.isOpened() or not capture.read()[0]:
+            capture.release()
+            raise SourceError(f'cannot read {path}: not an image folder, a ROS bag ({", ".join(BAG_SUFFIXES)}) '
+                              'or a video file OpenCV can decode a frame of')
         fps = capture.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps > 0 else rate_hz  # some containers do not tell their frame rate
         self.frame_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -223,7 +225,8 @@ def bag_errors(path: Path):
     from rosbags.typesys import TypesysError
     try:
         yield
-    except (AnyReaderError, Ros1Error, Ros2Error, SerdeError, TypesysError, OSError) as e:
+    except (AnyReaderError, Ros1Error, Ros2Error, SerdeError, TypesysError, OSError, UnicodeDecodeError,
+            ValueError) as e:  # a garbled ROS 1 header decodes badly before rosbags can say so
         reason = ' '.join(str(e).split()) or type(e).__name__
         raise SourceError(f'{path}: cannot read this bag ({reason}); it is incomplete, corrupt or not a '
                           'ROS bag') from None
