@@ -344,11 +344,11 @@ class CameraPipeline:
             else:
                 match = MatchResult(frame.prediction['matches0'][0].numpy(),
                                     frame.prediction['matching_scores0'][0].float().numpy(), {})
+            # one camera: a keyframe taken before its first camera_info has the calibration of its frames
+            keyframe_calibration = keyframe.calibration or frame.calibration
             correspondences = verify(Correspondences.from_matches(match.matches0, match.matching_scores0,
                                                                   keyframe.keypoints, features.keypoints_original()),
-                                     # one camera: a keyframe taken before its first camera_info has its calibration
-                                     self.verification, keyframe.calibration or frame.calibration,
-                                     frame.calibration)
+                                     self.verification, keyframe_calibration, frame.calibration)
         verified = time.perf_counter()
         result = self.tracker.update(features, frame.stamp_s, correspondences, frame.calibration)
         result.timings_ms = {'preprocess': frame.preprocess_ms, **stages,
