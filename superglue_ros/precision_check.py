@@ -173,7 +173,13 @@ def run(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    check_precision(args.precision, device)  # refuses, with the reason, where the device has no fast kernels
+    try:
+        check_precision(args.precision, device)  # refuses, with the reason, where the device has no fast kernels
+    except ValueError as e:
+        where = ('a CPU with AMX-BF16 / AVX512-BF16, or a CUDA GPU with bf16 (--device cuda)'
+                 if args.precision == 'bf16' else 'a CUDA GPU (--device cuda)')
+        raise UsageError(f'{e}. This tool measures {args.precision} against fp32, so run it where the node accepts '
+                         f'{args.precision}: {where}') from None
     greys = [read_image(path, args.resize)[0] for path in args.images]
     if len({grey.shape for grey in greys}) > 1:
         raise UsageError('the images differ in size: give --resize WIDTH HEIGHT')

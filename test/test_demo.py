@@ -3,6 +3,7 @@ reliable publisher, raw and JPEG-compressed), its refusal to start without weigh
 maths and publisher helpers it is built from."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -124,9 +125,14 @@ def test_demo_on_the_synthetic_sequence(tmp_path):
 
 @pytest.mark.timeout(DEMO_TIMEOUT_S + 30)
 def test_demo_compressed_on_an_image_folder(tmp_path, freiburg_paths):
-    """Real 640x480 frames as JPEG sensor_msgs/CompressedImage on image/compressed."""
-    output = tmp_path / 'out'
-    result = run_demo(['--random-weights', '--source', freiburg_paths[0].parent, '--max-frames', 3, '--rate', 2,
+    """Real 640x480 frames as JPEG sensor_msgs/CompressedImage on image/compressed; a corrupt file in the
+    folder is skipped with one line, and the frames after it are still published and matched."""
+    folder, output = tmp_path / 'frames', tmp_path / 'out'
+    folder.mkdir()
+    for path in freiburg_paths[:4]:
+        shutil.copy(path, folder)
+    (folder / freiburg_paths[1].name).write_bytes(freiburg_paths[1].read_bytes()[:100])  # truncated PNG
+    result = run_demo(['--random-weights', '--source', folder, '--max-frames', 3, '--rate', 2,
                        '--compressed', 'jpeg', '--max-keypoints', 128, '--device', 'cpu', '--output', output,
                        '--idle-timeout', 30], tmp_path)
     summary = check_run(result, output, tmp_path, published=3)
@@ -134,10 +140,13 @@ def test_demo_compressed_on_an_image_folder(tmp_path, freiburg_paths):
     assert summary['settings']['source'].startswith('image folder')
     assert summary['settings']['transport'] == 'compressed (jpeg)'
     assert '/image/compressed: 1 publisher(s); subscribed reliable' in (output / 'node.log').read_text()
-    assert 'on /image/compressed (CompressedImage, jpeg)' in (output / 'publisher.log').read_text()
+    publisher_log = (output / 'publisher.log').read_text()
+    assert 'on /image/compressed (CompressedImage, jpeg)' in publisher_log
+    assert f'warning: skipping source frame 1: cannot read {folder / freiburg_paths[1].name}' in publisher_log
+    assert 'published 3 frames' in publisher_log and 'skipped 1 that could not be decoded' in publisher_log
     assert all(r['keypoints'] > 0 for r in summary['frames']), 'every JPEG was decoded and processed'
     assert summary['precision'] is None and 'no ground truth' in result.stdout
-    stamps = {float(p.stem) for p in freiburg_paths[:3]}
+    stamps = {float(p.stem) for p in freiburg_paths[:4] if p != freiburg_paths[1]}
     assert all(any(abs(r['stamp'] - s) < 1e-6 for s in stamps) for r in summary['frames'])  # the files' stamps
 
 
@@ -267,8 +276,8 @@ class ListSource:
     def __len__(self):
         return len(self.stamps)
 
-    def __iter__(self):
-        return ((stamp, f'image {i}') for i, stamp in enumerate(self.stamps))
+    def frames(self):
+        return ((i, stamp, f'image {i}') for i, stamp in enumerate(self.stamps))
 
 
 def test_looping_keeps_stamps_increasing():

@@ -205,6 +205,7 @@ def test_check_command_refuses_with_one_line(image_files, weight_files, cpu_flag
     assert precision_check.main([*map(str, image_files)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and 'AMX-BF16' in err and "use precision 'fp32'" in err
+    assert 'run it where the node accepts bf16' in err  # and where to run this tool instead
 
     cpu_flags('amx_bf16')
     monkeypatch.setenv('SUPERGLUE_ROS_WEIGHTS_DIR', str(tmp_path))  # empty: the presets are missing

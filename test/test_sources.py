@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
+from superglue_ros.demo.publisher import frames_to_publish
 from superglue_ros.demo.sources import (BagSource, FolderSource, SourceError, SyntheticSource, VideoSource,
                                         open_source)
 from superglue_ros.demo.synthetic import generate_sequence
@@ -198,13 +199,46 @@ def test_broken_bags_are_refused(tmp_path):
     next(missing.glob('*.db3')).unlink()
     with pytest.raises(SourceError, match='missing: cannot read this bag'):
         open_source(missing)
-    records = camera_records(2)
-    records[-1] = records[-1][:3] + (b'\0\1\0\0garbage',)  # the last image is not CDR of an Image
-    garbled = open_source(write_ros2_bag(tmp_path / 'garbled', records))
-    frames = iter(garbled)
-    next(frames)
-    with pytest.raises(SourceError, match='garbled: cannot read this bag'):
-        next(frames)
+
+
+def check_skips(source, expected: list[int], reason: str):
+    """Every frame but those at `expected` comes out, with its source index; the bad ones are reported."""
+    reported = []
+    source.on_skip = lambda index, why: reported.append(index)
+    frames = list(frames_to_publish(source, loop=False, max_frames=None))
+    good = [i for i in range(len(source)) if i not in expected]
+    assert [index for index, _, _ in frames] == good and reported == expected
+    for index, _, image in frames:
+        np.testing.assert_array_equal(image, pattern(index))
+    assert [index for index, _ in source.skipped] == expected
+    assert all(reason in why for _, why in source.skipped), source.skipped
+
+
+def test_undecodable_frames_are_skipped_and_the_rest_still_come(tmp_path):
+    """A corrupt file in a folder, a garbled message, an undecodable CompressedImage and a raw image
+    with a bad encoding are each skipped with a reason; the frames after them still come out."""
+    folder = tmp_path / 'folder'
+    folder.mkdir()
+    for index in range(4):
+        cv2.imwrite(str(folder / f'frame{index}.png'), pattern(index))
+    (folder / 'frame1.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * 40)  # truncated
+    check_skips(open_source(folder), [1], 'frame1.png as an image')
+
+    records = [r for r in camera_records(4) if r[0] == '/cam/image_raw']
+    records[1] = records[1][:3] + (b'\0\1\0\0garbage',)  # not CDR of an Image
+    check_skips(open_source(write_ros2_bag(tmp_path / 'garbled', records)), [1], 'garbled message')
+
+    types = typestore().types
+    header = types['std_msgs/msg/Header'](types['builtin_interfaces/msg/Time'](1, 0), 'camera')
+    records = [('/cam/image_raw/compressed', 'sensor_msgs/msg/CompressedImage', 1000 + i,
+                types['sensor_msgs/msg/CompressedImage'](header, 'png', cv2.imencode('.png', pattern(i))[1].ravel()))
+               for i in range(4)]
+    records[2] = records[2][:3] + (types['sensor_msgs/msg/CompressedImage'](header, 'png', np.arange(9, dtype=np.uint8)),)
+    check_skips(open_source(write_ros2_bag(tmp_path / 'compressed', records, 'mcap')), [2], "cannot decode a 'png'")
+
+    records = [r for r in camera_records(3) if r[0] == '/cam/image_raw']
+    records[0][3].encoding = 'yuv9000'
+    check_skips(open_source(write_ros2_bag(tmp_path / 'encoding', records)), [0], 'unusable image')
 
 
 def test_synthetic_directory(tmp_path):
@@ -225,8 +259,9 @@ def test_unusable_sources(tmp_path):
     with pytest.raises(SourceError, match='cannot read .*clip.avi'):
         open_source(tmp_path / 'clip.avi')
     (tmp_path / '0.png').write_bytes(b'not a png')
-    with pytest.raises(SourceError, match='cannot read .*0.png'):
-        list(open_source(tmp_path))
+    only_bad = open_source(tmp_path)
+    reason = f'cannot read {tmp_path / "0.png"} as an image (corrupt, or a format OpenCV does not read)'
+    assert list(only_bad) == [] and only_bad.skipped == [(0, reason)]
     with pytest.raises(SourceError, match='applies to ROS bags only'):
         open_source(tmp_path, topic='/image')
 

@@ -84,7 +84,7 @@ def frames_to_publish(source, loop: bool, max_frames: int | None):
         for _ in itertools.count() if loop else range(1):
             first = last = None
             count = 0
-            for index, (stamp, image) in enumerate(source):
+            for index, stamp, image in source.frames():
                 first = stamp if first is None else first
                 last, count = stamp, count + 1
                 yield index, stamp + offset, image
@@ -140,6 +140,8 @@ def publish(args) -> int:
     except (SourceError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    source.on_skip = lambda index, reason: print(f'warning: skipping source frame {index}: {reason}',
+                                                  file=sys.stderr, flush=True)
     node = rclpy.create_node('sequence_publisher')
     qos, reliable = publisher_qos(args.qos, args.depth), args.qos == 'reliable'
     image_publisher = node.create_publisher(CompressedImage if args.compressed else Image,
@@ -184,7 +186,7 @@ def publish(args) -> int:
             time.sleep(LINGER_S)
     except KeyboardInterrupt:
         pass
-    except SourceError as e:  # e.g. an unreadable file in the middle of a folder
+    except SourceError as e:  # the source as a whole, e.g. a bag truncated in the middle (a bad frame is skipped)
         print(f'error: {e}', file=sys.stderr)
         status = 1
     finally:
@@ -192,10 +194,14 @@ def publish(args) -> int:
         if args.report:
             report = {'source': source.describe(), 'topic': image_publisher.topic_name, 'qos': args.qos,
                       'depth': qos.depth, 'compressed': args.compressed, 'published': len(published),
+                      'skipped': [{'index': index, 'reason': reason} for index, reason in source.skipped],
                       'duration_s': elapsed, 'frames': published}
             Path(args.report).write_text(json.dumps(report))
         node.destroy_node()
-    print(f'done: published {len(published)} frames in {elapsed:.1f} s', flush=True)
+    if source.skipped and not published:
+        status = status or 1  # nothing but undecodable frames
+    print(f'done: published {len(published)} frames in {elapsed:.1f} s'
+          + (f', skipped {len(source.skipped)} that could not be decoded' if source.skipped else ''), flush=True)
     return status
 
 

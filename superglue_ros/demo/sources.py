@@ -1,5 +1,9 @@
 """Image sources for the publisher and the demo: each iterates (stamp in s, bgr8 image [H, W, 3]).
 
+A frame that cannot be decoded (a corrupt file in a folder, a garbled or unconvertible bag message) is
+skipped: Source.frames records it in Source.skipped, reports it through Source.on_skip, and goes on
+with the next frame. Only an unreadable source as a whole (a truncated bag, say) raises SourceError.
+
 open_source(spec) picks the kind from what spec is:
     synthetic sequence   directory with sequence.json (synthetic.py): its stamps, camera_info and
                          ground-truth homographies
@@ -45,22 +49,50 @@ class SourceError(ValueError):
     """A source that cannot be read; the message says which file and why."""
 
 
+class FrameError(SourceError):
+    """One frame that cannot be decoded; Source.frames skips it."""
+
+
 def natural_key(path: Path):
     """'frame2' < 'frame10': digit runs compare as numbers."""
     return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', path.name)]
 
 
 class Source:
-    """Base of the sources: iterate for (stamp, image); len() is the number of frames."""
+    """Base of the sources: iterate for (stamp, image); len() is the number of frames, skipped ones included.
+
+    on_skip(index, reason) is called for each frame that cannot be decoded (default: nothing); skipped
+    lists (index, reason) of those seen so far. Subclasses implement _readers."""
     kind = ''
     camera_info: dict | None = None
     sequence = None  # synthetic.Sequence with the ground truth, synthetic sources only
 
     def __init__(self, path: Path):
         self.path = path
+        self.skipped: list[tuple[int, str]] = []
+        self.on_skip = None
 
     def describe(self) -> str:
         return f'{self.kind} {self.path} ({len(self)} frames)'
+
+    def frames(self):
+        """(source index, stamp in s, bgr8 image) per decodable frame; indices count skipped frames too."""
+        for index, read in enumerate(self._readers()):
+            try:
+                stamp, image = read()
+            except FrameError as e:
+                self.skipped.append((index, str(e)))
+                if self.on_skip is not None:
+                    self.on_skip(index, str(e))
+                continue
+            yield index, stamp, image
+
+    def __iter__(self):
+        return ((stamp, image) for _, stamp, image in self.frames())
+
+    def _readers(self):
+        """One callable per frame, in order, returning (stamp, image) or raising FrameError."""
+        raise NotImplementedError
 
 
 class SyntheticSource(Source):
@@ -77,9 +109,9 @@ class SyntheticSource(Source):
     def __len__(self):
         return len(self.sequence)
 
-    def __iter__(self):
+    def _readers(self):
         for i, stamp in enumerate(self.sequence.stamps):
-            yield float(stamp), self.sequence.image(i)
+            yield lambda i=i, stamp=stamp: (float(stamp), self.sequence.image(i))
 
 
 class FolderSource(Source):
@@ -101,12 +133,16 @@ class FolderSource(Source):
     def __len__(self):
         return len(self.files)
 
-    def __iter__(self):
+    def _readers(self):
         for stamp, file in zip(self.stamps, self.files):
-            image = cv2.imread(str(file), cv2.IMREAD_COLOR)
-            if image is None:
-                raise SourceError(f'cannot read {file} as an image (corrupt, or a format OpenCV does not read)')
-            yield stamp, image
+            yield lambda stamp=stamp, file=file: (stamp, self._read(file))
+
+    @staticmethod
+    def _read(file: Path) -> np.ndarray:
+        image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+        if image is None:
+            raise FrameError(f'cannot read {file} as an image (corrupt, or a format OpenCV does not read)')
+        return image
 
 
 class VideoSource(Source):
@@ -128,15 +164,15 @@ class VideoSource(Source):
     def __len__(self):
         return max(self.frame_count, 0)  # as the container tells it
 
-    def __iter__(self):
+    def _readers(self):
         capture = cv2.VideoCapture(str(self.path))
         try:
             index = 0
-            while True:
+            while True:  # a frame OpenCV cannot decode ends the video: it cannot tell one from the end
                 ok, image = capture.read()
                 if not ok:
                     return
-                yield index / self.fps, image
+                yield lambda stamp=index / self.fps, image=image: (stamp, image)
                 index += 1
         finally:
             capture.release()
@@ -174,11 +210,24 @@ class BagSource(Source):
     def __len__(self):
         return self._length
 
-    def __iter__(self):
+    def _readers(self):
         with open_bag(self.path, self.paths) as reader:
-            for time_ns, message in self._messages(reader, [self.topic]):
-                stamp = message.header.stamp.sec + message.header.stamp.nanosec * 1e-9
-                yield (stamp if stamp > 0 else time_ns * 1e-9), self._to_bgr(message)
+            connections = [c for c in reader.connections if c.topic == self.topic]
+            with bag_errors(self.path):
+                for connection, time_ns, data in reader.messages(connections=connections):
+                    yield lambda connection=connection, time_ns=time_ns, data=data: self._frame(
+                        reader, connection, time_ns, data)
+
+    def _frame(self, reader, connection, time_ns: int, data: bytes) -> tuple[float, np.ndarray]:
+        """(stamp: the header's, else the recording time; bgr8 image) of one serialised image message."""
+        from rosbags.highlevel import AnyReaderError
+        try:
+            message = reader.deserialize(data, connection.msgtype)
+        except (AnyReaderError, ValueError, UnicodeDecodeError) as e:  # a garbled ROS 1 string decodes badly
+            raise FrameError(f'{self.path}: a garbled message on {self.topic} at recording time '
+                             f'{time_ns * 1e-9:.3f} s ({" ".join(str(e).split()) or type(e).__name__})') from None
+        stamp = message.header.stamp.sec + message.header.stamp.nanosec * 1e-9
+        return (stamp if stamp > 0 else time_ns * 1e-9), self._to_bgr(message)
 
     def _messages(self, reader, topics: list[str]):
         """(recording time ns, decoded message) on topics, in recording order."""
@@ -191,13 +240,13 @@ class BagSource(Source):
         if self.image_type == 'sensor_msgs/msg/CompressedImage':
             image = cv2.imdecode(np.frombuffer(message.data, np.uint8), cv2.IMREAD_COLOR)
             if image is None:
-                raise SourceError(f'{self.path}: cannot decode a {message.format!r} image on {self.topic}')
+                raise FrameError(f'{self.path}: cannot decode a {message.format!r} image on {self.topic}')
             return image
         from ..ros.image_conversion import ImageConversionError, image_msg_to_numpy
         try:
             return to_bgr8(*image_msg_to_numpy(message, backend='numpy'))  # rosbags messages, not rclpy ones
         except (ImageConversionError, ImageError) as e:
-            raise SourceError(f'{self.path}: unusable image on {self.topic}: {e}') from None
+            raise FrameError(f'{self.path}: unusable image on {self.topic}: {e}') from None
 
     def _first_camera_info(self, reader, types: dict) -> dict | None:
         """The first CameraInfo of the camera: the topic next to the image topic, else the only one."""
