@@ -1,7 +1,7 @@
 """Fetch the official SuperPoint / SuperGlue weights: presets into our cache (sha256 checked), Hugging Face
 hub ids into the Hugging Face cache.
 
-    python -m superglue_ros.download [NAME ...] [--dir DIR] [--force] [--mirror URL]
+    python -m superglue_ros.download [NAME ...] [--dir DIR] [--force] [--mirror URL|DIR]
 
 NAME: a preset (superpoint, indoor, outdoor; default: all three) or a Hugging Face hub id
 owner/name[@revision] (e.g. magic-leap-community/superglue_indoor, .../superglue_outdoor, .../superpoint).
@@ -29,6 +29,7 @@ import re
 import sys
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -49,7 +50,7 @@ MANIFEST = {
 }
 
 OFFICIAL_BASE_URL = 'https://github.com/magicleap/SuperGluePretrainedNetwork/raw/master/models/weights'
-MIRROR_ENV = 'SUPERGLUE_ROS_WEIGHTS_MIRROR'  # base URL that serves the same file names
+MIRROR_ENV = 'SUPERGLUE_ROS_WEIGHTS_MIRROR'  # base URL (or local directory) that serves the same file names
 LICENSE_URL = 'https://github.com/magicleap/SuperGluePretrainedNetwork/blob/master/LICENSE'
 LICENSE_NOTICE = f"""\
 The SuperPoint and SuperGlue weights are (c) Magic Leap, Inc. and licensed under the
@@ -96,8 +97,28 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def mirror_url(mirror: str | None = None) -> str:
+    """Base URL of the preset files: mirror, else $SUPERGLUE_ROS_WEIGHTS_MIRROR, else the official release.
+
+    A mirror is an http(s):// URL with a host, a file:// URL or an existing local directory (given as its
+    file:// URL). ValueError (one line: the value, where it came from, what to give) for anything else."""
+    source = '--mirror' if mirror else f'${MIRROR_ENV}'
+    mirror = mirror or os.environ.get(MIRROR_ENV) or OFFICIAL_BASE_URL
+    try:
+        url = urllib.parse.urlsplit(mirror)
+        if url.scheme in ('http', 'https') and url.hostname or url.scheme == 'file':
+            return mirror.rstrip('/')
+    except ValueError:  # e.g. an unclosed [IPv6] host
+        pass
+    directory = Path(os.path.expanduser(mirror))  # os.path: '~unknown_user' stays as it is
+    if directory.is_dir():
+        return directory.resolve().as_uri()
+    raise ValueError(f'{source} {mirror!r} is not an http(s):// URL with a host, a file:// URL or an '
+                     f'existing directory: give the URL or the directory that holds {", ".join(PRESETS.values())}')
+
+
 def _by_hand_hint(file_name: str, sha256: str, directory: Path) -> str:
-    return (f'Check the network connection / proxy or use a mirror (--mirror URL or ${MIRROR_ENV}); '
+    return (f'Check the network connection / proxy or use a mirror (--mirror URL|DIR or ${MIRROR_ENV}); '
             f'or copy {file_name} (sha256 {sha256}) by hand into {directory}/')
 
 
@@ -137,16 +158,17 @@ def download_weights(names=None, directory: Path | None = None, base_url: str | 
                      force: bool = False, manifest: dict[str, str] | None = None, log=print) -> list[Path]:
     """Make sure the given presets (default: all) are in directory (default: weights_cache_dir()).
 
-    base_url: where the files are served (default: $SUPERGLUE_ROS_WEIGHTS_MIRROR, else the official
-    GitHub release); manifest: file name -> sha256 (default: MANIFEST). Returns the file paths.
-    Tries every file, then raises DownloadError listing those that failed.
+    base_url: where the files are served, a URL or a local directory (mirror_url; default:
+    $SUPERGLUE_ROS_WEIGHTS_MIRROR, else the official GitHub release); manifest: file name -> sha256
+    (default: MANIFEST). Returns the file paths. ValueError for an unknown preset or a bad base_url,
+    before anything is fetched; tries every file, then raises DownloadError listing those that failed.
     """
     names = list(names or PRESETS)
     unknown = [n for n in names if n not in PRESETS]
     if unknown:
         raise ValueError(f'unknown weights preset(s) {unknown}; choose from {", ".join(PRESETS)}')
     directory = Path(directory) if directory is not None else weights_cache_dir()
-    base_url = (base_url or os.environ.get(MIRROR_ENV) or OFFICIAL_BASE_URL).rstrip('/')
+    base_url = mirror_url(base_url)
     manifest = MANIFEST if manifest is None else manifest
 
     paths, todo = [], []
@@ -268,9 +290,9 @@ def main(argv=None) -> int:
                              '$XDG_CACHE_HOME/superglue_ros, else ~/.cache/superglue_ros); hub ids go to the '
                              'Hugging Face cache ($HF_HUB_CACHE, else $HF_HOME/hub)')
     parser.add_argument('--force', action='store_true', help='download presets even if a verified file is present')
-    parser.add_argument('--mirror', metavar='URL', default=None,
-                        help=f'base URL serving the preset file names (default: ${MIRROR_ENV}, else '
-                             f'{OFFICIAL_BASE_URL})')
+    parser.add_argument('--mirror', metavar='URL|DIR', default=None,
+                        help=f'http(s):// or file:// base URL, or local directory, serving the preset file names '
+                             f'(default: ${MIRROR_ENV}, else {OFFICIAL_BASE_URL})')
     args = parser.parse_args(argv)
     hub_ids = {name: parse_hub_id(name) for name in args.names if name not in PRESETS}
     unknown = [name for name, hub in hub_ids.items() if hub is None]
@@ -284,6 +306,8 @@ def main(argv=None) -> int:
             download_weights(presets, args.dir, args.mirror, args.force)
     except DownloadError as error:
         errors.append(str(error))
+    except ValueError as error:  # a bad --mirror / $SUPERGLUE_ROS_WEIGHTS_MIRROR: a usage error, nothing fetched
+        parser.error(str(error))
     if any(repo_id in OFFICIAL_HUB_IDS for repo_id, _ in hub_ids.values()):
         print(LICENSE_NOTICE)
     for name, (repo_id, revision) in hub_ids.items():

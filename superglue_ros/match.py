@@ -43,9 +43,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from .image import ImageError
-from .matcher import Matcher, ResourceError
+from .matcher import Matcher, ResourceError, memory_guard
 from .settings import SETTINGS, check_all, resize_of
 from .visualization import draw_matches
 from .weights import WeightsError
@@ -109,15 +110,17 @@ def read_image(path: Path, resize=None) -> tuple[np.ndarray, tuple[int, int]]:
     default interpolation (bilinear) on the uint8 image. The Matcher then divides by 255 in float32
     (image.grey_tensor), as the original's frame2tensor.
     Returns (grey [h, w] uint8, (width, height) of the file after orientation).
-    Raises ImageError naming the file when it cannot be read."""
+    Raises ImageError naming the file when it cannot be read, ResourceError when resizing runs out of memory."""
     if not path.is_file():
-        raise ImageError(f'cannot read image {path}: {"it is a directory" if path.is_dir() else "no such file"}')
+        reason = 'it is a directory' if path.is_dir() else 'not a regular file' if path.exists() else 'no such file'
+        raise ImageError(f'cannot read image {path}: {reason}')
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if image is None:
         raise ImageError(f'cannot read image {path}: not an image file OpenCV can decode')
     size = (image.shape[1], image.shape[0])
     if resize is not None:
-        image = cv2.resize(image, tuple(resize))
+        with memory_guard(torch.device('cpu'), f'resizing {path} to {resize[0]}x{resize[1]}', '--resize'):
+            image = cv2.resize(image, tuple(resize))
     return image, size
 
 

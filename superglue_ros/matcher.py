@@ -29,6 +29,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -46,10 +47,12 @@ class ResourceError(RuntimeError):
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    """torch.cuda.OutOfMemoryError, MemoryError, or a CPU allocator failure (a RuntimeError of
-    c10's DefaultCPUAllocator)."""
+    """torch.cuda.OutOfMemoryError, MemoryError, a CPU allocator failure (a RuntimeError of c10's
+    DefaultCPUAllocator) or OpenCV's (cv2.error with code StsNoMem, e.g. from cv2.resize)."""
     if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
         return True
+    if isinstance(error, cv2.error):
+        return error.code == cv2.Error.StsNoMem
     return isinstance(error, RuntimeError) and any(
         text in str(error) for text in ("can't allocate memory", 'DefaultCPUAllocator', 'out of memory'))
 
@@ -225,8 +228,12 @@ class Matcher:
     # -- the stages: enqueue on the current stream, device tensors out ---------------------------
 
     def upload(self, image: np.ndarray, color_order: str = 'bgr') -> Upload:
-        """Host half of the image path (image.to_upload with this matcher's resize)."""
-        return to_upload(image, self.resize, color_order)
+        """Host half of the image path (image.to_upload with this matcher's resize). ImageError,
+        ResourceError when host memory runs out (resizing)."""
+        with memory_guard(torch.device('cpu'), f'preparing a {image.shape[1]}x{image.shape[0]} image'
+                          + (f' at {self.resize[0]}x{self.resize[1]}' if self.resize else ''),
+                          'the image size (resize: [width, height])'):
+            return to_upload(image, self.resize, color_order)
 
     @torch.inference_mode()
     def detect(self, images: Tensor, uploads: list[Upload]) -> list[Features]:

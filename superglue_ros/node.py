@@ -71,7 +71,8 @@ except ImportError:
     message_filters = None
 
 NODE_NAME = 'superglue'
-RCLError = _rclpy.RCLError  # what rclpy.init raises for bad --ros-args (rclpy exports no public name)
+RCLError = _rclpy.RCLError  # what rclpy.init raises for bad --ros-args (rclpy exports no public names)
+UnknownROSArgsError = _rclpy.UnknownROSArgsError
 CAMERA_INFO_CACHE = 30  # camera_info messages kept to find the one of an image's stamp
 LOG_THROTTLE_S = 10.0
 
@@ -189,6 +190,7 @@ class Camera:
     def _work(self):
         logger = self.node.get_logger()
         while (frame := self.mailbox.take()) is not None:
+            self.stats.frame_started()
             try:
                 self._process(frame)
             except (ImageConversionError, ImageError) as e:
@@ -203,6 +205,8 @@ class Camera:
                 logger.error(f'processing a frame of {self.image_topic} failed: {e}' if isinstance(e, ResourceError)
                              else f'processing a frame of {self.image_topic} failed: {type(e).__name__}: {e}',
                              throttle_duration_sec=LOG_THROTTLE_S)
+            finally:
+                self.stats.frame_ended()
 
     def _calibration(self, camera_info: CameraInfo | None, image_size: tuple[int, int]) -> Calibration | None:
         """The frame's calibration, or None: no camera_info, K all zero, or one that cannot be used
@@ -267,6 +271,10 @@ class SuperGlueNode(Node):
     def __init__(self, **node_options):
         super().__init__(NODE_NAME, **node_options)
         self.values = parameters.declare(self)
+        for name, close in parameters.unknown_overrides(self).items():
+            self.get_logger().warn(f"parameter '{name}' ignored: this node has no such parameter"
+                                   + (f"; did you mean '{close[0]}'?" if close else '')
+                                   + ' (a params file or -p sets it)')
         v = self.values
         self.matcher = Matcher.from_weights(
             v['superpoint_weights'], v['superglue_weights'], device=v['device'], resize=v['resize'],
@@ -324,14 +332,23 @@ class SuperGlueNode(Node):
 
     def _on_match_images(self, request, response):
         try:
-            images = [image_msg_to_numpy(image) for image in (request.image0, request.image1)]
+            images = []
+            for name in ('image0', 'image1'):
+                try:
+                    images.append(image_msg_to_numpy(getattr(request, name)))
+                except ImageConversionError as e:
+                    raise ImageConversionError(f'{name}: {e}') from None
             pair = match_pair(self.matcher, images[0][0], images[1][0], images[0][1], images[1][1], self.verification)
-        except (ImageConversionError, ImageError, ResourceError) as e:
+        except Exception as e:  # bad images, ResourceError, anything unexpected: an answer, never a dead node
+            expected = isinstance(e, (ImageConversionError, ImageError, ResourceError))
+            reason = str(e) if expected else f'{type(e).__name__}: {e}'
             with self._service_lock:
                 self._service_counts['failures'] += 1
-                self._service_counts['last failure'] = str(e)
+                self._service_counts['last failure'] = reason
                 self._service_counts['requests'] += 1
-            response.success, response.message = False, f'cannot match these images: {e}'
+            if not expected:
+                self.get_logger().error(f'~/match_images failed: {reason}', throttle_duration_sec=LOG_THROTTLE_S)
+            response.success, response.message = False, f'cannot match these images: {reason}'
             return response
         with self._service_lock:
             self._service_counts['requests'] += 1
@@ -363,8 +380,10 @@ def main(args=None) -> int:
     logger = rclpy.logging.get_logger(NODE_NAME)
     try:
         rclpy.init(args=args)
-    except RCLError as e:  # a --params-file that does not exist or does not parse, a malformed remap rule
-        reason = ' '.join(str(e).split())
+    except (RCLError, UnknownROSArgsError) as e:  # a --params-file that does not exist or does not parse, a
+        reason = ' '.join(str(e).split())            # malformed remap rule, an option --ros-args does not know
+        if isinstance(e, UnknownROSArgsError):
+            reason = f"unknown option(s) {reason}: --ros-args takes -p, -r, --params-file, --log-level and the like"
         logger.fatal(f'cannot start: bad --ros-args: {reason}')
         return 1
     try:

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from .geometry import Calibration, Verification
-from .image import Upload
+from .image import ImageError, Upload
 from .matcher import Features, Matcher, MatchResult, StageClock
 from .tracking import Correspondences, FrameResult, Keyframe, KeyframePolicy, KeyframeTracker
 
@@ -79,11 +79,16 @@ def match_pair(matcher: Matcher, image0: np.ndarray, image1: np.ndarray, color_o
                color_order1: str = 'bgr', verification: Verification | None = None,
                calibration0: Calibration | None = None, calibration1: Calibration | None = None) -> PairResult:
     """Match two images with the matcher (the same stages as a camera frame, on the current stream),
-    then verify() the correspondences. ImageError for an unusable image, ResourceError when memory
-    runs out or the pair is over max_matching_memory_mb."""
+    then verify() the correspondences. ImageError for an unusable image (naming image0 or image1),
+    ResourceError when memory runs out or the pair is over max_matching_memory_mb."""
     start = time.perf_counter()
-    features0 = matcher.extract(image0, color_order0)
-    features1 = matcher.extract(image1, color_order1)
+    features = []
+    for name, image, color_order in (('image0', image0, color_order0), ('image1', image1, color_order1)):
+        try:
+            features.append(matcher.extract(image, color_order))
+        except ImageError as e:
+            raise ImageError(f'{name}: {e}') from None
+    features0, features1 = features
     match = matcher.match(features0, features1)
     verifying = time.perf_counter()
     correspondences = verify(Correspondences.from_matches(match.matches0, match.matching_scores0,

@@ -17,8 +17,17 @@ SuperGlue
   - final projection: a scaled near-identity, so matching scores are sharp scaled cosine similarities;
   - dustbin score between the similarity of matching and of unrelated descriptors.
 The state dicts have the original layout (load with model.load_state_dict or save as .pth).
+
+To try the CLI or the node without the official weights (offline), write them as .pth files:
+
+    python -m superglue_ros.random_weights DIR   # DIR/superpoint_random.pth, DIR/superglue_random.pth
+
+Everything then runs, but the matches are MEANINGLESS: these weights were never trained.
 """
+import argparse
 import math
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -134,3 +143,39 @@ def dead_leaves(gen: torch.Generator, size: int = 256, leaves: int = 400) -> tor
         disc = (xs - cx * size) ** 2 + (ys - cy * size) ** 2 < radius ** 2
         image[y0:y1, x0:x1][disc] = value
     return image
+
+
+def write_files(directory: Path, seed: int = 0) -> tuple[Path, Path]:
+    """superpoint_random.pth and superglue_random.pth (original layout) in directory; their paths.
+    OSError when the directory cannot be created or written."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    superpoint, superglue = directory / 'superpoint_random.pth', directory / 'superglue_random.pth'
+    torch.save(superpoint_state_dict(seed), superpoint)
+    torch.save(superglue_state_dict(seed), superglue)
+    return superpoint, superglue
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m superglue_ros.random_weights',
+                                     description='Write confident random SuperPoint + SuperGlue weights (original '
+                                                 '.pth layout) to try the CLI or the node offline. Their matches '
+                                                 'are MEANINGLESS.')
+    parser.add_argument('directory', type=Path, help='where to write superpoint_random.pth and superglue_random.pth')
+    parser.add_argument('--seed', type=int, default=0, help='same seed, same weights (default 0)')
+    args = parser.parse_args(argv)
+    try:
+        superpoint, superglue = write_files(args.directory, args.seed)
+    except OSError as e:
+        print(f'{parser.prog}: error: cannot write to {args.directory}: {e.strerror or e}', file=sys.stderr)
+        return 2
+    print(f'wrote {superpoint} and {superglue}: random weights, the matches are MEANINGLESS. Use them with\n'
+          f'  python -m superglue_ros.match A.png B.png --superpoint-weights {superpoint} '
+          f'--superglue-weights {superglue}\n'
+          f'  python -m superglue_ros.node --ros-args -p superpoint_weights:={superpoint} '
+          f'-p superglue_weights:={superglue}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

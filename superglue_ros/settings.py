@@ -26,6 +26,7 @@ from numbers import Integral, Real
 from typing import Callable
 
 MIN_IMAGE_SIZE = 16  # SuperPoint works on 8x8 cells and needs a few of them (image.py)
+MAX_RESIZE = 8192    # an 8K frame (7680 x 4320) fits; larger is a typo that would exhaust host memory
 
 
 def _is_int(value) -> bool:
@@ -40,8 +41,8 @@ def _one_of(*choices) -> Callable:
     return lambda value: isinstance(value, str) and value in choices
 
 
-def _integer(low: int) -> Callable:
-    return lambda value: _is_int(value) and value >= low
+def _integer(low: int, high: float = math.inf) -> Callable:
+    return lambda value: _is_int(value) and low <= value <= high
 
 
 def _number(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False) -> Callable:
@@ -56,7 +57,8 @@ def _resize(value) -> bool:
         return True
     if not isinstance(value, (list, tuple)) or not all(_is_int(v) for v in value):
         return False
-    return list(value) in ([], [0, 0]) or (len(value) == 2 and min(value) >= MIN_IMAGE_SIZE)
+    return list(value) in ([], [0, 0]) or (len(value) == 2 and MIN_IMAGE_SIZE <= min(value)
+                                              and max(value) <= MAX_RESIZE)
 
 
 def _device(value) -> bool:
@@ -130,7 +132,8 @@ _ROWS = [
             'Sinkhorn in float32 (bf16 on CPUs with AMX or AVX512-BF16 and on GPUs, fp16 on GPUs). Check '
             'the agreement on your images first: python -m superglue_ros.precision_check',
             'matcher', live=False, cli=True),
-    Setting('resize', [0, 0], f'[0, 0] (none) or [width, height], both integers >= {MIN_IMAGE_SIZE}', _resize,
+    Setting('resize', [0, 0], f'[0, 0] (none) or [width, height], both integers in [{MIN_IMAGE_SIZE}, {MAX_RESIZE}]',
+            _resize,
             'Size [width, height] images are resized to before inference (INTER_AREA); [0, 0]: as given. '
             'Published coordinates are always pixels of the image as given',
             'matcher', live=False, cli=True),
@@ -139,13 +142,15 @@ _ROWS = [
             'Most keypoints kept per image, highest detection scores first; -1: all', 'superpoint', cli=True),
     Setting('keypoint_threshold', 0.005, 'a number in [0, 1)', _number(0, 1, high_open=True),
             'SuperPoint detection score below which a keypoint is dropped', 'superpoint', cli=True),
-    Setting('nms_radius', 4, 'an integer >= 0', _integer(0),
+    # the max-pool window is 2 r + 1 pixels: beyond 64 it would suppress all but a few keypoints per image
+    Setting('nms_radius', 4, 'an integer in [0, 64]', _integer(0, 64),
             'SuperPoint non-maximum suppression radius, pixels of the processed image', 'superpoint', cli=True),
     # -- SuperGlue (models/superglue.py), live ------------------------------------------------
     # a matching score is <= 1, so a threshold of 1 would drop every match
     Setting('match_threshold', 0.2, 'a number in [0, 1)', _number(0, 1, high_open=True),
             'SuperGlue matching score below which a match is dropped', 'superglue', cli=True),
-    Setting('sinkhorn_iterations', 100, 'an integer >= 1', _integer(1),
+    # the original runs 100; more only costs time (a frame stays busy, the camera's newer frames are dropped)
+    Setting('sinkhorn_iterations', 100, 'an integer in [1, 1000]', _integer(1, 1000),
             'Sinkhorn (optimal transport) iterations of SuperGlue', 'superglue', cli=True),
     Setting('max_matching_memory_mb', 4096, 'an integer >= 1', _integer(1),
             'Largest estimated memory, in MiB, of one SuperGlue match (its N x M attention and score '
@@ -172,8 +177,9 @@ _ROWS = [
     Setting('ransac_threshold_px', 3.0, 'a number of pixels > 0', _number(0, low_open=True),
             'RANSAC inlier threshold in pixels of the images as given', 'verification'),
     # -- node only ----------------------------------------------------------------------------
-    Setting('cameras', [''], "a list of unique camera names: '' (topics image, camera_info) or relative "
-            "names such as 'left' (topics left/image, left/camera_info)", _cameras,
+    Setting('cameras', [''], "a non-empty list of unique camera names: '' (topics image, camera_info) or "
+            "relative ROS names such as 'left' or 'rig/left' (letters, digits and _, each part starting with a "
+            "letter; topics left/image, left/camera_info)", _cameras,
             "Cameras matched by this node, each against its own keyframe. '': subscribes image and "
             'camera_info, publishes ~/matches, ~/keyframe, ~/match_image. A name such as left: subscribes '
             'left/image and left/camera_info, publishes ~/left/matches, ~/left/keyframe, ~/left/match_image',

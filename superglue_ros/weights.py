@@ -23,8 +23,10 @@ tensor shapes must fit `config`); detection and matching settings always come fr
 Files are read with torch.load(weights_only=True) or safetensors: no pickled code is executed.
 """
 import json
+import os
 import pickle
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +50,7 @@ class WeightsError(Exception):
 FORMATS_HINT = ('an original .pth state dict, a Hugging Face checkpoint directory (config.json + model.safetensors), '
                 'a .safetensors file, a Hugging Face hub id (owner/name[@revision]) or a preset '
                 f'({", ".join(PRESETS)})')
+PRESET_MODELS = {'superpoint': 'SuperPoint', 'indoor': 'SuperGlue', 'outdoor': 'SuperGlue'}
 WRAPPER_KEYS = ('state_dict', 'model')  # training checkpoints: {'state_dict': weights, 'epoch': ..., ...}
 PARALLEL_PREFIX = 'module.'             # DataParallel / DistributedDataParallel parameter names
 
@@ -80,10 +83,11 @@ def superpoint_source(superglue_spec) -> str | Path:
 
 def load_superpoint(spec: str | Path | None, config: dict | None = None, superglue_spec=None) -> SuperPoint:
     """SuperPoint in eval mode from a weights spec (see the module doc); spec None: from superglue_spec
-    (superpoint_source)."""
+    (superpoint_source). WeightsError (one line: what is wrong, what to do) for weights that cannot be used."""
     if spec is None:
         if superglue_spec is None:
             raise WeightsError(f'no SuperPoint weights given: pass {FORMATS_HINT}')
+        check_preset_model(superglue_spec, 'SuperGlue')
         source = superpoint_source(superglue_spec)
         try:
             return superpoint_from(read_checkpoint(source, 'SuperPoint'), config)
@@ -98,12 +102,10 @@ def load_superpoint(spec: str | Path | None, config: dict | None = None, supergl
 
 
 def load_superglue(spec: str | Path, config: dict | None = None) -> SuperGlue:
-    """SuperGlue in eval mode from a weights spec (see the module doc)."""
+    """SuperGlue in eval mode from a weights spec (see the module doc). WeightsError (one line: what is wrong,
+    what to do) for weights that cannot be used."""
     if spec is None:
         raise WeightsError(f'no SuperGlue weights given: pass {FORMATS_HINT}')
-    if spec == 'superpoint':
-        raise WeightsError("'superpoint' is the SuperPoint preset, not SuperGlue weights: give 'indoor' or 'outdoor' "
-                           '(or a SuperGlue file, directory or hub id)')
     checkpoint = read_checkpoint(spec, 'SuperGlue')
     if checkpoint.model != 'superglue':
         raise WeightsError(f'{checkpoint.describe()} is a SuperPoint checkpoint, not SuperGlue weights: pass it as '
@@ -149,11 +151,27 @@ def superpoint_from(checkpoint: Checkpoint, config: dict | None) -> SuperPoint:
 # ---------------------------------------------------------------------------------------------
 # Reading files
 
+def check_preset_model(spec, what: str) -> None:
+    """WeightsError when spec names a preset of the other model than what ('SuperPoint' | 'SuperGlue')."""
+    model = PRESET_MODELS.get(spec) if isinstance(spec, str) else None
+    if model not in (None, what):
+        takes = ', '.join(repr(name) for name, m in PRESET_MODELS.items() if m == what)
+        raise WeightsError(f"'{spec}' is a {model} preset, not {what} weights: the {what} weights take {takes}, a "
+                           '.pth/.safetensors file, a Hugging Face directory or a hub id')
+
+
 def resolve(spec: str | Path, what: str) -> Path:
-    """Preset name, hub id or path -> existing local path; WeightsError naming what was tried and what to do.
+    """Preset name, hub id or path -> existing local path; WeightsError naming what was tried and what to do
+    (a preset of the other model, one not downloaded, a weights directory that is no directory, a missing path).
     A hub id is read from the Hugging Face cache only (python -m superglue_ros.download ID fetches it)."""
+    check_preset_model(spec, what)
     if isinstance(spec, str) and spec in PRESETS:
         path = preset_path(spec)
+        blocker = next(p for p in path.parents if os.path.exists(p))
+        if not blocker.is_dir():
+            raise WeightsError(f"{what} weights preset '{spec}': the weights directory {path.parent} cannot be used: "
+                               f'{blocker} is a file, and SUPERGLUE_ROS_WEIGHTS_DIR (else '
+                               '$XDG_CACHE_HOME/superglue_ros) must be a directory')
         if not path.exists():
             raise WeightsError(f"{what} weights preset '{spec}' is not downloaded: {path} does not exist. "
                                f'Download it with: {DOWNLOAD_COMMAND} {spec}')
@@ -166,7 +184,7 @@ def resolve(spec: str | Path, what: str) -> Path:
         except DownloadError as e:
             local = '' if hub_id[0] in OFFICIAL_HUB_IDS else f' {spec!r} is no local path, and as a Hugging Face'
             raise WeightsError(f'{what} weights:{local} {e}') from None
-    path = Path(spec).expanduser()
+    path = Path(os.path.expanduser(spec))  # os.path: '~unknown_user' stays as it is
     if not path.exists():
         raise WeightsError(f'{what} weights not found: {path} does not exist. Give {FORMATS_HINT}; '
                            f'the official weights are fetched with: {DOWNLOAD_COMMAND}')
@@ -213,21 +231,27 @@ def read_safetensors(path: Path, what: str) -> dict:
     try:
         return load_file(str(path), device='cpu')
     except (SafetensorError, OSError) as e:
-        raise WeightsError(f'{what} weights: cannot read {path} as safetensors ({e}); the file is corrupt or '
-                           f'truncated: download it again') from None
+        raise WeightsError(f'{what} weights: cannot read {path} as safetensors ({e}); the file is corrupt, '
+                           f'truncated or not a safetensors file: download or save it again') from None
 
 
 def read_torch(path: Path, what: str) -> dict:
+    preset = next((name for name in PRESETS if os.path.realpath(preset_path(name)) == os.path.realpath(path)), None)
+    again = f'download it again ({DOWNLOAD_COMMAND} {preset})'  # fits a preset's file only, not one of the user's
     try:
-        tensors = torch.load(path, map_location='cpu', weights_only=True)
+        with warnings.catch_warnings():  # e.g. 'Detected pickle protocol 4': the error below says what is wrong
+            warnings.simplefilter('ignore')
+            tensors = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
         reason = str(e).split('WeightsUnpickler error:')[-1].strip().split('\n')[0] if 'Weights only' in str(e) else e
+        advice = again if preset else f'Give {FORMATS_HINT}; the official weights are fetched with: {DOWNLOAD_COMMAND}'
         raise WeightsError(f'{what} weights: {path} is not a checkpoint of plain tensors ({reason}); it is corrupt '
-                           f'or not a weights file, and pickled code is never executed. Give {FORMATS_HINT}; the '
-                           f'official weights are fetched with: {DOWNLOAD_COMMAND}') from None
+                           f'or not a weights file, and pickled code is never executed. {advice}') from None
     except Exception as e:  # torch raises many types for damaged archives
+        advice = (f'the file is corrupt or truncated: {again}' if preset
+                  else 'the file is corrupt or not a PyTorch checkpoint: check the path or save it again')
         raise WeightsError(f'{what} weights: cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: {e}); '
-                           f'the file is corrupt or truncated: download it again ({DOWNLOAD_COMMAND})') from None
+                           f'{advice}') from None
     tensors = unwrap(tensors)
     if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
         content = sorted(map(str, tensors))[:10] if isinstance(tensors, dict) else type(tensors).__name__

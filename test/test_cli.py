@@ -9,6 +9,7 @@ match.main() in this process, which is the same code without the interpreter sta
 """
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -190,6 +191,9 @@ def test_missing_weights(pair, tmp_path, weights, cli, monkeypatch):
 @pytest.mark.parametrize('args, fragment', [
     (['--resize', '0', '240'], 'resize must be'),
     (['--resize', '320'], '--resize'),
+    (['--resize', '100000', '100000'], 'integers in [16, 8192]'),  # a typo that would exhaust host memory
+    (['--nms-radius', '1000000000'], 'nms_radius must be an integer in [0, 64]'),
+    (['--sinkhorn-iterations', '100000000'], 'sinkhorn_iterations must be an integer in [1, 1000]'),
     (['--max-keypoints', '0'], 'max_keypoints'),
     (['--match-threshold', '1.5'], 'match_threshold'),
     (['--device', 'gpu'], 'device must be'),
@@ -198,6 +202,27 @@ def test_missing_weights(pair, tmp_path, weights, cli, monkeypatch):
 ])
 def test_bad_values(weights, pair, args, fragment, cli):
     check_error(cli(*pair, '--superglue-weights', weights['hf'], *args), fragment)
+
+
+def test_random_weights_command_writes_weights_the_cli_runs(pair, tmp_path, cli):
+    """The README's way to try the CLI offline: python -m superglue_ros.random_weights DIR."""
+    from superglue_ros import random_weights
+    assert random_weights.main([str(tmp_path / 'random')]) == 0
+    superpoint, superglue = tmp_path / 'random' / 'superpoint_random.pth', tmp_path / 'random' / 'superglue_random.pth'
+    done = cli(*pair, '--superpoint-weights', superpoint, '--superglue-weights', superglue, *FAST)
+    assert done.returncode == 0, done.stderr
+    assert int(re.search(r'^matches: (\d+)', done.stdout, re.M)[1]) > 100  # confident, though meaningless
+
+
+def test_opencv_out_of_memory_is_one_line(weights, pair, cli, monkeypatch):
+    """cv2.resize failing to allocate (as under a memory limit) is exit code 2 and one line."""
+    def resize_out_of_memory(*args, **kwargs):
+        error = cv2.error('OpenCV(5.0.0) (-4:Insufficient memory) Failed to allocate 10000000000 bytes')
+        error.code = cv2.Error.StsNoMem
+        raise error
+    monkeypatch.setattr(cv2, 'resize', resize_out_of_memory)
+    check_error(cli(*pair, '--superglue-weights', weights['hf'], '--resize', '8000', '6000'),
+                'out of host memory while resizing', 'to 8000x6000 on cpu: lower --resize')
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine without CUDA')

@@ -1,6 +1,7 @@
 """The demo end to end (node and publisher processes over DDS, random weights, 640x480 frames from a
-reliable publisher, raw and JPEG-compressed), its refusal to start without weights, and the summary
-maths and publisher helpers it is built from."""
+reliable publisher, raw and JPEG-compressed, a bag corrupt in the middle), its refusal to start without
+usable weights or with a node that cannot start, and the summary maths and publisher helpers it is
+built from."""
 import json
 import os
 import shutil
@@ -16,9 +17,10 @@ from rclpy.qos import QoSHistoryPolicy, QoSReliabilityPolicy, qos_profile_sensor
 from std_msgs.msg import Header
 
 from ros_helpers import isolate_ros_network
+from test_sources import typestore, write_ros2_bag
 
 from superglue_ros.demo import summary as summary_io
-from superglue_ros.demo.__main__ import main as demo_main
+from superglue_ros.demo.__main__ import main as demo_main, random_weights
 from superglue_ros.demo.publisher import camera_info_msg, frames_to_publish, image_topic, publisher_qos, to_time
 from superglue_ros.demo.publisher import main as publisher_main
 
@@ -162,18 +164,99 @@ def test_missing_weights_say_what_to_do_before_starting_anything(tmp_path):
     assert not (output / 'node.log').exists() and not (output / 'sequence').exists(), 'nothing may start'
 
 
+@pytest.mark.timeout(60)
+def test_unusable_weights_are_refused_before_starting_anything(tmp_path, capsys):
+    """Loaded as the node loads them: a truncated checkpoint, and SuperGlue weights that do not exist
+    (from which the SuperPoint weights would come), each say what is wrong; nothing starts."""
+    superpoint, superglue = random_weights(tmp_path)
+    Path(superglue).write_bytes(Path(superglue).read_bytes()[:5000])
+    output = tmp_path / 'out'
+    for weights, message in ((['--superpoint-weights', superpoint, '--superglue-weights', superglue],
+                              f'cannot read {superglue} as a PyTorch checkpoint'),
+                             (['--superglue-weights', str(tmp_path / 'missing.pth')], 'missing.pth does not exist')):
+        assert demo_main([*weights, '--output', str(output)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith('error: the demo needs SuperPoint and SuperGlue weights') and message in err, err
+        assert '--random-weights' in err and not output.exists(), 'nothing may start'
+
+
 def test_bad_demo_arguments(tmp_path, capsys):
     output = tmp_path / 'out'
     assert demo_main(['--random-weights', '--source', str(tmp_path / 'missing'), '--output', str(output)]) == 2
     assert 'does not exist' in capsys.readouterr().err and not (output / 'node.log').exists()
-    for args, message in ((['--rate', '-1'], '--rate must be >= 0'), (['--param', 'max_keypoints=5'], 'NAME:=VALUE'),
+    a_file = tmp_path / 'picture.jpg'
+    a_file.write_bytes(b'not a directory')
+    for args, message in ((['--random-weights', '--output', str(a_file)], 'picture.jpg: it exists and is not a dir'),
+                          (['--output', str(a_file / 'out')], 'picture.jpg exists and is not a directory'),
+                          (['--random-weights', '--superglue-weights', 'outdoor'], '--random-weights replaces'),
+                          (['--random-weights', '--superpoint-weights', 'sp.pth'], '--random-weights replaces'),
+                          (['--rate', '-1'], '--rate must be >= 0'), (['--param', 'max_keypoints=5'], 'NAME:=VALUE'),
                           (['--max-keypoints', '0'], '--max-keypoints must be -1'),
                           (['--param', 'image_transport:=compressed'], 'use --compressed'),
                           (['--param', "cameras:=['left']"], 'one unnamed camera'),
                           (['--compressed', 'gif'], "invalid choice: 'gif'"), (['--qos', 'fast'], "invalid choice")):
         with pytest.raises(SystemExit) as exit_info:
             demo_main(args)
-        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+        last = capsys.readouterr().err.splitlines()[-1]  # one line after the usage, as argparse does
+        assert exit_info.value.code == 2 and last.startswith('python -m superglue_ros.demo: error:') and message in last
+    assert a_file.read_bytes() == b'not a directory' and not (tmp_path / 'sp.pth').exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_node_that_cannot_start_stops_the_demo_without_a_summary(tmp_path):
+    """A bad --param: the node's FATAL line, no summary (not even a previous run's), exit 1."""
+    output = tmp_path / 'out'
+    output.mkdir()
+    (output / 'summary.json').write_text('{}')  # a previous run's
+    result = run_demo(['--random-weights', '--param', 'match_threshold:=7.0', '--frames', 2, '--device', 'cpu',
+                       '--output', output], tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert '[FATAL]' in result.stdout and 'match_threshold' in result.stdout, result.stdout
+    assert 'no summary written: the node did not start' in result.stdout
+    assert not (output / 'summary.json').exists() and not (output / 'summary.md').exists()
+    assert not processes_naming(str(tmp_path)), 'the node or the publisher is still running'
+
+
+def corrupt_second_chunk(bag: Path):
+    """Breaks the checksum of the second chunk of the bag's MCAP file: the first chunk's frames read,
+    then the bag fails (records: opcode, uint64 length, content; a chunk's CRC after 3 uint64s)."""
+    path, = bag.glob('*.mcap')
+    data, offset, chunks = bytearray(path.read_bytes()), 8, []
+    while offset < len(data) and len(chunks) < 2:
+        if data[offset] == 0x06:
+            chunks.append(offset)
+        offset += 9 + int.from_bytes(data[offset + 1:offset + 9], 'little')
+    data[chunks[1] + 33:chunks[1] + 37] = b'\xde\xad\xbe\xef'
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.timeout(DEMO_TIMEOUT_S + 30)
+def test_a_publisher_that_stops_early_still_has_its_frames_answered(tmp_path, freiburg_paths):
+    """A bag whose storage is corrupt after its first MCAP chunk (1 MiB: two 640x480 frames): the publisher
+    publishes those, says why it stopped and exits 1; the node still answers both, and the summary says
+    the publisher stopped early instead of counting frames as lost."""
+    types = typestore().types
+    records = []
+    for index, path in enumerate(freiburg_paths[:3]):
+        stamp = types['builtin_interfaces/msg/Time'](1, index * 10 ** 8)
+        image = cv2.imread(str(path))
+        records.append(('/cam/image_raw', 'sensor_msgs/msg/Image', 1000 + index, types['sensor_msgs/msg/Image'](
+            types['std_msgs/msg/Header'](stamp, 'camera'), 480, 640, 'bgr8', 0, 640 * 3, image.ravel())))
+    bag = write_ros2_bag(tmp_path / 'recording', records, 'mcap')
+    corrupt_second_chunk(bag)
+    output = tmp_path / 'out'
+    result = run_demo(['--random-weights', '--source', bag, '--rate', 2, '--max-keypoints', 128, '--device', 'cpu',
+                       '--output', output, '--idle-timeout', 30], tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert not processes_naming(str(tmp_path)), 'the node or the publisher is still running'
+    reason = f'error: {bag}: cannot read this bag (Chunk checksum mismatch.)'
+    assert f'the publisher failed (exit code 1): {reason}' in result.stdout, result.stdout
+    summary = json.loads((output / 'summary.json').read_text())
+    assert summary['publisher_error'].startswith(reason) and summary['frames_published'] == 2
+    assert summary['frames_processed'] + summary['frames_dropped'] == 2 and summary['frames_unaccounted'] == 0
+    assert [r['stamp'] for r in summary['frames']][-1] == pytest.approx(1.1), 'the last frame was answered'
+    line = f'the publisher stopped early, after 2 frames: {reason}'
+    assert line in result.stdout and f'- {line}' in (output / 'summary.md').read_text()
 
 
 # -- summary maths --------------------------------------------------------------------------------
@@ -226,6 +309,9 @@ def test_summarize_counts_and_precision(tmp_path):
     assert no_truth['precision'] is None and no_truth['frames_unaccounted'] == 0
     assert no_truth['meaningless'] and 'MEANINGLESS' in no_truth['warning']
     assert summary_io.markdown(no_truth).splitlines()[0] == f'# superglue_ros demo - {summary_io.MEANINGLESS}'
+    stopped = summary_io.summarize(records, 4, 2, meaningless=True, settings={}, threshold_px=None,
+                                   publisher_error='error: x')
+    assert summary_io.overview(stopped)[1] == 'the publisher stopped early, after 4 frames: error: x'
 
 
 def test_summarize_inliers_and_tracks():

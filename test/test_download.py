@@ -146,6 +146,37 @@ def test_cli_uses_env_dir_and_mirror(served, refused_url, tmp_path, monkeypatch,
     assert info.value.code == 2
 
 
+def test_mirror_may_be_a_local_directory(served, tmp_path, monkeypatch):
+    """A directory holding the files (absolute, relative or as file://) serves as the mirror."""
+    _, manifest = served
+    monkeypatch.setattr(download, 'MANIFEST', manifest)
+    monkeypatch.chdir(tmp_path)
+    for name, mirror in (('absolute', str(tmp_path / 'server')), ('relative', 'server'),
+                         ('file_url', (tmp_path / 'server').as_uri())):
+        assert download.main(['indoor', '--dir', name, '--mirror', mirror]) == 0, name
+        assert cache_listing(tmp_path / name) == ['superglue_indoor.pth'], name
+    assert download.mirror_url('server') == (tmp_path / 'server').as_uri()
+
+
+@pytest.mark.parametrize('mirror', ['notaurl', 'http://', 'https:///weights', 'ftp://x', 'http://[::1', 'a_file'])
+def test_bad_mirror_is_a_usage_error(mirror, tmp_path, monkeypatch, capsys):
+    """Anything but an http(s) URL with a host, a file:// URL or an existing directory: exit 2 and one
+    line naming the value and what to give, before anything is fetched; the same for $SUPERGLUE_ROS_WEIGHTS_MIRROR."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'a_file').write_text('not a directory')
+    for argv, source in ((['--mirror', mirror], '--mirror'), ([], f'${download.MIRROR_ENV}')):
+        monkeypatch.setenv(download.MIRROR_ENV, mirror)
+        with pytest.raises(SystemExit) as info:
+            download.main(['superpoint', '--dir', 'cache', *argv])
+        assert info.value.code == 2
+        error = capsys.readouterr().err.splitlines()[-1]
+        assert f"error: {source} {mirror!r} is not an http(s):// URL with a host, a file:// URL or an existing " \
+               'directory: give the URL or the directory that holds superpoint_v1.pth' in error, error
+        assert cache_listing(tmp_path / 'cache') == []
+    with pytest.raises(ValueError, match='is not an http'):
+        download_weights(['superpoint'], tmp_path / 'cache', mirror, log=lambda _: None)
+
+
 def test_cache_dir_precedence(tmp_path, monkeypatch):
     monkeypatch.delenv('SUPERGLUE_ROS_WEIGHTS_DIR', raising=False)
     monkeypatch.delenv('XDG_CACHE_HOME', raising=False)

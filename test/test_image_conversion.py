@@ -5,7 +5,9 @@ importable: both must give the same arrays and refuse the same messages with the
 Compressed images: JPEG and PNG with the format strings of image_transport's compressed plugin.
 """
 import array
+import struct
 import sys
+import zlib
 
 import cv2
 import numpy as np
@@ -324,6 +326,19 @@ def test_compressed_bad_data():
         assert f'len(data)={len(data)}' in str(error.value) and 'not a JPEG image OpenCV can decode' in str(error.value)
         assert '\n' not in str(error.value)
         assert rejection_kind(msg, error.value) == 'undecodable'
+
+
+def test_compressed_header_claiming_a_huge_image():
+    """A PNG whose header claims 60000 x 60000 pixels: OpenCV's size check becomes a rejection, not a crash."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    png = (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', 60000, 60000, 8, 2, 0, 0, 0))
+           + chunk(b'IDAT', zlib.compress(b'\0' * 100)) + chunk(b'IEND', b''))
+    msg = compressed(png, 'bgr8; png compressed bgr8')
+    with pytest.raises(ImageConversionError, match='OpenCV refused to decode it .failed check: pixels <= '
+                                                   'CV_IO_MAX_IMAGE_PIXELS.; check the publisher') as error:
+        compressed_msg_to_numpy(msg)
+    assert rejection_kind(msg, error.value) == 'undecodable'
 
 
 @pytest.mark.parametrize('format_, expected', [

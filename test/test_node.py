@@ -366,8 +366,11 @@ def test_diagnostics_say_what_is_wrong_and_then_ok(make_rig, frames):
 
 
 def test_worker_keeps_the_executor_free_and_processes_the_newest_frame(make_rig, frames):
-    """While the worker is busy, services answer and new frames replace the waiting one (counted)."""
+    """While the worker is busy, services answer, new frames replace the waiting one (counted), and
+    /diagnostics says that a frame is taking long and what to lower."""
     rig = make_rig()
+    diagnostics = Inbox('/diagnostics')
+    rig.helper.create_subscription(DiagnosticArray, '/diagnostics', diagnostics, 100)
     rig.send(frames[0])
     entered, release = threading.Event(), threading.Event()
     pipeline = rig.node.cameras[0].pipeline
@@ -384,6 +387,10 @@ def test_worker_keeps_the_executor_free_and_processes_the_newest_frame(make_rig,
         assert call_service(rig.client(Trigger, 'new_keyframe'), Trigger.Request(), WAIT_S).success
         stamps = [rig.publish(frames[i]) for i in (2, 3, 4)]
         wait_until(lambda: rig.node.dropped_frames == 2, 'two of the three waiting frames to be dropped', WAIT_S)
+        busy_message = f'one frame of {rig.namespace}/image has been processing for '
+        diagnostics.wait_for(lambda a: any(st.level == DiagnosticStatus.WARN and st.message.startswith(busy_message)
+                                           and st.message.endswith('lower resize, max_keypoints or sinkhorn_iterations')
+                                           for st in a.status), 'a WARN naming the slow frame', WAIT_S)
     finally:
         release.set()
     rig.matches.wait_for(lambda m: stamp_s(m.header) == busy, 'the busy frame', WAIT_S)
@@ -433,7 +440,8 @@ def test_stamp_jitter_is_matched_and_a_large_jump_resets(make_rig, frames):
 
 def test_match_service_out_of_memory_is_an_answer(make_rig, frames, monkeypatch):
     """Issue 9: resource exhaustion in the service is one line, success=false, counted, and the next
-    request works (a pair over max_matching_memory_mb, and a mocked CUDA out-of-memory error)."""
+    request works (a pair over max_matching_memory_mb, a mocked CUDA out-of-memory error, OpenCV's
+    allocation failure in the resize); so is an unexpected error, and a bad image is named."""
     import torch
 
     rig = make_rig()
@@ -456,10 +464,32 @@ def test_match_service_out_of_memory_is_an_answer(make_rig, frames, monkeypatch)
     assert not response.success and 'out of host memory' in response.message and 'resize' in response.message
     monkeypatch.setattr(rig.node.matcher.superpoint, 'forward', detect)
     assert call_service(client, request, WAIT_S).success
+
+    def resize_out_of_memory(*args, **kwargs):  # what cv2.resize raises when its output cannot be allocated
+        error = cv2.error('OpenCV(5.0.0) (-4:Insufficient memory) Failed to allocate 10000000000 bytes')
+        error.code = cv2.Error.StsNoMem
+        raise error
+    monkeypatch.setattr(cv2, 'resize', resize_out_of_memory)
+    response = call_service(client, request, WAIT_S)
+    assert not response.success and 'out of host memory while preparing a 640x480 image at 320x240' in \
+        response.message and 'lower the image size (resize' in response.message
+    monkeypatch.undo()
+
+    def unexpected(*args, **kwargs):
+        raise RuntimeError('an unforeseen bug')
+    monkeypatch.setattr(rig.node.matcher.superpoint, 'forward', unexpected)
+    response = call_service(client, request, WAIT_S)
+    assert not response.success and response.message == 'cannot match these images: RuntimeError: an unforeseen bug'
+    monkeypatch.undo()
+    tiny = np.ascontiguousarray(frames[1][:8, :8])
+    small = MatchImages.Request(image0=image_msg(frames[0], 1.0), image1=image_msg(tiny, 2.0))
+    response = call_service(client, small, WAIT_S)
+    assert not response.success and response.message.startswith('cannot match these images: image1: '), response.message
+    assert call_service(client, request, WAIT_S).success
     name = f'{rig.node.get_name()}: match_images'
     diagnostics.wait_for(lambda a: any(s.name == name and s.level == DiagnosticStatus.WARN and
-                                       {v.key: v.value for v in s.values}.get('failures') == '2' for s in a.status),
-                         'two service failures counted', WAIT_S)
+                                       {v.key: v.value for v in s.values}.get('failures') == '5' for s in a.status),
+                         'five service failures counted', WAIT_S)
     assert rig.send(frames[0]).keyframe_id == 0  # the camera is untouched
 
 

@@ -214,6 +214,32 @@ def test_bad_parameter_stops_the_start_naming_it(context, weight_files, override
     assert 'Traceback' not in node.output
 
 
+@pytest.mark.parametrize('ros_args, says', [
+    (['--params-file', '/nonexistent/params.yaml'], ['/nonexistent/params.yaml']),
+    (['-r', 'image'], ['image']),
+    (['--bogus'], ["unknown option(s) ['--bogus']"]),
+])
+def test_bad_ros_args_stop_the_start_in_one_line(ros_args, says):
+    done = subprocess.run([sys.executable, '-m', 'superglue_ros.node', '--ros-args', *ros_args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=WAIT_S)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1 and 'Traceback' not in output
+    fatal, = [line for line in output.splitlines() if 'FATAL' in line]
+    assert 'cannot start: bad --ros-args: ' in fatal and all(text in fatal for text in says), output
+
+
+def test_a_parameter_the_node_does_not_have_is_named(context, weight_files):
+    """rclpy ignores it; the node warns, with the closest parameter it has, and runs."""
+    node = NodeProcess('/test_unknown_parameter', {**NODE_SETTINGS, **weight_files, 'max_keypoint': '100'})
+    try:
+        wait_until(lambda: 'matching /test_unknown_parameter/image' in node.output, 'the node to start', WAIT_S)
+        assert "parameter 'max_keypoint' ignored: this node has no such parameter; did you mean " \
+               "'max_keypoints'?" in node.output, node.output
+    finally:
+        node.process.send_signal(signal.SIGINT)
+        node.wait(60)
+
+
 # -- real sizes over the real transport: 640x480 colour frames between processes ---------------
 
 RELIABLE = QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=10, reliability=QoSReliabilityPolicy.RELIABLE)

@@ -36,10 +36,12 @@ def declared(context, *overrides, params_file=None):
     ('match_threshold:=1.5', 'match_threshold', '[0, 1)'),
     ('max_keypoints:=0', 'max_keypoints', '-1 for all'),
     ('keyframe_max_age_s:=5', None, None),         # an integer for seconds: accepted as 5.0
-    ('nms_radius:=abc', 'nms_radius', 'an integer >= 0'),
+    ('nms_radius:=abc', 'nms_radius', 'an integer in [0, 64]'),
     ('device:=gpu', 'device', "'auto', 'cpu'"),
     ('precision:=fp8', 'precision', "'fp16'"),
-    ('resize:=[10,10]', 'resize', '>= 16'),
+    ('resize:=[10,10]', 'resize', '[16, 8192]'),
+    ('resize:=[100000,100000]', 'resize', '[16, 8192]'),
+    ('cameras:=[]', 'cameras', 'non-empty list'),
     ('resize:=[640]', 'resize', '[width, height]'),
     ('geometric_verification:=affine', 'geometric_verification', "'essential'"),
     ('ransac_threshold_px:=0.0', 'ransac_threshold_px', '> 0'),
@@ -56,6 +58,22 @@ def test_bad_start_values_name_the_parameter_and_what_it_accepts(context, overri
     message = str(error.value)
     assert message.startswith(f'{named} must be ') and says in message
     assert SETTINGS[named].accepted in message
+    if override == 'cameras:=[]':
+        assert message.endswith('got None (an empty list [] is read as no value)')
+
+
+def test_unknown_parameters_are_named_with_the_closest_declared_one(context, tmp_path):
+    """rclpy ignores parameters a node never declares; the node warns of each (the names it gets here)."""
+    params_file = tmp_path / 'typo.yaml'
+    params_file.write_text("/**:\n  ros__parameters:\n    max_keypoint: 100\n    match_threshold: 0.3\n")
+    args = ['--ros-args', '-p', 'zzz:=1', '-p', 'qos_overrides./image.subscription.depth:=3',
+            '--params-file', str(params_file)]
+    node = Node('superglue', context=context, cli_args=args)
+    try:
+        parameters.declare(node)
+        assert parameters.unknown_overrides(node) == {'max_keypoint': ['max_keypoints'], 'zzz': []}
+    finally:
+        node.destroy_node()
 
 
 @pytest.mark.parametrize('override, expected', [('resize:=[]', None), ('resize:=[0,0]', None),

@@ -24,12 +24,13 @@ SAMPLES = {
     'superpoint_weights': (['', 'superpoint', 'dir/x.safetensors'], [5, None]),
     'device': (['auto', 'cpu', 'cuda', 'cuda:1'], ['gpu', 'cuda:x', '', 0]),
     'precision': (['fp32', 'bf16', 'fp16'], ['fp8', 'FP32', 1]),
-    'resize': ([[0, 0], [], [320, 240], [16, 16]], [[640], [10, 10], [320.0, 240.0], 'big', [-1, -1]]),
+    'resize': ([[0, 0], [], [320, 240], [16, 16], [8192, 4320]], [[640], [10, 10], [320.0, 240.0], 'big', [-1, -1],
+                                                                  [100000, 100000], [8193, 16]]),
     'max_keypoints': ([-1, 1, 1024], [0, -2, 1.5, True, '5']),
     'keypoint_threshold': ([0.0, 0.005, 0.99], [1.0, -0.1, float('nan'), 'x']),
-    'nms_radius': ([0, 4, 64], [-1, 2.5, False]),
+    'nms_radius': ([0, 4, 64], [-1, 2.5, False, 65, 1000000000]),
     'match_threshold': ([0.0, 0.2, 0.999], [1.0, -0.5, float('inf')]),
-    'sinkhorn_iterations': ([1, 20, 100], [0, -1, 3.0]),
+    'sinkhorn_iterations': ([1, 20, 100, 1000], [0, -1, 3.0, 1001, 100000000]),
     'max_matching_memory_mb': ([1, 4096], [0, -5, 1.5]),
     'keyframe_min_matches': ([0, 50], [-1, 2.5]),
     'keyframe_min_match_ratio': ([0, 0.2, 1], [1.5, -0.1, float('nan')]),
@@ -37,7 +38,7 @@ SAMPLES = {
     'time_jump_threshold_s': ([0.001, 1, 3600.0], [0, 0.0, -1.0]),
     'geometric_verification': (['none', 'fundamental', 'homography', 'essential'], ['affine', None]),
     'ransac_threshold_px': ([0.5, 3], [0, -1.0, float('nan')]),
-    'cameras': ([[''], ['left', 'right'], ['cam/front']], [[], ['left', 'left'], ['/abs'], ['1cam'], 'left']),
+    'cameras': ([[''], ['left', 'right'], ['cam/front']], [[], ['left', 'left'], ['/abs'], ['1cam'], ['a-b'], 'left']),
     'image_transport': (['raw', 'compressed'], ['theora', '']),
     'match_image_max_lines': ([0, 300], [-1, 1.5]),
 }
@@ -236,7 +237,8 @@ def test_the_readme_parameter_table_is_the_table():
     import re
 
     readme = (Path(__file__).resolve().parents[1] / 'README.md').read_text()
-    rows = dict(re.findall(r'^\| `(\w+)` \| `([^`]*)` \|', readme, re.M))
+    rows = {name: (default, accepted) for name, default, accepted
+            in re.findall(r'^\| `(\w+)` \| `([^`]*)` \| ([^|]*) \|', readme, re.M)}
     assert set(rows) == set(SETTINGS)
     for name, setting in SETTINGS.items():
-        assert rows[name] == repr(setting.default), name
+        assert rows[name] == (repr(setting.default), setting.accepted), name

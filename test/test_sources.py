@@ -195,6 +195,15 @@ def test_broken_bags_are_refused(tmp_path):
     storage_file.write_bytes(storage_file.read_bytes()[:300])
     with pytest.raises(SourceError, match='truncated: cannot read this bag'):
         list(open_source(bag))
+    corrupt = write_ros2_bag(tmp_path / 'corrupt', [r for r in camera_records(40) if r[0] == '/cam/image_raw'])
+    storage_file, = corrupt.glob('*.db3')
+    data = bytearray(storage_file.read_bytes())
+    page = int(len(data) * 0.7) // 4096 * 4096
+    data[page:page + 4096] = b'\xff' * 4096  # a sqlite page garbled: it opens, then reading fails (apsw's error)
+    storage_file.write_bytes(bytes(data))
+    frames = iter(open_source(corrupt))
+    with pytest.raises(SourceError, match=r'corrupt: cannot read this bag \(database disk image is malformed\)'):
+        list(frames)
     missing = write_ros2_bag(tmp_path / 'missing', camera_records(1))
     next(missing.glob('*.db3')).unlink()
     with pytest.raises(SourceError, match='missing: cannot read this bag'):

@@ -3,9 +3,11 @@ ids from a hub cache built here (offline), and every kind of bad weights."""
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -158,6 +160,38 @@ def test_corrupt_files(files, tmp_path):
         load_superpoint(bad_json)
 
 
+def test_corrupt_user_file_and_corrupt_preset_get_their_own_advice(tmp_path, monkeypatch):
+    """Downloading again fits a preset file only; a file of the user's is checked or saved again."""
+    monkeypatch.setenv('SUPERGLUE_ROS_WEIGHTS_DIR', str(tmp_path / 'cache'))
+    (tmp_path / 'cache').mkdir()
+    user, preset = tmp_path / 'text.pth', tmp_path / 'cache' / 'superpoint_v1.pth'
+    user.write_text('hello world\n')
+    with pytest.raises(WeightsError) as error:
+        load_superpoint(user)
+    message = str(error.value)
+    assert message.endswith('the file is corrupt or not a PyTorch checkpoint: check the path or save it again'), message
+    assert DOWNLOAD_COMMAND not in message
+    for text in ('hello world\n', 'not a checkpoint\n'):  # torch reads the second as a (refused) pickle
+        preset.write_text(text)
+        for spec in ('superpoint', preset):
+            with pytest.raises(WeightsError) as error:
+                load_superpoint(spec)
+            assert str(error.value).endswith(f'download it again ({DOWNLOAD_COMMAND} superpoint)'), (spec, error.value)
+
+
+def test_refused_pickles_give_no_torch_warnings(tmp_path):
+    """A non-zip pickle of protocol 4 and a pickled module: our error alone, none of torch's UserWarnings."""
+    legacy, module = tmp_path / 'legacy.pth', tmp_path / 'module.pth'
+    legacy.write_bytes(pickle.dumps({'conv1a.weight': [1.0, 2.0]}, protocol=4))
+    torch.save(torch.nn.Linear(2, 2), module)
+    for path in (legacy, module):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            with pytest.raises(WeightsError, match='not a checkpoint of plain tensors'):
+                load_superpoint(path)
+        assert [str(w.message) for w in caught] == [], path
+
+
 def test_pickled_code_is_never_executed(tmp_path):
     marker = tmp_path / 'executed'
 
@@ -195,6 +229,35 @@ def test_wrong_model_file(files):
         load_superglue(files['superpoint_hf'])
     with pytest.raises(WeightsError, match='is a SuperGlue checkpoint, not SuperPoint'):
         load_superpoint(files['superglue_pth'])
+
+
+def test_a_preset_of_the_other_model_is_refused_before_it_is_looked_for(tmp_path, monkeypatch):
+    """The wrong model is the problem, not a missing download (no preset is downloaded here)."""
+    monkeypatch.setenv('SUPERGLUE_ROS_WEIGHTS_DIR', str(tmp_path))
+    superglue = ("'superpoint' is a SuperPoint preset, not SuperGlue weights: the SuperGlue weights take 'indoor', "
+                 "'outdoor', a .pth/.safetensors file, a Hugging Face directory or a hub id")
+    for load in (lambda: load_superglue('superpoint'), lambda: load_superpoint(None, superglue_spec='superpoint')):
+        with pytest.raises(WeightsError) as error:
+            load()
+        assert str(error.value) == superglue
+    for preset in ('indoor', 'outdoor'):
+        with pytest.raises(WeightsError) as error:
+            load_superpoint(preset, superglue_spec='indoor')
+        assert str(error.value) == (f"'{preset}' is a SuperGlue preset, not SuperPoint weights: the SuperPoint "
+                                    "weights take 'superpoint', a .pth/.safetensors file, a Hugging Face directory or "
+                                    'a hub id')
+
+
+def test_weights_directory_that_is_a_file(tmp_path, monkeypatch):
+    blocker = tmp_path / 'weights'
+    blocker.write_text('not a directory')
+    for directory in (blocker, blocker / 'sub'):
+        monkeypatch.setenv('SUPERGLUE_ROS_WEIGHTS_DIR', str(directory))
+        with pytest.raises(WeightsError) as error:
+            load_superglue('indoor')
+        assert str(error.value) == (f"SuperGlue weights preset 'indoor': the weights directory {directory} cannot be "
+                                    f'used: {blocker} is a file, and SUPERGLUE_ROS_WEIGHTS_DIR (else '
+                                    '$XDG_CACHE_HOME/superglue_ros) must be a directory')
 
 
 def test_superpoint_from_an_original_superglue_file_is_the_preset(files, tmp_path, monkeypatch):
@@ -428,11 +491,9 @@ def test_safetensors_are_read_as_stored(files):
         assert torch.equal(hf[h * 64:(h + 1) * 64], original[h::4])
 
 
-def test_non_finite_weights_and_a_preset_of_the_other_model_are_refused(files, tmp_path):
+def test_non_finite_weights_are_refused(tmp_path):
     state = dict(confident_weights()[0])
     state['convDb.weight'] = state['convDb.weight'].clone()
     state['convDb.weight'][0, 0, 0, 0] = float('nan')
     with pytest.raises(WeightsError, match=r'NaN or infinite values in convDb\.weight'):
         load_superpoint(write_original(tmp_path / 'nan.pth', state))
-    with pytest.raises(WeightsError, match="'superpoint' is the SuperPoint preset, not SuperGlue weights"):
-        load_superglue('superpoint')

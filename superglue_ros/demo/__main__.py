@@ -6,10 +6,12 @@
 
 Default source: the synthetic sequence (synthetic.py), generated into OUTPUT/sequence, whose
 ground-truth homographies give the match precision. Steps:
-  1. check the weights (official presets from the cache, else say how to get them and exit 2
-     before starting anything); --random-weights writes confident random weights to a temp dir;
+  1. check the weights (official presets from the cache; each loaded as the node will load it: missing
+     or corrupt ones say what to do and exit 2 before starting anything); --random-weights writes
+     confident random weights to a temp dir;
   2. start `python -m superglue_ros.node --ros-args --params-file config/PRESET.yaml -p ...` (its log:
-     OUTPUT/node.log) and wait until it is up. The preset holds the real-time settings (indoor: 1024
+     OUTPUT/node.log) and wait until it is up (a node that cannot start, e.g. for a bad --param: its
+     FATAL line, no summary, exit 1). The preset holds the real-time settings (indoor: 1024
      keypoints, 20 Sinkhorn iterations; the node's own defaults are the original release's: every
      keypoint, 100 iterations); the demo's flags and --param come after it on the command line, so
      they win;
@@ -17,7 +19,8 @@ ground-truth homographies give the match precision. Steps:
   4. start `python -m superglue_ros.demo.publisher SOURCE` (OUTPUT/publisher.log): a camera driver,
      reliable keep last 10 as REP 2003 asks (--qos best_effort: a sensor-data driver), raw bgr8 or, with
      --compressed, CompressedImage on image/compressed (the node then gets image_transport:=compressed);
-     wait until it is done and the node has answered its last frame (or went quiet for --idle-timeout s);
+     wait until it is done and the node has answered its last frame (or went quiet for --idle-timeout s),
+     also when the publisher stops early (e.g. a bag corrupt in the middle: the summary says so, exit 1);
   5. stop both processes (SIGINT, then SIGTERM, then SIGKILL) and write OUTPUT/match_images/*.png,
      OUTPUT/summary.json and OUTPUT/summary.md.
 All three processes use one DDS domain ($ROS_DOMAIN_ID, else one derived from this process id)
@@ -71,7 +74,7 @@ def parse_args(argv):
     add('--random-weights', action='store_true',
         help='confident random weights instead of the official ones (offline): everything runs, but the matches '
              'are MEANINGLESS, and every output says so')
-    add('--superpoint-weights', default='', metavar='SPEC',
+    add('--superpoint-weights', metavar='SPEC',
         help="preset, hub id or path (default: from --superglue-weights, as the node's superpoint_weights: the "
              "SuperPoint inside a Hugging Face SuperGlue checkpoint, else the preset 'superpoint')")
     add('--superglue-weights', metavar='SPEC', help="'indoor', 'outdoor' or a path (default: the preset's name)")
@@ -112,6 +115,14 @@ def parse_args(argv):
         if param.split(':=')[0] in DEMO_PARAMETERS:
             parser.error(f'--param {param}: the demo sets {param.split(":=")[0]} itself '
                          f'({DEMO_PARAMETERS[param.split(":=")[0]]})')
+    if args.random_weights and (args.superglue_weights is not None or args.superpoint_weights is not None):
+        parser.error('--random-weights replaces the weights: leave out --superglue-weights and --superpoint-weights, '
+                     'or --random-weights')
+    output = args.output.resolve()
+    existing = next(p for p in (output, *output.parents) if p.exists())
+    if not existing.is_dir():
+        parser.error(f'--output {args.output}: {"it" if existing == output else existing} exists and is not a '
+                     'directory; give a directory (created if missing)')
     if args.superglue_weights is None:
         args.superglue_weights = args.preset
     return args
@@ -124,26 +135,37 @@ def say(line: str = ''):
 # -- weights -------------------------------------------------------------------------------------
 
 def official_weights(args) -> tuple[str, str] | None:
-    """The weights specs to pass on to the node, after checking they are there; None (and what to do,
-    printed) when they are not. Any spec weights.py takes; a Hugging Face hub id is resolved here (from
-    its cache, or fetched into it unless HF_HUB_OFFLINE is set) and passed on as its snapshot directory,
-    so the node loads exactly what was checked without asking the hub again."""
+    """The weights specs to pass on to the node, after checking they are there and load as the node
+    loads them (Matcher.from_weights), so that corrupt or mismatched weights are refused before anything
+    starts; None (and what to do, printed) when they are not. Any spec weights.py takes; a Hugging Face
+    hub id is resolved here (from its cache, or fetched into it unless HF_HUB_OFFLINE is set) and passed
+    on as its snapshot directory, so the node loads exactly what was checked without asking the hub again."""
     from ..download import DOWNLOAD_COMMAND, PRESETS, parse_hub_id, weights_cache_dir
-    from ..weights import WeightsError, resolve, superpoint_source
+    from ..weights import PRESET_MODELS, WeightsError, load_superglue, load_superpoint, resolve, superpoint_source
     specs, problems, missing = [], [], []
     superglue = args.superglue_weights
-    # empty SuperPoint weights: the ones the node will take from the SuperGlue weights (weights.py's rule)
-    superpoint = args.superpoint_weights or superpoint_source(superglue)
+    try:  # no SuperPoint weights: the ones the node will take from the SuperGlue weights (weights.py's rule)
+        superpoint = args.superpoint_weights or superpoint_source(superglue)
+    except WeightsError as e:  # the SuperGlue weights cannot be read
+        superpoint = None
+        problems.append(str(e))
     for spec, what in ((superpoint, 'SuperPoint'), (superglue, 'SuperGlue')):
         try:
-            path = resolve(spec, what)
+            path = resolve(spec, what) if spec is not None else None
             specs.append(str(path) if parse_hub_id(spec) else spec)
         except WeightsError as e:
-            problems.append(str(e))
-            if spec in PRESETS or parse_hub_id(spec):
+            if str(e) not in problems:
+                problems.append(str(e))
+            downloadable = spec in PRESETS and PRESET_MODELS[spec] == what or parse_hub_id(spec)
+            if downloadable and spec not in missing:  # not downloaded (not a preset of the other model)
                 missing.append(spec)
     if not problems:
-        return specs[0], specs[1]
+        try:
+            load_superpoint(specs[0], superglue_spec=specs[1])
+            load_superglue(specs[1])
+            return specs[0], specs[1]
+        except WeightsError as e:
+            problems.append(str(e))
     print('error: the demo needs SuperPoint and SuperGlue weights:', file=sys.stderr)
     for problem in problems:
         print(f'  {problem}', file=sys.stderr)
@@ -155,16 +177,6 @@ def official_weights(args) -> tuple[str, str] | None:
     print('Without them (offline), run the demo with --random-weights: the whole pipeline runs, but the\n'
           'matches are MEANINGLESS.', file=sys.stderr)
     return None
-
-
-def random_weights(directory: Path) -> tuple[str, str]:
-    """Confident random weights written as original-layout .pth files; their paths."""
-    import torch
-    from ..random_weights import superglue_state_dict, superpoint_state_dict
-    superpoint, superglue = directory / 'superpoint_random.pth', directory / 'superglue_random.pth'
-    torch.save(superpoint_state_dict(), superpoint)
-    torch.save(superglue_state_dict(), superglue)
-    return str(superpoint), str(superglue)
 
 
 # -- processes -----------------------------------------------------------------------------------
@@ -257,6 +269,11 @@ def log_tail(path: Path, lines: int = 25) -> str:
         return '\n'.join(path.read_text(errors='replace').splitlines()[-lines:])
     except OSError:
         return '(no log)'
+
+
+def reason_in(path: Path, marker: str) -> str | None:
+    """The last line of a log starting with marker: a process's one-line reason ('[FATAL]', 'error:'), or None."""
+    return next((line for line in reversed(log_tail(path, 200).splitlines()) if line.startswith(marker)), None)
 
 
 def nanoseconds(stamp) -> int:
@@ -370,7 +387,9 @@ def wait_for(condition, process: subprocess.Popen, what: str, timeout_s: float, 
     deadline = time.monotonic() + timeout_s
     while not condition():
         if process.poll() is not None:
-            say(f'{what} ended with exit code {process.returncode}; {log.name} ends with:\n{log_tail(log)}')
+            fatal = reason_in(log, '[FATAL]')
+            say(f'{what} ended with exit code {process.returncode}'
+                + (f': {fatal}' if fatal else f'; {log.name} ends with:\n{log_tail(log)}'))
             return False
         if time.monotonic() > deadline:
             say(f'timed out after {timeout_s:.0f} s waiting for {what}; {log.name} ends with:\n{log_tail(log)}')
@@ -381,7 +400,8 @@ def wait_for(condition, process: subprocess.Popen, what: str, timeout_s: float, 
 
 def drive(args, own, collector: Collector, commands: dict, output: Path, env: dict, processes: dict) -> int:
     """Start the node, then the publisher; return once the node answered the last frame (0) or on
-    a failure (1, with the reason printed). Started processes are put in `processes`."""
+    a failure (1, with the reason printed). When the publisher fails part way, the node still answers
+    the frames it published (1). Started processes are put in `processes`."""
     from sensor_msgs.msg import Image
     from superglue_ros.msg import Matches
     deadline = time.monotonic() + args.timeout
@@ -406,15 +426,17 @@ def drive(args, own, collector: Collector, commands: dict, output: Path, env: di
                     deadline - time.monotonic(), node_log):
         return 1
     report = read_report(commands['report'])
-    if publisher.returncode != 0 or report is None:
-        say(f'the publisher failed (exit code {publisher.returncode}); {publisher_log.name} ends with:\n'
-            + log_tail(publisher_log))
-        return 1
-    if not report['frames']:
-        return 0
+    failed = int(publisher.returncode != 0 or report is None)
+    if failed:
+        reason = reason_in(publisher_log, 'error:')
+        say(f'the publisher failed (exit code {publisher.returncode})'
+            + (f': {reason}' if reason else f'; {publisher_log.name} ends with:\n{log_tail(publisher_log)}'))
+    if not report or not report['frames']:
+        return failed
     sec, nanosec = report['frames'][-1]['stamp']
     last_ns, published_at = sec * 10 ** 9 + nanosec, time.monotonic()  # as nanoseconds() counts
-    say(f"published {report['published']} frames; waiting for the node to answer the last one ...")
+    say(f"published {report['published']} frames{' before it stopped' if failed else ''}; waiting for the node "
+        'to answer the last one ...')
 
     def done():  # the last frame's Matches and its match image (drawn after it), or silence
         now = time.monotonic()
@@ -425,7 +447,7 @@ def drive(args, own, collector: Collector, commands: dict, output: Path, env: di
         return 1
     if last_ns not in collector.received_stamps():
         say(f'no Matches for {args.idle_timeout:g} s: the last frame was lost or dropped')
-    return 0
+    return failed
 
 
 def ros_problem() -> str | None:
@@ -493,10 +515,17 @@ def run(args, weights: tuple[str, str], meaningless: bool, source, output: Path,
         own.destroy_node()
         rclpy.try_shutdown()
 
+    publisher = processes.get('publisher')
+    if publisher is None:  # the node did not start (its reason is above): nothing was published
+        say(f'no summary written: the node did not start; see {output / "node.log"}')
+        return status or 1
     report = read_report(report_path)
     records = collector.finished_records()
+    publisher_error = (reason_in(output / 'publisher.log', 'error:') or f'exit code {publisher.returncode}'
+                       if publisher.returncode else None)
     summary = summary_io.summarize(records, report['published'] if report else 0, len(collector.images),
-                                   meaningless, settings, args.threshold if source.sequence is not None else None)
+                                   meaningless, settings, args.threshold if source.sequence is not None else None,
+                                   publisher_error)
     json_path, md_path = summary_io.write_summary(summary, output)
     say('summary' + (f' - {summary_io.MEANINGLESS}' if meaningless else '') + ':')
     for line in summary_io.overview(summary):
@@ -535,7 +564,12 @@ def main(argv=None) -> int:
         print(f'error: the preset {preset_file(args.preset)} is missing: run the demo from a checkout of superglue_ros '
               'or from its colcon install (`. install/setup.bash`)', file=sys.stderr)
         return 2
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f'error: cannot create --output {output}: {e.strerror}; give a directory you can write to',
+              file=sys.stderr)
+        return 2
     try:
         source = prepare_source(args, output)
     except (SourceError, ValueError) as e:
@@ -543,11 +577,14 @@ def main(argv=None) -> int:
         return 2
     shutil.rmtree(output / 'match_images', ignore_errors=True)
     (output / 'match_images').mkdir()
+    for name in ('summary.json', 'summary.md'):  # a previous run's: never taken for this one's
+        (output / name).unlink(missing_ok=True)
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # SystemExit: `finally` blocks run
     try:
         with tempfile.TemporaryDirectory(prefix='superglue_demo_') as temp:
             if meaningless:
-                weights = random_weights(Path(temp))
+                from ..random_weights import write_files  # torch: imported only when needed
+                weights = tuple(map(str, write_files(Path(temp))))
             return run(args, weights, meaningless, source, output, Path(temp))
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -95,6 +95,15 @@ def frames_to_publish(source, loop: bool, max_frames: int | None):
     return frames if max_frames is None else itertools.islice(frames, max_frames)
 
 
+def until_source_error(frames, errors: list):
+    """frames until the source as a whole fails (SourceError, e.g. a bag corrupt in the middle; a bad frame
+    is skipped), which ends them and is appended to errors: what was published is still delivered."""
+    try:
+        yield from frames
+    except SourceError as e:
+        errors.append(e)
+
+
 def publisher_qos(reliability: str, depth: int | None = None) -> QoSProfile:
     """Keep last `depth` (default DEPTH[reliability]), volatile, with reliability 'reliable' or 'best_effort':
     rclpy's default profile (REP 2003's system default for drivers) or its sensor-data profile."""
@@ -163,10 +172,11 @@ def publish(args) -> int:
         node.destroy_node()
         return 1
 
-    published, status = [], 0
+    published, errors = [], []
     start = time.monotonic()
     try:
-        for n, (index, stamp, image) in enumerate(frames_to_publish(source, args.loop, args.max_frames)):
+        for n, (index, stamp, image) in enumerate(until_source_error(
+                frames_to_publish(source, args.loop, args.max_frames), errors)):
             if args.rate:  # absolute schedule: no drift
                 time.sleep(max(0.0, start + n / args.rate - time.monotonic()))
             header = Header(frame_id=args.frame_id,
@@ -178,6 +188,8 @@ def publish(args) -> int:
             published.append({'index': index, 'stamp': [header.stamp.sec, header.stamp.nanosec]})
             print(f'published frame {n + 1}{f"/{total}" if total else ""} (source frame {index}, '
                   f'stamp {header.stamp.sec}.{header.stamp.nanosec:09d})', flush=True)
+        for e in errors:
+            print(f'error: {e}', file=sys.stderr, flush=True)
         if reliable:
             if not image_publisher.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S)):
                 print(f'warning: not every subscriber acknowledged every frame within {ACK_TIMEOUT_S:g} s',
@@ -186,9 +198,6 @@ def publish(args) -> int:
             time.sleep(LINGER_S)
     except KeyboardInterrupt:
         pass
-    except SourceError as e:  # the source as a whole, e.g. a bag truncated in the middle (a bad frame is skipped)
-        print(f'error: {e}', file=sys.stderr)
-        status = 1
     finally:
         elapsed = time.monotonic() - start
         if args.report:
@@ -198,8 +207,7 @@ def publish(args) -> int:
                       'duration_s': elapsed, 'frames': published}
             Path(args.report).write_text(json.dumps(report))
         node.destroy_node()
-    if source.skipped and not published:
-        status = status or 1  # nothing but undecodable frames
+    status = 1 if errors or (source.skipped and not published) else 0  # or nothing but undecodable frames
     print(f'done: published {len(published)} frames in {elapsed:.1f} s'
           + (f', skipped {len(source.skipped)} that could not be decoded' if source.skipped else ''), flush=True)
     return status

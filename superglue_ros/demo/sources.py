@@ -26,6 +26,7 @@ height, distortion_model, d, k, r, p; a ROS 1 bag's D, K, R, P are renamed), or 
 calibration.
 """
 import re
+import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -273,9 +274,14 @@ def bag_errors(path: Path):
     from rosbags.serde import SerdeError
     from rosbags.typesys import TypesysError
     try:
+        import apsw  # rosbags' sqlite3 storage reads with apsw: a database corrupt in the middle raises its errors
+        storage_errors = (apsw.Error, sqlite3.Error)
+    except ImportError:
+        storage_errors = (sqlite3.Error,)
+    try:
         yield
     except (AnyReaderError, Ros1Error, Ros2Error, SerdeError, TypesysError, OSError, UnicodeDecodeError,
-            ValueError) as e:  # a garbled ROS 1 header decodes badly before rosbags can say so
+            ValueError, *storage_errors) as e:  # a garbled ROS 1 header decodes badly before rosbags can say so
         reason = ' '.join(str(e).split()) or type(e).__name__
         raise SourceError(f'{path}: cannot read this bag ({reason}); it is incomplete, corrupt or not a '
                           'ROS bag') from None

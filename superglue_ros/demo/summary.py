@@ -54,7 +54,7 @@ def track_statistics(records: list[dict]) -> dict:
 
 
 def summarize(records: list[dict], frames_published: int, match_images: int, meaningless: bool,
-              settings: dict, threshold_px: float | None) -> dict:
+              settings: dict, threshold_px: float | None, publisher_error: str | None = None) -> dict:
     """The summary of a run.
 
     records: one dict per Matches received, in arrival order, with keys stamp, keyframe_id, matched
@@ -65,6 +65,7 @@ def summarize(records: list[dict], frames_published: int, match_images: int, mea
       correspondences) and correct_inliers (of the inliers, when verified).
     match_images: number of match images saved.
     threshold_px: the precision threshold when the source has ground truth, else None.
+    publisher_error: why the publisher stopped early (its error line), or None when it published everything.
     """
     matched = [r for r in records if r['matched']]
     verified = [r for r in matched if r.get('inliers') is not None]
@@ -73,6 +74,7 @@ def summarize(records: list[dict], frames_published: int, match_images: int, mea
         'meaningless': meaningless,
         'warning': MEANINGLESS_NOTE if meaningless else None,
         'settings': settings,
+        'publisher_error': publisher_error,
         'frames_published': frames_published,
         'frames_processed': len(records),
         'frames_dropped': dropped,
@@ -148,6 +150,9 @@ def overview(summary: dict) -> list[str]:
     ]
     if summary['meaningless']:
         lines = [f'{MEANINGLESS}: {MEANINGLESS_NOTE}'] + lines
+    if summary.get('publisher_error'):  # the frames it did publish are accounted for as usual
+        lines.insert(int(summary['meaningless']), f"the publisher stopped early, after {summary['frames_published']} "
+                                                  f"frames: {summary['publisher_error']}")
     return lines
 
 

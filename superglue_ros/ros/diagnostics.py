@@ -58,6 +58,7 @@ class Report:
     failures_total: int
     last_failure: str
     since_last_image_s: float | None  # None: no image yet
+    busy_s: float | None              # how long the frame being processed has taken so far; None: idle
     keypoints: int
     matches: int
     keyframe_id: int | None
@@ -85,6 +86,7 @@ class Statistics:
         self._rejected_by_kind = Counter()
         self._last_rejection = self._last_failure = ''
         self._last_image_time = None
+        self._frame_start = None
         self._keypoints = self._matches = 0
         self._keyframe_id = None
         self._camera_info_received = False
@@ -96,6 +98,15 @@ class Statistics:
             self._window.received += 1
             self._last_image_time = time.monotonic()
             self._camera_info_received |= has_camera_info
+
+    def frame_started(self):
+        with self._lock:
+            self._frame_start = time.monotonic()
+
+    def frame_ended(self):
+        """The frame is done: processed, rejected or failed."""
+        with self._lock:
+            self._frame_start = None
 
     def frame_processed(self, latency_ms: float, processing_ms: float, keypoints: int, matches: int,
                         keyframe_id: int):
@@ -142,6 +153,7 @@ class Statistics:
                 last_rejection=self._last_rejection, failures_total=self._failures_total,
                 last_failure=self._last_failure,
                 since_last_image_s=None if self._last_image_time is None else now - self._last_image_time,
+                busy_s=None if self._frame_start is None else now - self._frame_start,
                 keypoints=self._keypoints, matches=self._matches, keyframe_id=self._keyframe_id,
                 camera_info_received=self._camera_info_received)
 
@@ -157,6 +169,10 @@ def diagnostic_status(report: Report, name: str, image_topic: str, camera_info_t
     if report.failures:
         level, message = DiagnosticStatus.ERROR, (
             f'processing failed for {report.failures} frame(s): {report.last_failure}')
+    elif report.busy_s is not None and report.busy_s > STALE_AFTER_S:
+        level, message = DiagnosticStatus.WARN, (
+            f'one frame of {image_topic} has been processing for {report.busy_s:.0f} s (newer images wait, older '
+            'ones are dropped): lower resize, max_keypoints or sinkhorn_iterations')
     elif report.since_last_image_s is None:
         level, message = DiagnosticStatus.WARN, (
             f'no images received on {image_topic}: check that the camera publishes there '

@@ -208,7 +208,12 @@ def compressed_msg_to_numpy(msg: CompressedImage) -> tuple[np.ndarray, str]:
     """
     codec, color_order = compressed_format(msg.format)
     data = np.frombuffer(msg.data, np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as e:  # e.g. a header claiming more than CV_IO_MAX_IMAGE_PIXELS (2^30) pixels
+        reason = 'not enough memory to decode it' if e.code == cv2.Error.StsNoMem else f'failed check: {e.err}'
+        raise ImageConversionError(f'sensor_msgs/CompressedImage(format={msg.format!r}, len(data)={data.size}): '
+                                   f'OpenCV refused to decode it ({reason}); check the publisher') from None
     if image is None:
         raise ImageConversionError(f'sensor_msgs/CompressedImage(format={msg.format!r}, len(data)={data.size}): '
                                    f'the data is not a {codec.upper()} image OpenCV can decode (empty, truncated '

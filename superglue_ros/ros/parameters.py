@@ -7,6 +7,8 @@ give. Parameters are declared with dynamic typing so that this holds for the typ
 seconds parameter is 5.0; 1.5 for max_keypoints is refused with the accepted values). config/*.yaml
 are the presets.
 """
+import difflib
+
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterException
 
@@ -38,9 +40,19 @@ def declare(node) -> dict:
             raise ParameterError(f"parameter '{name}': {e}") from None
         try:
             values[name] = check(name, value)
-        except ValueError as e:
-            raise ParameterError(str(e)) from None
+        except ValueError as e:  # rclpy reads an empty list ([] in YAML or -p) as a parameter without a value
+            raise ParameterError(f'{e}{" (an empty list [] is read as no value)" if value is None else ""}') from None
     return values
+
+
+def unknown_overrides(node) -> dict[str, list[str]]:
+    """Parameters given to `node` (--params-file, -p) that it never declared, each with the declared
+    names closest to it: rclpy ignores them silently, so a typo in a preset would go unnoticed.
+    qos_overrides.* are left to rclpy, which reads them when a subscription is created."""
+    overrides = getattr(node, '_parameter_overrides', {})  # rclpy's only record of them (private)
+    declared = list(node.get_parameters_by_prefix(''))
+    return {name: difflib.get_close_matches(name, declared, n=1) for name in sorted(overrides)
+            if not node.has_parameter(name) and not name.startswith('qos_overrides.')}
 
 
 def changes(parameters) -> dict:
