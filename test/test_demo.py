@@ -20,9 +20,10 @@ from ros_helpers import isolate_ros_network
 from test_sources import typestore, write_ros2_bag
 
 from superglue_ros.demo import summary as summary_io
-from superglue_ros.demo.__main__ import main as demo_main, random_weights
+from superglue_ros.demo.__main__ import main as demo_main
 from superglue_ros.demo.publisher import camera_info_msg, frames_to_publish, image_topic, publisher_qos, to_time
 from superglue_ros.demo.publisher import main as publisher_main
+from superglue_ros.random_weights import write_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_TIMEOUT_S = 240
@@ -168,7 +169,7 @@ def test_missing_weights_say_what_to_do_before_starting_anything(tmp_path):
 def test_unusable_weights_are_refused_before_starting_anything(tmp_path, capsys):
     """Loaded as the node loads them: a truncated checkpoint, and SuperGlue weights that do not exist
     (from which the SuperPoint weights would come), each say what is wrong; nothing starts."""
-    superpoint, superglue = random_weights(tmp_path)
+    superpoint, superglue = map(str, write_files(tmp_path))
     Path(superglue).write_bytes(Path(superglue).read_bytes()[:5000])
     output = tmp_path / 'out'
     for weights, message in ((['--superpoint-weights', superpoint, '--superglue-weights', superglue],
