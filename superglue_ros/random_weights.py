@@ -147,7 +147,7 @@ def dead_leaves(gen: torch.Generator, size: int = 256, leaves: int = 400) -> tor
 
 def write_files(directory: Path, seed: int = 0) -> tuple[Path, Path]:
     """superpoint_random.pth and superglue_random.pth (original layout) in directory; their paths.
-    OSError when the directory cannot be created or written."""
+    OSError when the directory cannot be created, RuntimeError (torch.save's) when a file cannot be written."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     superpoint, superglue = directory / 'superpoint_random.pth', directory / 'superglue_random.pth'
@@ -166,8 +166,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         superpoint, superglue = write_files(args.directory, args.seed)
-    except OSError as e:
-        print(f'{parser.prog}: error: cannot write to {args.directory}: {e.strerror or e}', file=sys.stderr)
+    except (OSError, RuntimeError) as e:  # torch.save reports a file it cannot open as a RuntimeError
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).split('strerror: ')[-1]
+        print(f'{parser.prog}: error: cannot write to {args.directory}: {reason}', file=sys.stderr)
         return 2
     print(f'wrote {superpoint} and {superglue}: random weights, the matches are MEANINGLESS. Use them with\n'
           f'  python -m superglue_ros.match A.png B.png --superpoint-weights {superpoint} '

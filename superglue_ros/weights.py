@@ -72,13 +72,21 @@ def superpoint_source(superglue_spec) -> str | Path:
     """Where SuperPoint comes from when no SuperPoint weights are given, as the original release pairs
     them: superglue_spec itself when it is a Hugging Face SuperGlue checkpoint or hub id holding one
     (keypoint_detector.*), else the 'superpoint' preset (superglue_spec a preset, or an original .pth,
-    which holds no SuperPoint). WeightsError when superglue_spec cannot be read."""
+    which holds no SuperPoint). WeightsError when superglue_spec cannot be read or is a SuperPoint checkpoint."""
     if isinstance(superglue_spec, str) and superglue_spec in PRESETS:
         return 'superpoint'
     checkpoint = read_checkpoint(superglue_spec, 'SuperGlue')
-    if checkpoint.model == 'superglue' and any(k.startswith('keypoint_detector.') for k in checkpoint.tensors):
+    if checkpoint.model != 'superglue':
+        raise not_superglue(checkpoint)
+    if any(k.startswith('keypoint_detector.') for k in checkpoint.tensors):
         return superglue_spec
     return 'superpoint'
+
+
+def not_superglue(checkpoint: 'Checkpoint') -> 'WeightsError':
+    """The error for a SuperPoint checkpoint given as the SuperGlue weights."""
+    return WeightsError(f'{checkpoint.describe()} is a SuperPoint checkpoint, not SuperGlue weights: pass it as '
+                        f"the SuperPoint weights, and SuperGlue weights here (e.g. the preset 'indoor')")
 
 
 def load_superpoint(spec: str | Path | None, config: dict | None = None, superglue_spec=None) -> SuperPoint:
@@ -108,8 +116,7 @@ def load_superglue(spec: str | Path, config: dict | None = None) -> SuperGlue:
         raise WeightsError(f'no SuperGlue weights given: pass {FORMATS_HINT}')
     checkpoint = read_checkpoint(spec, 'SuperGlue')
     if checkpoint.model != 'superglue':
-        raise WeightsError(f'{checkpoint.describe()} is a SuperPoint checkpoint, not SuperGlue weights: pass it as '
-                           f"the SuperPoint weights, and SuperGlue weights here (e.g. the preset 'indoor')")
+        raise not_superglue(checkpoint)
     tensors = {k: v for k, v in checkpoint.tensors.items() if not k.startswith('keypoint_detector.')}
     architecture = {}
     if checkpoint.layout == 'hf':

@@ -214,6 +214,21 @@ def test_random_weights_command_writes_weights_the_cli_runs(pair, tmp_path, cli)
     assert int(re.search(r'^matches: (\d+)', done.stdout, re.M)[1]) > 100  # confident, though meaningless
 
 
+def test_random_weights_command_where_it_cannot_write(tmp_path, capsys, monkeypatch):
+    from superglue_ros import random_weights
+    (tmp_path / 'a_file').write_text('')
+    assert random_weights.main([str(tmp_path / 'a_file' / 'weights')]) == 2  # mkdir: OSError
+    assert capsys.readouterr().err.strip().endswith('a_file/weights: Not a directory')
+
+    def refused(obj, path, *args, **kwargs):  # what torch.save raises for a file it cannot open
+        raise RuntimeError('[enforce fail at inline_container.cc:747] . open file failed with strerror: '
+                           'Permission denied')
+    monkeypatch.setattr(torch, 'save', refused)
+    assert random_weights.main([str(tmp_path / 'read_only')]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and err.strip().endswith('read_only: Permission denied'), err
+
+
 def test_opencv_out_of_memory_is_one_line(weights, pair, cli, monkeypatch):
     """cv2.resize failing to allocate (as under a memory limit) is exit code 2 and one line."""
     def resize_out_of_memory(*args, **kwargs):

@@ -147,6 +147,8 @@ def test_demo_compressed_on_an_image_folder(tmp_path, freiburg_paths):
     assert 'on /image/compressed (CompressedImage, jpeg)' in publisher_log
     assert f'warning: skipping source frame 1: cannot read {folder / freiburg_paths[1].name}' in publisher_log
     assert 'published 3 frames' in publisher_log and 'skipped 1 that could not be decoded' in publisher_log
+    assert 'source frames skipped (could not be decoded, not published): 1; first: cannot read' in result.stdout
+    assert summary['source_frames_skipped'][0]['index'] == 1
     assert all(r['keypoints'] > 0 for r in summary['frames']), 'every JPEG was decoded and processed'
     assert summary['precision'] is None and 'no ground truth' in result.stdout
     stamps = {float(p.stem) for p in freiburg_paths[:4] if p != freiburg_paths[1]}
@@ -192,7 +194,8 @@ def test_bad_demo_arguments(tmp_path, capsys):
                           (['--random-weights', '--superglue-weights', 'outdoor'], '--random-weights replaces'),
                           (['--random-weights', '--superpoint-weights', 'sp.pth'], '--random-weights replaces'),
                           (['--rate', '-1'], '--rate must be >= 0'), (['--param', 'max_keypoints=5'], 'NAME:=VALUE'),
-                          (['--max-keypoints', '0'], '--max-keypoints must be -1'),
+                          (['--max-keypoints', '0'], '--max-keypoints: max_keypoints must be an integer >= 1, or -1'),
+                          (['--param', 'max_keypoint:=100'], "no parameter 'max_keypoint'; did you mean 'max_keypoints'?"),
                           (['--param', 'image_transport:=compressed'], 'use --compressed'),
                           (['--param', "cameras:=['left']"], 'one unnamed camera'),
                           (['--compressed', 'gif'], "invalid choice: 'gif'"), (['--qos', 'fast'], "invalid choice")):
@@ -313,6 +316,10 @@ def test_summarize_counts_and_precision(tmp_path):
     stopped = summary_io.summarize(records, 4, 2, meaningless=True, settings={}, threshold_px=None,
                                    publisher_error='error: x')
     assert summary_io.overview(stopped)[1] == 'the publisher stopped early, after 4 frames: error: x'
+    skipping = summary_io.summarize(records, 4, 2, meaningless=False, settings={}, threshold_px=None,
+                                    skipped=[{'index': 2, 'reason': 'cannot read 2.png'}])
+    assert summary_io.overview(skipping)[:2] == [
+        'frames published: 4', 'source frames skipped (could not be decoded, not published): 1; first: cannot read 2.png']
 
 
 def test_summarize_inliers_and_tracks():

@@ -248,6 +248,16 @@ def test_a_preset_of_the_other_model_is_refused_before_it_is_looked_for(tmp_path
                                     'a hub id')
 
 
+def test_a_superpoint_file_as_the_superglue_weights_is_named_as_such(files):
+    """Also without SuperPoint weights, where SuperPoint would come from the SuperGlue weights: the wrong
+    file is the problem, not a missing 'superpoint' preset."""
+    for spec in (files['superpoint_pth'], files['superpoint_hf']):
+        for load in (lambda: load_superglue(spec), lambda: load_superpoint(None, superglue_spec=spec)):
+            with pytest.raises(WeightsError, match='is a SuperPoint checkpoint, not SuperGlue weights: pass it as '
+                                                   'the SuperPoint weights'):
+                load()
+
+
 def test_weights_directory_that_is_a_file(tmp_path, monkeypatch):
     blocker = tmp_path / 'weights'
     blocker.write_text('not a directory')

@@ -27,6 +27,7 @@ All three processes use one DDS domain ($ROS_DOMAIN_ID, else one derived from th
 with discovery on this host only, so parallel demos and tests never see each other.
 """
 import argparse
+import difflib
 import json
 import os
 import shutil
@@ -43,6 +44,7 @@ import numpy as np
 
 from ..image import to_bgr8
 from ..ros.image_conversion import COMPRESSED_CODECS
+from ..settings import SETTINGS, check
 from . import summary as summary_io
 from .sources import SourceError, open_source
 from .synthetic import DEFAULTS as SYNTHETIC_DEFAULTS, generate_sequence
@@ -105,13 +107,21 @@ def parse_args(argv):
         parser.error(f'--max-frames must be >= 1, got {args.max_frames}')
     if args.frames < 2:
         parser.error(f'--frames must be >= 2, got {args.frames}')
-    if args.max_keypoints is not None and (args.max_keypoints == 0 or args.max_keypoints < -1):
-        parser.error(f'--max-keypoints must be -1 (all) or >= 1, got {args.max_keypoints}')
+    if args.max_keypoints is not None:
+        try:
+            check('max_keypoints', args.max_keypoints)
+        except ValueError as e:
+            parser.error(f'--max-keypoints: {e}')
     if not args.threshold > 0:
         parser.error(f'--threshold must be > 0, got {args.threshold:g}')
     for param in args.param:
         if ':=' not in param or not param.split(':=')[0]:
             parser.error(f'--param takes NAME:=VALUE (as ros2 run -p), got {param!r}')
+        name = param.split(':=')[0]
+        if name not in SETTINGS and not name.startswith('qos_overrides.'):
+            close = difflib.get_close_matches(name, SETTINGS, n=1)
+            parser.error(f'--param {param}: the node has no parameter {name!r}'
+                         + (f"; did you mean '{close[0]}'?" if close else '; see its parameters in the README'))
         if param.split(':=')[0] in DEMO_PARAMETERS:
             parser.error(f'--param {param}: the demo sets {param.split(":=")[0]} itself '
                          f'({DEMO_PARAMETERS[param.split(":=")[0]]})')
@@ -525,7 +535,7 @@ def run(args, weights: tuple[str, str], meaningless: bool, source, output: Path,
                        if publisher.returncode else None)
     summary = summary_io.summarize(records, report['published'] if report else 0, len(collector.images),
                                    meaningless, settings, args.threshold if source.sequence is not None else None,
-                                   publisher_error)
+                                   publisher_error, report.get('skipped') if report else None)
     json_path, md_path = summary_io.write_summary(summary, output)
     say('summary' + (f' - {summary_io.MEANINGLESS}' if meaningless else '') + ':')
     for line in summary_io.overview(summary):

@@ -54,7 +54,8 @@ def track_statistics(records: list[dict]) -> dict:
 
 
 def summarize(records: list[dict], frames_published: int, match_images: int, meaningless: bool,
-              settings: dict, threshold_px: float | None, publisher_error: str | None = None) -> dict:
+              settings: dict, threshold_px: float | None, publisher_error: str | None = None,
+              skipped: list[dict] | None = None) -> dict:
     """The summary of a run.
 
     records: one dict per Matches received, in arrival order, with keys stamp, keyframe_id, matched
@@ -66,6 +67,7 @@ def summarize(records: list[dict], frames_published: int, match_images: int, mea
     match_images: number of match images saved.
     threshold_px: the precision threshold when the source has ground truth, else None.
     publisher_error: why the publisher stopped early (its error line), or None when it published everything.
+    skipped: the source frames the publisher could not decode, [{'index', 'reason'}] (its report).
     """
     matched = [r for r in records if r['matched']]
     verified = [r for r in matched if r.get('inliers') is not None]
@@ -76,6 +78,7 @@ def summarize(records: list[dict], frames_published: int, match_images: int, mea
         'settings': settings,
         'publisher_error': publisher_error,
         'frames_published': frames_published,
+        'source_frames_skipped': list(skipped or []),
         'frames_processed': len(records),
         'frames_dropped': dropped,
         # lost in transport (best-effort QoS) or still queued when the run ended
@@ -150,6 +153,11 @@ def overview(summary: dict) -> list[str]:
     ]
     if summary['meaningless']:
         lines = [f'{MEANINGLESS}: {MEANINGLESS_NOTE}'] + lines
+    if summary.get('source_frames_skipped'):
+        skipped = summary['source_frames_skipped']
+        lines.insert(1 + int(summary['meaningless']),  # after "frames published"
+                     f"source frames skipped (could not be decoded, not published): {len(skipped)}; first: "
+                     f"{skipped[0]['reason']}")
     if summary.get('publisher_error'):  # the frames it did publish are accounted for as usual
         lines.insert(int(summary['meaningless']), f"the publisher stopped early, after {summary['frames_published']} "
                                                   f"frames: {summary['publisher_error']}")
