@@ -6,7 +6,7 @@ rotation), fitted with RANSAC (OpenCV's USAC MAGSAC++ where available, else clas
 Calibration maps pixels to the normalised image plane with lens distortion removed, from the fields of
 a sensor_msgs/CameraInfo (k, distortion_model, d), read without importing ROS.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Integral, Real
 
 import cv2
@@ -126,15 +126,18 @@ class Verification:
     says which model a pair gets, so the caller can warn.
     """
     # defaults and accepted values of method / threshold_px: settings.py (geometric_verification,
-    # ransac_threshold_px)
+    # ransac_threshold_px), as KeyframePolicy's (tracking.py)
     method: str = defaults('verification')['geometric_verification']   # one of METHODS
     threshold_px: float = defaults('verification')['ransac_threshold_px']  # RANSAC inlier threshold, pixels
     confidence: float = 0.999    # RANSAC stops when the model is found with this probability
     max_iterations: int = 10000
 
+    # field -> setting name
+    SETTINGS = {'method': 'geometric_verification', 'threshold_px': 'ransac_threshold_px'}
+
     def __post_init__(self):
-        object.__setattr__(self, 'method', check('geometric_verification', self.method))
-        object.__setattr__(self, 'threshold_px', check('ransac_threshold_px', self.threshold_px))
+        for name, setting in self.SETTINGS.items():
+            object.__setattr__(self, name, check(setting, getattr(self, name)))
         if not (isinstance(self.confidence, Real) and 0 < self.confidence < 1):
             raise ValueError(f'verification confidence must be a number in (0, 1), got {self.confidence!r}')
         if not (isinstance(self.max_iterations, Integral) and self.max_iterations > 0):
@@ -143,9 +146,7 @@ class Verification:
     @classmethod
     def from_settings(cls, values: dict, current: 'Verification | None' = None) -> 'Verification':
         """`current` (default: the defaults) with geometric_verification / ransac_threshold_px of `values`."""
-        current = current or cls()
-        return cls(values.get('geometric_verification', current.method),
-                   values.get('ransac_threshold_px', current.threshold_px), current.confidence, current.max_iterations)
+        return replace(current or cls(), **{f: values[s] for f, s in cls.SETTINGS.items() if s in values})
 
     @property
     def enabled(self) -> bool:

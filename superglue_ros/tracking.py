@@ -22,7 +22,7 @@ and the policy setter may be called from any thread.
 """
 import math
 import threading
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -53,9 +53,7 @@ class KeyframePolicy:
     @classmethod
     def from_settings(cls, values: dict, current: 'KeyframePolicy | None' = None) -> 'KeyframePolicy':
         """`current` (default: the defaults) with the tracker settings among `values` applied."""
-        current = current or cls()
-        changed = {f: values[s] for f, s in cls.SETTINGS.items() if s in values}
-        return cls(**{**{f: getattr(current, f) for f in cls.SETTINGS}, **changed})
+        return replace(current or cls(), **{f: values[s] for f, s in cls.SETTINGS.items() if s in values})
 
 
 @dataclass

@@ -107,26 +107,17 @@ def test_matcher_start_up_settings(models):
     assert Matcher(*models, device='cpu', resize=[320, 240]).resize == resize_of([320, 240]) == (320, 240)
 
 
-@pytest.mark.parametrize('name', names('tracker'))
-def test_keyframe_policy_refuses_with_the_same_message(name):
-    field = {v: k for k, v in KeyframePolicy.SETTINGS.items()}[name]
-    assert getattr(KeyframePolicy(), field) == SETTINGS[name].default
+@pytest.mark.parametrize('cls, name', [(KeyframePolicy, name) for name in names('tracker')]
+                         + [(Verification, name) for name in names('verification')])
+def test_keyframe_policy_and_verification_refuse_with_the_same_message(cls, name):
+    assert set(cls.SETTINGS.values()) == set(names({KeyframePolicy: 'tracker', Verification: 'verification'}[cls]))
+    field = {v: k for k, v in cls.SETTINGS.items()}[name]
+    assert getattr(cls(), field) == SETTINGS[name].default
     good, bad = SAMPLES[name]
     for value in good:
-        assert getattr(KeyframePolicy.from_settings({name: value}), field) == value
+        assert getattr(cls.from_settings({name: value}), field) == value
     for value in bad:
-        assert refusal(KeyframePolicy, **{field: value}) == refusal(check, name, value)
-
-
-@pytest.mark.parametrize('name', names('verification'))
-def test_verification_refuses_with_the_same_message(name):
-    field = {'geometric_verification': 'method', 'ransac_threshold_px': 'threshold_px'}[name]
-    assert getattr(Verification(), field) == SETTINGS[name].default
-    good, bad = SAMPLES[name]
-    for value in good:
-        assert getattr(Verification.from_settings({name: value}), field) == value
-    for value in bad:
-        assert refusal(Verification, **{field: value}) == refusal(check, name, value)
+        assert refusal(cls, **{field: value}) == refusal(check, name, value)
 
 
 # -- ROS parameters ---------------------------------------------------------------------------
