@@ -164,11 +164,13 @@ class Verification:
         return self.method
 
     def inliers(self, points0, points1, calibration0: Calibration | None = None,
-                calibration1: Calibration | None = None) -> np.ndarray:
+                calibration1: Calibration | None = None, normalized=None) -> np.ndarray:
         """Inlier mask of the correspondences points0[i] <-> points1[i].
 
         points0, points1: [K, 2] (x, y) pixels of image 0 and image 1; calibration0 / calibration1: their
-        cameras (used by 'essential' only; see method_for). Returns uint8 [K], 1 = inlier; all zeros when
+        cameras (used by 'essential' only; see method_for). normalized: (calibration0.normalize(points0),
+        calibration1.normalize(points1)) when the caller has them already, else None (computed here, for
+        'essential' only). Returns uint8 [K], 1 = inlier; all zeros when
         either image has fewer distinct points than the model's minimal sample or no model was found;
         empty when the method is 'none'.
         ValueError for points of another shape, of different lengths, or not finite.
@@ -191,8 +193,8 @@ class Verification:
                                          confidence=self.confidence)
         else:
             focal = (calibration0.focal_px + calibration1.focal_px) / 2
-            _, mask = cv2.findEssentialMat(calibration0.normalize(points0) * focal,
-                                           calibration1.normalize(points1) * focal, np.diag([focal, focal, 1.0]),
+            normalized0, normalized1 = normalized or (calibration0.normalize(points0), calibration1.normalize(points1))
+            _, mask = cv2.findEssentialMat(normalized0 * focal, normalized1 * focal, np.diag([focal, focal, 1.0]),
                                            _USAC if _USAC is not None else cv2.RANSAC, self.confidence,
                                            float(self.threshold_px), self.max_iterations)
         if mask is None:  # degenerate configuration (e.g. all points equal): no model

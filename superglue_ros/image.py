@@ -35,10 +35,10 @@ ACCEPTED = ('grey [H, W] / [H, W, 1] or colour [H, W, 3] / [H, W, 4] numpy array
 # cv2.cvtColor codes to grey, by (channels, color_order)
 _TO_GREY = {(3, 'bgr'): cv2.COLOR_BGR2GRAY, (3, 'rgb'): cv2.COLOR_RGB2GRAY,
             (4, 'bgr'): cv2.COLOR_BGRA2GRAY, (4, 'rgb'): cv2.COLOR_RGBA2GRAY}
-# and to bgr for display
-_TO_BGR = {(1, 'bgr'): cv2.COLOR_GRAY2BGR, (1, 'rgb'): cv2.COLOR_GRAY2BGR,
-           (3, 'rgb'): cv2.COLOR_RGB2BGR, (4, 'bgr'): cv2.COLOR_BGRA2BGR,
-           (4, 'rgb'): cv2.COLOR_RGBA2BGR}
+# and to bgr (for display, and image_conversion.numpy_to_compressed_msg); none for bgr already
+TO_BGR = {(1, 'bgr'): cv2.COLOR_GRAY2BGR, (1, 'rgb'): cv2.COLOR_GRAY2BGR,
+          (3, 'rgb'): cv2.COLOR_RGB2BGR, (4, 'bgr'): cv2.COLOR_BGRA2BGR,
+          (4, 'rgb'): cv2.COLOR_RGBA2BGR}
 # OpenCV's integer RGB -> grey for 8- and 16-bit images (imgproc color_rgb: fixed point with 15
 # fractional bits of 0.299 R + 0.587 G + 0.114 B, rounded): grey = (B*3735 + G*19235 + R*9798 +
 # 2**14) >> 15. The largest 16-bit sum, 65535 * 2**15 + 2**14, fits in int32.
@@ -179,4 +179,4 @@ def to_bgr8(image: np.ndarray, color_order: str = 'bgr') -> np.ndarray:
     channels = 1 if image.ndim == 2 else image.shape[2]
     if (channels, color_order) == (3, 'bgr'):
         return image.copy()
-    return cv2.cvtColor(image, _TO_BGR[channels, color_order])
+    return cv2.cvtColor(image, TO_BGR[channels, color_order])

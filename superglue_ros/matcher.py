@@ -180,7 +180,7 @@ class Matcher:
             raise ValueError(f'SuperPoint descriptors ({superpoint.config["descriptor_dim"]}) do not fit SuperGlue '
                              f'({superglue.config["descriptor_dim"]}): use weights made for each other')
         self.device = resolve_device(device)
-        self.resize = resize_of(resize if resize is not None else [0, 0])
+        self.resize = resize_of(resize)
         self.precision = check('precision', precision)
         self.superpoint = superpoint.eval().to(self.device)
         self.superglue = superglue.eval().to(self.device)
@@ -197,7 +197,7 @@ class Matcher:
         check_all(settings)  # before the slow part: bad values fail at once
         device, precision = resolve_device(device), check('precision', precision)
         check_precision(precision, device)
-        resize = resize_of(resize if resize is not None else [0, 0])
+        resize = resize_of(resize)
         superpoint = load_superpoint(superpoint_weights or None, superglue_spec=superglue_weights)
         matcher = cls(superpoint, load_superglue(superglue_weights), device, resize, precision)
         matcher.configure(**settings)

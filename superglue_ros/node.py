@@ -55,7 +55,7 @@ from .image import ImageError
 from .matcher import Matcher, ResourceError
 from .pipeline import CameraPipeline, match_pair
 from .ros import parameters
-from .ros.diagnostics import Statistics, diagnostic_status, rejection_kind
+from .ros.diagnostics import LOG_EVERY_S, Statistics, diagnostic_status, rejection_kind
 from .ros.image_conversion import (ImageConversionError, compressed_msg_to_numpy, image_msg_to_numpy,
                                    numpy_to_image_msg)
 from .ros.qos import AdaptiveSubscription
@@ -74,7 +74,7 @@ NODE_NAME = 'superglue'
 RCLError = _rclpy.RCLError  # what rclpy.init raises for bad --ros-args (rclpy exports no public names)
 UnknownROSArgsError = _rclpy.UnknownROSArgsError
 CAMERA_INFO_CACHE = 30  # camera_info messages kept to find the one of an image's stamp
-LOG_THROTTLE_S = 10.0
+LOG_THROTTLE_S = LOG_EVERY_S  # throttled error logs: the period Statistics.rejected counts rejections by
 
 
 @dataclass

@@ -43,8 +43,8 @@ import torch
 from torch import Tensor
 
 from .geometry import Calibration, Verification
-from .image import ImageError, Upload
-from .matcher import Features, Matcher, MatchResult, StageClock
+from .image import ImageError
+from .matcher import Features, Matcher, StageClock
 from .tracking import Correspondences, FrameResult, Keyframe, KeyframePolicy, KeyframeTracker
 
 
@@ -53,11 +53,11 @@ def verify(correspondences: Correspondences, verification: Verification, calibra
     """The correspondences completed, in place (and returned): the points on the normalised image plane
     when both images have a calibration, and the inlier flags of `verification` ('essential' falls
     back to 'fundamental' without calibrations: verified_with says which model was fitted)."""
-    c = correspondences
+    c, normalized = correspondences, None
     if calibration0 is not None and calibration1 is not None:
-        c.normalized0 = calibration0.normalize(c.points0).astype(np.float32)
-        c.normalized1 = calibration1.normalize(c.points1).astype(np.float32)
-    c.inlier = verification.inliers(c.points0, c.points1, calibration0, calibration1)
+        normalized = calibration0.normalize(c.points0), calibration1.normalize(c.points1)  # once: stored and fitted
+        c.normalized0, c.normalized1 = (points.astype(np.float32) for points in normalized)
+    c.inlier = verification.inliers(c.points0, c.points1, calibration0, calibration1, normalized)
     c.verified_with = verification.method_for(calibration0, calibration1)
     return c
 
@@ -143,7 +143,6 @@ class _Frame:
     """A submitted frame until it is collected."""
     stamp_s: float
     calibration: object
-    upload: Upload
     features: Features
     clock: StageClock
     submitted_s: float                   # time.perf_counter() at submit
@@ -251,7 +250,7 @@ class CameraPipeline:
             clock.mark('extracted', self.extract_stream)
         slot.clock = clock
         self._submitted += 1
-        self._frames.append(_Frame(float(stamp_s), calibration, upload, features, clock, start,
+        self._frames.append(_Frame(float(stamp_s), calibration, features, clock, start,
                                    (prepared - start) * 1e3))
         if len(self._frames) == 1:  # the frames before it are collected: its keyframe is known
             try:
@@ -338,20 +337,18 @@ class CameraPipeline:
         if self.cuda:
             download = self._download
             features.keypoints_host = download.keypoints[:len(features.scores)].numpy().copy()
-        elif features.keypoints_host is None:
-            features.keypoints_host = features.keypoints.numpy()
         verifying = time.perf_counter()
         correspondences = None
         if keyframe is not None:
             size = len(keyframe.features.scores)
             if self.cuda:
-                match = MatchResult(download.matches[:size].numpy().copy(), download.scores[:size].numpy().copy(), {})
+                matches0, scores0 = download.matches[:size].numpy().copy(), download.scores[:size].numpy().copy()
             else:
-                match = MatchResult(frame.prediction['matches0'][0].numpy(),
-                                    frame.prediction['matching_scores0'][0].float().numpy(), {})
+                matches0 = frame.prediction['matches0'][0].numpy()
+                scores0 = frame.prediction['matching_scores0'][0].float().numpy()
             # one camera: a keyframe taken before its first camera_info has the calibration of its frames
             keyframe_calibration = keyframe.calibration or frame.calibration
-            correspondences = verify(Correspondences.from_matches(match.matches0, match.matching_scores0,
+            correspondences = verify(Correspondences.from_matches(matches0, scores0,
                                                                   keyframe.keypoints, features.keypoints_original()),
                                      self.verification, keyframe_calibration, frame.calibration)
         verified = time.perf_counter()

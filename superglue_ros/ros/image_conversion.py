@@ -20,6 +20,8 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
+from ..image import TO_BGR
+
 # encoding -> (component dtype, channels, color_order of the array as image.py reads it)
 ENCODINGS = {
     'mono8': (np.uint8, 1, 'bgr'),
@@ -243,8 +245,7 @@ def numpy_to_compressed_msg(image: np.ndarray, encoding: str, codec: str = 'jpeg
         target = 'mono8' if codec == 'jpeg' else ''
     else:
         target = f'bgr{8 * np.dtype(dtype).itemsize}'
-        conversion = {(3, 'rgb'): cv2.COLOR_RGB2BGR, (4, 'rgb'): cv2.COLOR_RGBA2BGR,
-                      (4, 'bgr'): cv2.COLOR_BGRA2BGR}.get((channels, color_order))
+        conversion = TO_BGR.get((channels, color_order))
         if conversion is not None:
             array_image = cv2.cvtColor(array_image, conversion)
     params = ([cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if codec == 'jpeg'
