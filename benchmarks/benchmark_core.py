@@ -55,7 +55,7 @@ from superglue_ros.pipeline import CameraPipeline  # noqa: E402
 from superglue_ros.models import superglue as superglue_module  # noqa: E402
 from superglue_ros.models import superpoint as superpoint_module  # noqa: E402
 from superglue_ros.precision import check_precision, cpu_description  # noqa: E402
-from superglue_ros.precision_check import compare  # noqa: E402
+from superglue_ros.precision_check import compare, encode  # noqa: E402
 from superglue_ros.tracking import KeyframePolicy  # noqa: E402
 
 FREIBURG = REPO.parent / 'shared' / 'data' / 'freiburg_sequence'
@@ -130,8 +130,7 @@ class Ours:
         self.stamp = 0.0
 
     def encode(self, features, image):
-        return self.superglue.encode(features['keypoints'][0][None], features['scores'][0][None],
-                                     features['descriptors'][0][None], (image.shape[3], image.shape[2]))
+        return encode(self.superglue, features, (image.shape[3], image.shape[2]))
 
     @torch.inference_mode()
     def __call__(self, images):

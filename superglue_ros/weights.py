@@ -73,14 +73,23 @@ def superpoint_source(superglue_spec) -> str | Path:
     them: superglue_spec itself when it is a Hugging Face SuperGlue checkpoint or hub id holding one
     (keypoint_detector.*), else the 'superpoint' preset (superglue_spec a preset, or an original .pth,
     which holds no SuperPoint). WeightsError when superglue_spec cannot be read or is a SuperPoint checkpoint."""
+    return superglue_spec if holds_superpoint(superglue_checkpoint(superglue_spec)) else 'superpoint'
+
+
+def superglue_checkpoint(superglue_spec) -> 'Checkpoint | None':
+    """The checkpoint of superglue_spec, None for a preset (an original file: no SuperPoint in it).
+    WeightsError when it cannot be read or is a SuperPoint checkpoint."""
     if isinstance(superglue_spec, str) and superglue_spec in PRESETS:
-        return 'superpoint'
+        return None
     checkpoint = read_checkpoint(superglue_spec, 'SuperGlue')
     if checkpoint.model != 'superglue':
         raise not_superglue(checkpoint)
-    if any(k.startswith('keypoint_detector.') for k in checkpoint.tensors):
-        return superglue_spec
-    return 'superpoint'
+    return checkpoint
+
+
+def holds_superpoint(checkpoint: 'Checkpoint | None') -> bool:
+    """A Hugging Face SuperGlue checkpoint with its SuperPoint (keypoint_detector.*)."""
+    return checkpoint is not None and any(k.startswith('keypoint_detector.') for k in checkpoint.tensors)
 
 
 def not_superglue(checkpoint: 'Checkpoint') -> 'WeightsError':
@@ -96,14 +105,14 @@ def load_superpoint(spec: str | Path | None, config: dict | None = None, supergl
         if superglue_spec is None:
             raise WeightsError(f'no SuperPoint weights given: pass {FORMATS_HINT}')
         check_preset_model(superglue_spec, 'SuperGlue')
-        source = superpoint_source(superglue_spec)
+        checkpoint = superglue_checkpoint(superglue_spec)  # read once: it may hold the SuperPoint
+        if holds_superpoint(checkpoint):
+            return superpoint_from(checkpoint, config)
         try:
-            return superpoint_from(read_checkpoint(source, 'SuperPoint'), config)
+            return superpoint_from(read_checkpoint('superpoint', 'SuperPoint'), config)
         except WeightsError as e:
-            if source == superglue_spec:
-                raise
-            why = (f"the SuperGlue weights are the preset '{superglue_spec}'" if superglue_spec in PRESETS else
-                   f"the SuperGlue weights {read_checkpoint(superglue_spec, 'SuperGlue').describe()} hold none")
+            why = (f"the SuperGlue weights are the preset '{superglue_spec}'" if checkpoint is None else
+                   f'the SuperGlue weights {checkpoint.describe()} hold none')
             raise WeightsError(f"no SuperPoint weights given and {why}, so the preset 'superpoint' is used: "
                                f'{e}') from None
     return superpoint_from(read_checkpoint(spec, 'SuperPoint'), config)

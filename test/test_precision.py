@@ -161,6 +161,14 @@ def test_back_to_fp32_gives_the_fp32_result_again(small_images):
     for key in ('keypoints', 'scores', 'descriptors'):
         assert torch.equal(features[key][0], again[key][0])
     assert torch.equal(encoded, precision_check.encode(superglue, again, (160, 120)))
+    for model in (superpoint, superglue):  # and back to bf16: the weight copies made before are reused
+        model.set_precision('fp32')
+        model.set_precision('bf16', check_hardware=False)
+        first = model.half_weights
+        model.set_precision('fp32')
+        model.set_precision('bf16', check_hardware=False)
+        assert model.half_weights is first, 'bf16 copies would be converted again after fp32'
+    assert superpoint.half_weights.copies  # made by the bf16 forward above, kept
 
 
 def test_bf16_error_per_stage_and_agreement_with_fp32(small_images):

@@ -258,6 +258,15 @@ def test_a_superpoint_file_as_the_superglue_weights_is_named_as_such(files):
                 load()
 
 
+def test_superpoint_from_the_superglue_checkpoint_reads_it_once(files, monkeypatch):
+    from superglue_ros import weights
+    reads = []
+    read_checkpoint = weights.read_checkpoint
+    monkeypatch.setattr(weights, 'read_checkpoint', lambda spec, what: reads.append(spec) or read_checkpoint(spec, what))
+    load_superpoint(None, superglue_spec=files['superglue_hf'])
+    assert reads == [files['superglue_hf']]
+
+
 def test_weights_directory_that_is_a_file(tmp_path, monkeypatch):
     blocker = tmp_path / 'weights'
     blocker.write_text('not a directory')

@@ -115,16 +115,15 @@ def parse_args(argv):
     if not args.threshold > 0:
         parser.error(f'--threshold must be > 0, got {args.threshold:g}')
     for param in args.param:
-        if ':=' not in param or not param.split(':=')[0]:
-            parser.error(f'--param takes NAME:=VALUE (as ros2 run -p), got {param!r}')
         name = param.split(':=')[0]
+        if ':=' not in param or not name:
+            parser.error(f'--param takes NAME:=VALUE (as ros2 run -p), got {param!r}')
         if name not in SETTINGS and not name.startswith('qos_overrides.'):
             close = difflib.get_close_matches(name, SETTINGS, n=1)
             parser.error(f'--param {param}: the node has no parameter {name!r}'
                          + (f"; did you mean '{close[0]}'?" if close else '; see its parameters in the README'))
-        if param.split(':=')[0] in DEMO_PARAMETERS:
-            parser.error(f'--param {param}: the demo sets {param.split(":=")[0]} itself '
-                         f'({DEMO_PARAMETERS[param.split(":=")[0]]})')
+        if name in DEMO_PARAMETERS:
+            parser.error(f'--param {param}: the demo sets {name} itself ({DEMO_PARAMETERS[name]})')
     if args.random_weights and (args.superglue_weights is not None or args.superpoint_weights is not None):
         parser.error('--random-weights replaces the weights: leave out --superglue-weights and --superpoint-weights, '
                      'or --random-weights')

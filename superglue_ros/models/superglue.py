@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..precision import HalfWeights, check_precision, full_precision
-from ..settings import check_all, defaults
+from ..settings import check_all, defaults, names
 
 # Sinkhorn runs in the exp domain while the couplings span at most this many units: its kernel entries
 # (>= exp(-EXP_SPAN)) and scalings then stay normal float64 numbers (log-space updates otherwise)
@@ -233,6 +233,7 @@ class SuperGlue(nn.Module):
         # the first layer goes into encode() when it only looks at its own image
         self.encoded_layers = 1 if self.gnn.names and self.gnn.names[0] == 'self' else 0
         self.half_weights = None  # HalfWeights of the GNN layers (set_precision), None: all float32
+        self._half_by_dtype = {}  # dtype -> HalfWeights: switching precision back does not convert again
 
     def set_precision(self, name: str, check_hardware: bool = True):
         """'fp32' (the default): the original computation. 'bf16' / 'fp16': the GNN layers (attention
@@ -244,7 +245,7 @@ class SuperGlue(nn.Module):
         says what is missing and what to use instead). check_hardware=False runs it anyway, in slow
         reference kernels with the same numerics: for numerics checks on any machine."""
         dtype = check_precision(name, self.bin_score.device if check_hardware else None)
-        self.half_weights = None if dtype == torch.float32 else HalfWeights(dtype)
+        self.half_weights = None if dtype == torch.float32 else self._half_by_dtype.setdefault(dtype, HalfWeights(dtype))
 
     def encode(self, keypoints: Tensor, scores: Tensor, descriptors: Tensor, image_size: tuple[int, int]) -> Tensor:
         """keypoints [B, N, 2] pixels, scores [B, N], descriptors [B, D, N], image_size (width, height)
@@ -318,7 +319,7 @@ def check_superglue_config(config: dict):
     def is_int(x):
         return isinstance(x, Integral) and not isinstance(x, bool)
 
-    check_all({name: config[name] for name in defaults('superglue')})
+    check_all({name: config[name] for name in names('superglue')})
     dim, heads = config['descriptor_dim'], config['num_heads']
     if not is_int(dim) or not is_int(heads) or dim < 1 or heads < 1 or dim % heads:
         raise ValueError(f'descriptor_dim ({dim!r}) must be a positive multiple of num_heads ({heads!r})')

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 
 from ..precision import HalfWeights, check_precision, full_precision
-from ..settings import check_all, defaults
+from ..settings import check_all, defaults, names
 
 CELL = 8  # the encoder downsamples by 8; each coarse cell scores its 8x8 pixels
 
@@ -93,6 +93,7 @@ class SuperPoint(nn.Module):
         self.convPa, self.convPb = conv3x3(c4, c5), conv1x1(c5, CELL * CELL + 1)  # 64 pixels + "no keypoint"
         self.convDa, self.convDb = conv3x3(c4, c5), conv1x1(c5, self.config['descriptor_dim'])
         self.half_weights = None  # HalfWeights of the half-precision part (set_precision), None: all float32
+        self._half_by_dtype = {}  # dtype -> HalfWeights: switching precision back does not convert again
 
     def set_precision(self, name: str, check_hardware: bool = True):
         """'fp32' (the default): the original computation. 'bf16' / 'fp16': the VGG encoder and the
@@ -104,7 +105,7 @@ class SuperPoint(nn.Module):
         says what is missing and what to use instead). check_hardware=False runs it anyway, in slow
         reference kernels with the same numerics: for numerics checks on any machine."""
         dtype = check_precision(name, self.conv1a.weight.device if check_hardware else None)
-        self.half_weights = None if dtype == torch.float32 else HalfWeights(dtype)
+        self.half_weights = None if dtype == torch.float32 else self._half_by_dtype.setdefault(dtype, HalfWeights(dtype))
 
     def conv(self, module: nn.Conv2d, x: Tensor) -> Tensor:
         """module(x) for the convolutions of the half-precision part: in its dtype after set_precision."""
@@ -182,7 +183,7 @@ class SuperPoint(nn.Module):
 
 def check_superpoint_config(config: dict):
     """ValueError naming the bad SuperPoint setting and what is allowed (live settings: settings.py)."""
-    check_all({name: config[name] for name in defaults('superpoint')})
+    check_all({name: config[name] for name in names('superpoint')})
     for key in ('descriptor_dim', 'remove_borders'):
         low = 1 if key == 'descriptor_dim' else 0
         if not isinstance(config[key], Integral) or isinstance(config[key], bool) or config[key] < low:
