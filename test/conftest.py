@@ -24,13 +24,12 @@ def freiburg_paths(tmp_path_factory):
     repository."""
     if FRAMES_ARE_REAL:
         return sorted(FREIBURG_DIR.glob('*.png'))
-    from superglue_ros.demo.synthetic import generate_sequence
+    from superglue_ros.demo.synthetic import SEQUENCE_FILE, generate_sequence
 
     sequence = generate_sequence(tmp_path_factory.mktemp('generated_sequence'), num_frames=17, size=(640, 480),
                                  seed=0, rate_hz=1.0)
-    paths = []
-    for file, stamp in zip(sequence.files, sequence.stamps):
-        paths.append(file.rename(file.with_name(f'{stamp:.6f}.png')))
+    paths = [file.rename(file.with_name(f'{stamp:.6f}.png')) for file, stamp in zip(sequence.files, sequence.stamps)]
+    (sequence.directory / SEQUENCE_FILE).unlink()  # a plain folder of frames, as the real one
     return paths
 
 
