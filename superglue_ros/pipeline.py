@@ -45,20 +45,26 @@ from torch import Tensor
 from .geometry import Calibration, Verification
 from .image import ImageError
 from .matcher import Features, Matcher, StageClock
+from .pose import relative_pose
 from .tracking import Correspondences, FrameResult, Keyframe, KeyframePolicy, KeyframeTracker
 
 
 def verify(correspondences: Correspondences, verification: Verification, calibration0: Calibration | None = None,
-           calibration1: Calibration | None = None) -> Correspondences:
+           calibration1: Calibration | None = None, depth0: np.ndarray | None = None) -> Correspondences:
     """The correspondences completed, in place (and returned): the points on the normalised image plane
-    when both images have a calibration, and the inlier flags of `verification` ('essential' falls
-    back to 'fundamental' without calibrations: verified_with says which model was fitted)."""
+    when both images have a calibration, the inlier flags and model of `verification` ('essential' falls
+    back to 'fundamental' without calibrations: verified_with says which model was fitted), and with
+    'essential' the relative pose T_image0_image1 (pose.relative_pose; metric by PnP where depth0, [N0]
+    metres per keypoint of image 0 with NaN unknown, gives enough 3-D points)."""
     c, normalized = correspondences, None
     if calibration0 is not None and calibration1 is not None:
         normalized = calibration0.normalize(c.points0), calibration1.normalize(c.points1)  # once: stored and fitted
         c.normalized0, c.normalized1 = (points.astype(np.float32) for points in normalized)
-    c.inlier = verification.inliers(c.points0, c.points1, calibration0, calibration1, normalized)
+    c.inlier, c.model = verification.fit(c.points0, c.points1, calibration0, calibration1, normalized)
     c.verified_with = verification.method_for(calibration0, calibration1)
+    if c.verified_with == 'essential':
+        c.pose = relative_pose(c.model, *normalized, c.inlier, None if depth0 is None else depth0[c.indices0],
+                               verification.normalized_threshold(calibration0, calibration1))
     return c
 
 
@@ -350,7 +356,7 @@ class CameraPipeline:
             keyframe_calibration = keyframe.calibration or frame.calibration
             correspondences = verify(Correspondences.from_matches(matches0, scores0,
                                                                   keyframe.keypoints, features.keypoints_original()),
-                                     self.verification, keyframe_calibration, frame.calibration)
+                                     self.verification, keyframe_calibration, frame.calibration, keyframe.depth)
         verified = time.perf_counter()
         result = self.tracker.update(features, frame.stamp_s, correspondences, frame.calibration)
         result.timings_ms = {'preprocess': frame.preprocess_ms, **stages,

@@ -5,11 +5,13 @@ not element by element: a keyframe's descriptors are 256 floats per keypoint.
 import array
 
 import numpy as np
+from geometry_msgs.msg import Point, Pose, Quaternion
 from sensor_msgs.msg import CameraInfo
 
 from superglue_ros.msg import Keyframe, Matches
 
 from ..pipeline import PairResult
+from ..pose import RelativePose
 from ..tracking import FrameResult
 from ..image import to_bgr8
 from ..visualization import draw_matches
@@ -25,6 +27,13 @@ def _array(typecode: str, values, dtype) -> array.array:
 
 def stamp_to_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
+
+
+def pose_message(pose: RelativePose) -> Pose:
+    """geometry_msgs/Pose of a pose.RelativePose (T_keyframe_frame, optical frames)."""
+    x, y, z, w = pose.quaternion()
+    return Pose(position=Point(**dict(zip('xyz', (float(v) for v in pose.translation)))),
+                orientation=Quaternion(x=float(x), y=float(y), z=float(z), w=float(w)))
 
 
 def matches_message(result: FrameResult, camera: str, header, keyframe_header, camera_info: CameraInfo | None,
@@ -43,6 +52,8 @@ def matches_message(result: FrameResult, camera: str, header, keyframe_header, c
         inlier=_array('B', result.inlier, np.uint8), verified_with=result.verified_with,
         keyframe_points_normalized=_array('f', result.keyframe_points_normalized.reshape(-1), np.float32),
         frame_points_normalized=_array('f', result.frame_points_normalized.reshape(-1), np.float32),
+        pose_source=result.relative_pose.source, relative_pose=pose_message(result.relative_pose),
+        pose_inliers=result.relative_pose.inliers,
         keyframe_keypoint_count=result.keyframe_keypoint_count, frame_keypoint_count=result.frame_keypoint_count,
         camera_info=camera_info or CameraInfo(), latency_ms=float(latency_ms), dropped_frames=dropped_frames)
 
