@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from .geometry import Calibration, Verification
-from .image import ImageError
+from .image import ImageError, mask_at
 from .matcher import Features, Matcher, StageClock
 from .pose import relative_pose
 from .tracking import Correspondences, FrameResult, Keyframe, KeyframePolicy, KeyframeTracker
@@ -165,10 +165,13 @@ class CameraPipeline:
     geometry.Verification (default off). depth: frames in flight at most; 2 (the default on a GPU):
     frame N+1's SuperPoint overlaps frame N's SuperGlue; 1 (the default on the CPU, where nothing
     runs concurrently and a second frame in flight only delays the first one's result): no overlap.
+    mask: None, or the camera's detection mask [H, W] bool of its image size, False where no keypoint
+    may be (image.read_mask); resized to the processed size (INTER_NEAREST) and kept on the device.
     """
 
     def __init__(self, matcher: Matcher, policy: KeyframePolicy | None = None,
-                 verification: Verification | None = None, depth: int | None = None):
+                 verification: Verification | None = None, depth: int | None = None,
+                 mask: np.ndarray | None = None):
         if not isinstance(matcher, Matcher):
             raise TypeError(f'CameraPipeline needs a superglue_ros.matcher.Matcher, got {type(matcher).__name__}')
         self.matcher = matcher
@@ -186,6 +189,8 @@ class CameraPipeline:
         self._download = _Download()
         self._frames: deque[_Frame] = deque()  # submitted, not collected; oldest first
         self._submitted = 0
+        self.mask = mask
+        self._device_masks = {}  # (given size, processed size) -> [1, h, w] bool on the device
 
     # -- live settings --------------------------------------------------------------------------
 
@@ -234,6 +239,7 @@ class CameraPipeline:
                                f'{self.depth}): collect() one before submitting another')
         start = time.perf_counter()
         upload = self.matcher.upload(image, color_order)  # ImageError: nothing changed
+        mask = self._device_mask(upload)                   # likewise
         prepared = time.perf_counter()
         clock = StageClock(self.matcher.device)
         slot = self._slots[self._submitted % self.depth]
@@ -252,7 +258,7 @@ class CameraPipeline:
         with torch.cuda.stream(self.extract_stream):
             clock.wait('uploaded', self.extract_stream)
             clock.mark('extract_start', self.extract_stream)
-            features = self.matcher.detect(image_tensor[None], [upload])[0]
+            features = self.matcher.detect(image_tensor[None], [upload], mask)[0]
             clock.mark('extracted', self.extract_stream)
         slot.clock = clock
         self._submitted += 1
@@ -302,6 +308,16 @@ class CameraPipeline:
             self.submit(*frame)
         while self._frames:
             yield self.collect()
+
+    def _device_mask(self, upload) -> Tensor | None:
+        """The detection mask at the processed size on the device [1, h, w] (made once per size), or None.
+        ImageError when the image is not of the mask's size."""
+        if self.mask is None:
+            return None
+        key = (upload.size, upload.processed_size)
+        if key not in self._device_masks:
+            self._device_masks[key] = torch.from_numpy(mask_at(self.mask, upload))[None].to(self.matcher.device)
+        return self._device_masks[key]
 
     # -- stages -----------------------------------------------------------------------------------
 

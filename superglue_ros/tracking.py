@@ -93,9 +93,14 @@ class Correspondences:
     def kept(self) -> np.ndarray:
         """[K] bool: the correspondences a new keyframe inherits track ids through (the inliers when
         verified, otherwise all)."""
-        if len(self.inlier) == len(self.confidence) and self.verified_with != 'none':
-            return self.inlier.astype(bool)
-        return np.ones(len(self.confidence), bool)
+        return tracks_continue(self.inlier, self.verified_with, len(self.confidence))
+
+
+def tracks_continue(inlier: np.ndarray, verified_with: str, count: int) -> np.ndarray:
+    """[count] bool: the correspondences that continue their tracks: the inliers when verified, otherwise all."""
+    if len(inlier) == count and verified_with != 'none':
+        return inlier.astype(bool)
+    return np.ones(count, bool)
 
 
 @dataclass
