@@ -1,9 +1,10 @@
-"""A frame's tracked features in the layout of the VINS-Mono / VINS-Fusion feature tracker (no ROS).
+"""A frame's tracked features in the layout of VINS-Fusion's feature tracker (no ROS).
 
-VINS (Qin, Li, Shen, "VINS-Mono", T-RO 2018; VINS-Fusion) feeds its estimator one message per image:
-every tracked feature with its id, camera, normalised undistorted point (x, y, 1), pixel (u, v) and
-velocity on the normalised plane. This module computes those from a FrameResult (tracking.py); the
-node turns them into sensor_msgs/PointCloud (ros/messages.py: features_message).
+VINS-Fusion (Qin, Cao, Pan, Shen, 2019; after VINS-Mono, Qin, Li, Shen, T-RO 2018) feeds its estimator one
+message per image: every tracked feature with its id, camera, normalised undistorted point (x, y, 1),
+pixel (u, v) and velocity on the normalised plane. This module computes those from a FrameResult
+(tracking.py); the node turns them into sensor_msgs/PointCloud (ros/messages.py: features_message).
+VINS-Mono's estimator reads another channel layout (README).
 
 Which keypoints, keeping ids consistent with Matches.track_ids and Keyframe.track_ids (the tracker
 assigns ids only when a frame becomes a keyframe):

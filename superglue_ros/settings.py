@@ -212,7 +212,7 @@ _ROWS = [
     # -- issue 15 (i15b): VINS feature topic, detection masks --------------------------------------
     Setting('publish_features', False, 'true or false', lambda v: isinstance(v, bool),
             'Publish ~/features (~/<camera>/features): sensor_msgs/PointCloud of each frame\'s tracked features '
-            'in the VINS-Mono / VINS-Fusion feature-tracker layout (README); needs camera_info with a calibration',
+            'in the layout of the VINS-Fusion feature tracker (README); needs camera_info with a calibration',
             'node', live=False),
     Setting('masks', [''], "[''] (none), or a list of 'CAMERA:PATH' entries (a camera of cameras) or one 'PATH' "
             'for the unnamed camera, at most one per camera', _masks,
