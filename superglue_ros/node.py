@@ -163,10 +163,10 @@ class Camera:
         self._keyframe_pub = node.create_publisher(Keyframe, f'~/{prefix}keyframe', 10)
         self._match_image_pub = node.create_publisher(Image, f'~/{prefix}match_image', 1)
         self._features = self._features_pub = None
+        self._said_uncalibrated = False  # publish_features without a calibration: said once
         if node.values['publish_features']:  # camera_id: the camera's place in `cameras` (0 left, 1 right)
             self._features = FeatureVelocity(node.values['cameras'].index(name))
             self._features_pub = node.create_publisher(PointCloud, f'~/{prefix}features', 10)
-            self._said_uncalibrated = False
         node.create_service(Trigger, f'~/{prefix}new_keyframe', self._on_new_keyframe)
         self._worker = threading.Thread(target=self._work, name=f'superglue_{name or "camera"}', daemon=True)
         self._worker.start()
