@@ -163,16 +163,28 @@ class Verification:
             return 'fundamental'
         return self.method
 
+    def normalized_threshold(self, calibration0: Calibration, calibration1: Calibration) -> float:
+        """threshold_px on the normalised image plane: threshold_px / f, f the mean focal length of the
+        two cameras (class doc)."""
+        return float(self.threshold_px) / _mean_focal_px(calibration0, calibration1)
+
     def inliers(self, points0, points1, calibration0: Calibration | None = None,
                 calibration1: Calibration | None = None, normalized=None) -> np.ndarray:
-        """Inlier mask of the correspondences points0[i] <-> points1[i].
+        """Inlier mask of the correspondences points0[i] <-> points1[i]: fit()'s first half."""
+        return self.fit(points0, points1, calibration0, calibration1, normalized)[0]
+
+    def fit(self, points0, points1, calibration0: Calibration | None = None, calibration1: Calibration | None = None,
+            normalized=None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The model of method_for() fitted to the correspondences points0[i] <-> points1[i], and its inliers.
 
         points0, points1: [K, 2] (x, y) pixels of image 0 and image 1; calibration0 / calibration1: their
         cameras (used by 'essential' only; see method_for). normalized: (calibration0.normalize(points0),
         calibration1.normalize(points1)) when the caller has them already, else None (computed here, for
-        'essential' only). Returns uint8 [K], 1 = inlier; all zeros when
-        either image has fewer distinct points than the model's minimal sample or no model was found;
-        empty when the method is 'none'.
+        'essential' only). Returns (inlier, model): inlier uint8 [K], 1 = inlier; all zeros when either
+        image has fewer distinct points than the model's minimal sample or no model was found; empty
+        when the method is 'none'. model: the 3x3 float64 matrix fitted, None when there is none:
+        'fundamental' F with [p1, 1]^T F [p0, 1] = 0 (pixels), 'homography' H with p1 ~ H p0 (pixels),
+        'essential' E with [n1, 1]^T E [n0, 1] = 0 (normalised points; pose.relative_pose takes it).
         ValueError for points of another shape, of different lengths, or not finite.
         """
         points0, points1 = _check_points(points0, 'points0'), _check_points(points1, 'points1')
@@ -180,26 +192,31 @@ class Verification:
             raise ValueError(f'points0 and points1 must have the same length, got {len(points0)} and {len(points1)}')
         method = self.method_for(calibration0, calibration1)
         if method == 'none':
-            return np.zeros(0, np.uint8)
+            return np.zeros(0, np.uint8), None
         points0, points1 = np.ascontiguousarray(points0, np.float32), np.ascontiguousarray(points1, np.float32)
         if min(len(np.unique(points, axis=0)) for points in (points0, points1)) < MIN_POINTS[method]:
-            return np.zeros(len(points0), np.uint8)  # fewer distinct points than a minimal sample
+            return np.zeros(len(points0), np.uint8), None  # fewer distinct points than a minimal sample
         if method == 'fundamental':
-            _, mask = cv2.findFundamentalMat(points0, points1, _USAC if _USAC is not None else cv2.FM_RANSAC,
-                                             float(self.threshold_px), self.confidence, self.max_iterations)
+            model, mask = cv2.findFundamentalMat(points0, points1, _USAC if _USAC is not None else cv2.FM_RANSAC,
+                                                 float(self.threshold_px), self.confidence, self.max_iterations)
         elif method == 'homography':
-            _, mask = cv2.findHomography(points0, points1, _USAC if _USAC is not None else cv2.RANSAC,
-                                         float(self.threshold_px), maxIters=self.max_iterations,
-                                         confidence=self.confidence)
+            model, mask = cv2.findHomography(points0, points1, _USAC if _USAC is not None else cv2.RANSAC,
+                                             float(self.threshold_px), maxIters=self.max_iterations,
+                                             confidence=self.confidence)
         else:
-            focal = (calibration0.focal_px + calibration1.focal_px) / 2
+            focal = _mean_focal_px(calibration0, calibration1)
             normalized0, normalized1 = normalized or (calibration0.normalize(points0), calibration1.normalize(points1))
-            _, mask = cv2.findEssentialMat(normalized0 * focal, normalized1 * focal, np.diag([focal, focal, 1.0]),
-                                           _USAC if _USAC is not None else cv2.RANSAC, self.confidence,
-                                           float(self.threshold_px), self.max_iterations)
-        if mask is None:  # degenerate configuration (e.g. all points equal): no model
-            return np.zeros(len(points0), np.uint8)
-        return (mask.reshape(-1) > 0).astype(np.uint8)
+            model, mask = cv2.findEssentialMat(normalized0 * focal, normalized1 * focal, np.diag([focal, focal, 1.0]),
+                                               _USAC if _USAC is not None else cv2.RANSAC, self.confidence,
+                                               float(self.threshold_px), self.max_iterations)
+        if mask is None or model is None or model.shape[0] < 3:  # degenerate configuration: no model
+            return np.zeros(len(points0), np.uint8), None
+        # a minimal solver can return several solutions stacked (3k x 3); RANSAC's best is the first
+        return (mask.reshape(-1) > 0).astype(np.uint8), np.asarray(model[:3], np.float64)
+
+
+def _mean_focal_px(calibration0: Calibration, calibration1: Calibration) -> float:
+    return (calibration0.focal_px + calibration1.focal_px) / 2
 
 
 def _check_points(points, name: str = 'points') -> np.ndarray:

@@ -180,3 +180,28 @@ def to_bgr8(image: np.ndarray, color_order: str = 'bgr') -> np.ndarray:
     if (channels, color_order) == (3, 'bgr'):
         return image.copy()
     return cv2.cvtColor(image, TO_BGR[channels, color_order])
+
+
+def read_mask(path) -> np.ndarray:
+    """A detection mask file -> [H, W] bool, True where keypoints may be. The file is a mono8 image (one
+    8-bit channel, e.g. a grey PNG) of the camera's image size, zero where no keypoint may be.
+    ValueError, one line naming the file, when it cannot be read or is not mono8."""
+    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if mask is None:
+        raise ValueError(f'detection mask {path}: cannot read it as an image (missing, unreadable or not an '
+                         'image file); give a mono8 PNG of the camera\'s image size, zero where no keypoint may be')
+    if mask.ndim != 2 or mask.dtype != np.uint8:
+        raise ValueError(f'detection mask {path} is an image of shape {mask.shape} and dtype {mask.dtype}: a mask '
+                         'must be mono8 (one 8-bit channel), zero where no keypoint may be')
+    return mask != 0
+
+
+def mask_at(mask: np.ndarray, upload: Upload) -> np.ndarray:
+    """A detection mask [H, W] bool of the image as given -> [h, w] bool at the size SuperPoint processes
+    (cv2.resize INTER_NEAREST when a resize is set). ImageError when it is not of the image's size."""
+    if mask.shape != (upload.size[1], upload.size[0]):
+        raise ImageError(f'the detection mask is {mask.shape[1]}x{mask.shape[0]} pixels, this image '
+                         f'{upload.size[0]}x{upload.size[1]}: the mask must have the camera\'s image size')
+    if upload.processed_size == upload.size:
+        return mask
+    return cv2.resize(mask.view(np.uint8), upload.processed_size, interpolation=cv2.INTER_NEAREST).view(bool)

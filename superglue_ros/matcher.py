@@ -236,15 +236,16 @@ class Matcher:
             return to_upload(image, self.resize, color_order)
 
     @torch.inference_mode()
-    def detect(self, images: Tensor, uploads: list[Upload]) -> list[Features]:
+    def detect(self, images: Tensor, uploads: list[Upload], masks: Tensor | None = None) -> list[Features]:
         """SuperPoint on uploaded images: images [B, h, w, C] (the uploads' channels_last arrays
-        stacked, on this device) -> one Features per image. Enqueued on the current stream; the
+        stacked, on this device) -> one Features per image. masks: None, or [B, h, w] bool on this
+        device, False where no keypoint may be (image.mask_at). Enqueued on the current stream; the
         keypoint selection waits for this stream's SuperPoint scores (not for the device)."""
         width, height = uploads[0].processed_size
         with memory_guard(self.device, f'detecting keypoints in {width}x{height} images',
                           'the image size (resize: [width, height])'):
             grey = grey_tensor(images, uploads[0].color_order)[:, None]  # [B, 1, h, w] float32
-            pred = self.superpoint(grey)
+            pred = self.superpoint(grey, masks)
         return [Features(keypoints, scores, descriptors, upload.processed_size, upload.scale)
                 for keypoints, scores, descriptors, upload
                 in zip(pred['keypoints'], pred['scores'], pred['descriptors'], uploads)]

@@ -10,7 +10,8 @@ Per camera (parameter `cameras`; '' is the unnamed camera, a name such as left p
               them. QoS follows the publisher's reliability (ros/qos.py); qos_overrides./<topic>.subscription.*
               parameters fix it instead.
   publishes   ~/matches (Matches, every processed frame), ~/keyframe (Keyframe, each new keyframe),
-              ~/match_image (bgr8 keyframe | frame, drawn only while subscribed); ~/left/matches, ...
+              ~/match_image (bgr8 keyframe | frame, drawn only while subscribed), with publish_features
+              ~/features (sensor_msgs/PointCloud, VINS layout: features.py); ~/left/matches, ...
   service     ~/new_keyframe (std_srvs/Trigger); ~/left/new_keyframe, ...
   runs        its own mailbox, worker thread, CameraPipeline (its own CUDA streams on a GPU), keyframe,
               statistics and /diagnostics status.
@@ -43,15 +44,16 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.time import Time
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from superglue_ros.msg import Keyframe, Matches
 from superglue_ros.srv import MatchImages
 
+from .features import FeatureVelocity
 from .geometry import Calibration, Verification
-from .image import ImageError
+from .image import ImageError, read_mask
 from .matcher import Matcher, ResourceError
 from .pipeline import CameraPipeline, match_pair
 from .ros import parameters
@@ -59,9 +61,9 @@ from .ros.diagnostics import LOG_EVERY_S, Statistics, diagnostic_status, rejecti
 from .ros.image_conversion import (ImageConversionError, compressed_msg_to_numpy, image_msg_to_numpy,
                                    numpy_to_image_msg)
 from .ros.qos import AdaptiveSubscription
-from .ros.messages import (fill_match_images_response, keyframe_message, match_picture, matches_message,
-                           stamp_to_seconds)
-from .settings import names
+from .ros.messages import (features_message, fill_match_images_response, keyframe_message, match_picture,
+                           matches_message, stamp_to_seconds)
+from .settings import mask_paths, names
 from .tracking import KeyframePolicy
 from .weights import WeightsError
 
@@ -141,10 +143,10 @@ class Camera:
     """One camera of the node (module doc): topics, mailbox, worker thread, pipeline, statistics."""
 
     def __init__(self, node: 'SuperGlueNode', name: str, matcher: Matcher, policy: KeyframePolicy,
-                 verification: Verification):
+                 verification: Verification, mask=None):
         self.node, self.name = node, name
         prefix = f'{name}/' if name else ''
-        self.pipeline = CameraPipeline(matcher, policy, verification)
+        self.pipeline = CameraPipeline(matcher, policy, verification, mask=mask)
         self.stats = Statistics()
         self.mailbox = Mailbox()
         self._keyframe = None  # (header, (image, color_order)) of the keyframe; worker thread only
@@ -160,6 +162,11 @@ class Camera:
         self._matches_pub = node.create_publisher(Matches, f'~/{prefix}matches', 10)
         self._keyframe_pub = node.create_publisher(Keyframe, f'~/{prefix}keyframe', 10)
         self._match_image_pub = node.create_publisher(Image, f'~/{prefix}match_image', 1)
+        self._features = self._features_pub = None
+        self._said_uncalibrated = False  # publish_features without a calibration: said once
+        if node.values['publish_features']:  # camera_id: the camera's place in `cameras` (0 left, 1 right)
+            self._features = FeatureVelocity(node.values['cameras'].index(name))
+            self._features_pub = node.create_publisher(PointCloud, f'~/{prefix}features', 10)
         node.create_service(Trigger, f'~/{prefix}new_keyframe', self._on_new_keyframe)
         self._worker = threading.Thread(target=self._work, name=f'superglue_{name or "camera"}', daemon=True)
         self._worker.start()
@@ -227,8 +234,8 @@ class Camera:
     def _process(self, frame: Frame):
         msg = frame.msg
         image = compressed_msg_to_numpy(msg) if isinstance(msg, CompressedImage) else image_msg_to_numpy(msg)
-        result = self.pipeline.process(image[0], stamp_to_seconds(msg.header.stamp), image[1],
-                                       self._calibration(frame.camera_info, (image[0].shape[1], image[0].shape[0])))
+        calibration = self._calibration(frame.camera_info, (image[0].shape[1], image[0].shape[0]))
+        result = self.pipeline.process(image[0], stamp_to_seconds(msg.header.stamp), image[1], calibration)
         if self.pipeline.verification.method == 'essential' and result.verified_with == 'fundamental':
             self.node.get_logger().warn(
                 f'geometric_verification is essential but a frame of {self.image_topic} has no calibration (no '
@@ -247,6 +254,8 @@ class Camera:
         latency_ms = (time.monotonic() - frame.received) * 1e3
         self._matches_pub.publish(matches_message(result, self.name, msg.header, keyframe_header, frame.camera_info,
                                                   latency_ms, self.mailbox.dropped))
+        if self._features is not None:
+            self._publish_features(result, calibration, msg.header)
         if result.is_new_keyframe:
             self._keyframe_pub.publish(keyframe_message(result, self.name, msg.header,
                                                         (image[0].shape[1], image[0].shape[0]), frame.camera_info))
@@ -259,6 +268,18 @@ class Camera:
             self._keyframe = current
         self.stats.frame_processed(latency_ms, result.timings_ms['total'], result.frame_keypoint_count,
                                    len(result.confidence), result.keyframe_id)
+
+    def _publish_features(self, result, calibration: Calibration | None, header):
+        """~/features of this frame (features.py); without a calibration nothing, said once."""
+        features = self._features.features(result, calibration)
+        if features is not None:
+            self._features_pub.publish(features_message(header, [features]))
+        elif not self._said_uncalibrated:
+            self._said_uncalibrated = True
+            self.node.get_logger().warn(
+                f'publish_features: no calibration for {self.image_topic} (no camera_info on {self.camera_info.topic}, '
+                f'K all zero, or one ignored as logged): ~/features needs normalised points, nothing is published '
+                f'on {self._features_pub.topic_name} until a calibrated camera_info arrives')
 
     def diagnostics(self, device: str) -> DiagnosticStatus:
         return diagnostic_status(self.stats.report(), self.status_name, self.image_topic, self.camera_info.topic,
@@ -276,12 +297,14 @@ class SuperGlueNode(Node):
                                    + (f"; did you mean '{close[0]}'?" if close else '')
                                    + ' (a params file or -p sets it)')
         v = self.values
+        masks = self._read_masks()  # before the slow part: a bad mask fails at once
         self.matcher = Matcher.from_weights(
             v['superpoint_weights'], v['superglue_weights'], device=v['device'], resize=v['resize'],
             precision=v['precision'], **{name: v[name] for name in Matcher.MODEL_SETTINGS})
         self.verification = Verification.from_settings(v)
         policy = KeyframePolicy.from_settings(v)
-        self.cameras = [Camera(self, name, self.matcher, policy, self.verification) for name in v['cameras']]
+        self.cameras = [Camera(self, name, self.matcher, policy, self.verification, masks.get(name))
+                        for name in v['cameras']]
         self.add_on_set_parameters_callback(parameters.validate)
         self.add_post_set_parameters_callback(self._after_set_parameters)
 
@@ -300,6 +323,21 @@ class SuperGlueNode(Node):
         if message_filters is None:
             logger.info('message_filters is not installed: Matches.camera_info is the latest camera_info '
                         'received, not the one with the image stamp')
+
+    def _read_masks(self) -> dict:
+        """{camera: [H, W] bool} of the masks parameter; ValueError (one line) for a camera not in cameras or
+        a file that is not a readable mono8 image. The image size is checked against each frame (unknown
+        before the first one): a frame of another size is skipped with a throttled error."""
+        masks = {}
+        for camera, path in mask_paths(self.values['masks']).items():
+            if camera not in self.values['cameras']:
+                raise parameters.ParameterError(
+                    f"masks: {'the unnamed camera' if not camera else repr(camera)} is not in cameras "
+                    f"{self.values['cameras']}: prefix each path with its camera's name, e.g. 'left:/path/left.png'")
+            masks[camera] = read_mask(path)
+            self.get_logger().info(f"detection mask of camera {camera!r}: {path} ({masks[camera].shape[1]}x"
+                                   f"{masks[camera].shape[0]}, {1 - masks[camera].mean():.0%} masked)")
+        return masks
 
     @property
     def dropped_frames(self) -> int:

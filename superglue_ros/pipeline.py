@@ -43,22 +43,28 @@ import torch
 from torch import Tensor
 
 from .geometry import Calibration, Verification
-from .image import ImageError
+from .image import ImageError, mask_at
 from .matcher import Features, Matcher, StageClock
+from .pose import relative_pose
 from .tracking import Correspondences, FrameResult, Keyframe, KeyframePolicy, KeyframeTracker
 
 
 def verify(correspondences: Correspondences, verification: Verification, calibration0: Calibration | None = None,
-           calibration1: Calibration | None = None) -> Correspondences:
+           calibration1: Calibration | None = None, depth0: np.ndarray | None = None) -> Correspondences:
     """The correspondences completed, in place (and returned): the points on the normalised image plane
-    when both images have a calibration, and the inlier flags of `verification` ('essential' falls
-    back to 'fundamental' without calibrations: verified_with says which model was fitted)."""
+    when both images have a calibration, the inlier flags and model of `verification` ('essential' falls
+    back to 'fundamental' without calibrations: verified_with says which model was fitted), and with
+    'essential' the relative pose T_image0_image1 (pose.relative_pose; metric by PnP where depth0, [N0]
+    metres per keypoint of image 0 with NaN unknown, gives enough 3-D points)."""
     c, normalized = correspondences, None
     if calibration0 is not None and calibration1 is not None:
         normalized = calibration0.normalize(c.points0), calibration1.normalize(c.points1)  # once: stored and fitted
         c.normalized0, c.normalized1 = (points.astype(np.float32) for points in normalized)
-    c.inlier = verification.inliers(c.points0, c.points1, calibration0, calibration1, normalized)
+    c.inlier, c.model = verification.fit(c.points0, c.points1, calibration0, calibration1, normalized)
     c.verified_with = verification.method_for(calibration0, calibration1)
+    if c.verified_with == 'essential':
+        c.pose = relative_pose(c.model, *normalized, c.inlier, None if depth0 is None else depth0[c.indices0],
+                               verification.normalized_threshold(calibration0, calibration1))
     return c
 
 
@@ -159,10 +165,13 @@ class CameraPipeline:
     geometry.Verification (default off). depth: frames in flight at most; 2 (the default on a GPU):
     frame N+1's SuperPoint overlaps frame N's SuperGlue; 1 (the default on the CPU, where nothing
     runs concurrently and a second frame in flight only delays the first one's result): no overlap.
+    mask: None, or the camera's detection mask [H, W] bool of its image size, False where no keypoint
+    may be (image.read_mask); resized to the processed size (INTER_NEAREST) and kept on the device.
     """
 
     def __init__(self, matcher: Matcher, policy: KeyframePolicy | None = None,
-                 verification: Verification | None = None, depth: int | None = None):
+                 verification: Verification | None = None, depth: int | None = None,
+                 mask: np.ndarray | None = None):
         if not isinstance(matcher, Matcher):
             raise TypeError(f'CameraPipeline needs a superglue_ros.matcher.Matcher, got {type(matcher).__name__}')
         self.matcher = matcher
@@ -180,6 +189,8 @@ class CameraPipeline:
         self._download = _Download()
         self._frames: deque[_Frame] = deque()  # submitted, not collected; oldest first
         self._submitted = 0
+        self.mask = mask
+        self._device_masks = {}  # (given size, processed size) -> [1, h, w] bool on the device
 
     # -- live settings --------------------------------------------------------------------------
 
@@ -228,6 +239,7 @@ class CameraPipeline:
                                f'{self.depth}): collect() one before submitting another')
         start = time.perf_counter()
         upload = self.matcher.upload(image, color_order)  # ImageError: nothing changed
+        mask = self._device_mask(upload)                   # likewise
         prepared = time.perf_counter()
         clock = StageClock(self.matcher.device)
         slot = self._slots[self._submitted % self.depth]
@@ -246,7 +258,7 @@ class CameraPipeline:
         with torch.cuda.stream(self.extract_stream):
             clock.wait('uploaded', self.extract_stream)
             clock.mark('extract_start', self.extract_stream)
-            features = self.matcher.detect(image_tensor[None], [upload])[0]
+            features = self.matcher.detect(image_tensor[None], [upload], mask)[0]
             clock.mark('extracted', self.extract_stream)
         slot.clock = clock
         self._submitted += 1
@@ -296,6 +308,16 @@ class CameraPipeline:
             self.submit(*frame)
         while self._frames:
             yield self.collect()
+
+    def _device_mask(self, upload) -> Tensor | None:
+        """The detection mask at the processed size on the device [1, h, w] (made once per size), or None.
+        ImageError when the image is not of the mask's size."""
+        if self.mask is None:
+            return None
+        key = (upload.size, upload.processed_size)
+        if key not in self._device_masks:
+            self._device_masks[key] = torch.from_numpy(mask_at(self.mask, upload))[None].to(self.matcher.device)
+        return self._device_masks[key]
 
     # -- stages -----------------------------------------------------------------------------------
 
@@ -350,7 +372,7 @@ class CameraPipeline:
             keyframe_calibration = keyframe.calibration or frame.calibration
             correspondences = verify(Correspondences.from_matches(matches0, scores0,
                                                                   keyframe.keypoints, features.keypoints_original()),
-                                     self.verification, keyframe_calibration, frame.calibration)
+                                     self.verification, keyframe_calibration, frame.calibration, keyframe.depth)
         verified = time.perf_counter()
         result = self.tracker.update(features, frame.stamp_s, correspondences, frame.calibration)
         result.timings_ms = {'preprocess': frame.preprocess_ms, **stages,

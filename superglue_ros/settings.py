@@ -65,13 +65,32 @@ def _device(value) -> bool:
     return isinstance(value, str) and re.fullmatch(r'auto|cpu|cuda(:\d+)?', value) is not None
 
 
+CAMERA_NAME = r'[A-Za-z][A-Za-z0-9_]*(?:/[A-Za-z][A-Za-z0-9_]*)*'  # a relative ROS name
+
+
 def _cameras(value) -> bool:
     """Unique names, each '' (the unnamed camera) or a relative ROS name (letters, digits, '_', '/')."""
     if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
         return False
     if len(set(value)) != len(value):
         return False
-    return all(v == '' or re.fullmatch(r'[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*', v) for v in value)
+    return all(v == '' or re.fullmatch(CAMERA_NAME, v) for v in value)
+
+
+def _split_mask(entry: str) -> tuple[str, str]:
+    """'left:/path/left.png' -> ('left', '/path/left.png'); '/path/mask.png' -> ('', '/path/mask.png')."""
+    named = re.fullmatch(f'({CAMERA_NAME}):(.+)', entry)
+    return (named[1], named[2]) if named else ('', entry)
+
+
+def _masks(value) -> bool:
+    """[''] (none) or entries 'CAMERA:PATH' / 'PATH', at most one per camera."""
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
+        return False
+    if list(value) == ['']:
+        return True
+    cameras = [_split_mask(v)[0] for v in value]
+    return '' not in value and len(set(cameras)) == len(cameras)
 
 
 @dataclass(frozen=True)
@@ -190,6 +209,16 @@ _ROWS = [
             'node', live=False),
     Setting('match_image_max_lines', 300, 'an integer >= 0', _integer(0),
             'Most correspondences drawn on ~/match_image (the most confident); 0: none', 'node'),
+    # -- issue 15 (i15b): VINS feature topic, detection masks --------------------------------------
+    Setting('publish_features', False, 'true or false', lambda v: isinstance(v, bool),
+            'Publish ~/features (~/<camera>/features): sensor_msgs/PointCloud of each frame\'s tracked features '
+            'in the layout of the VINS-Fusion feature tracker (README); needs camera_info with a calibration',
+            'node', live=False),
+    Setting('masks', [''], "[''] (none), or a list of 'CAMERA:PATH' entries (a camera of cameras) or one 'PATH' "
+            'for the unnamed camera, at most one per camera', _masks,
+            'Detection masks: mono8 images of the camera\'s image size, zero where no keypoint may be (e.g. the '
+            'robot\'s own body); applied to the SuperPoint scores before the threshold and max_keypoints',
+            'node', live=False),
 ]
 SETTINGS: dict[str, Setting] = {row.name: row for row in _ROWS}
 
@@ -229,3 +258,9 @@ def resize_of(value) -> tuple[int, int] | None:
     YAML or on a ROS command line arrives as None). ValueError as check()."""
     value = check('resize', value)
     return None if value in ([], [0, 0]) else (value[0], value[1])
+
+
+def mask_paths(value) -> dict[str, str]:
+    """The masks setting as {camera name: path} ('' the unnamed camera; {} for ['']). ValueError as check()."""
+    value = check('masks', value)
+    return dict(_split_mask(entry) for entry in value if entry)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 
 from .matcher import Features
+from .pose import RelativePose
 from .settings import check, defaults
 
 # Why a frame became the keyframe; when several rules fire, the first one listed is given.
@@ -71,6 +72,8 @@ class Correspondences:
     normalized1: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
     verified_with: str = 'none'      # geometric model the inliers come from ('fundamental' when an
                                      # 'essential' verification had no calibration)
+    model: np.ndarray | None = None  # [3, 3] float64 matrix of that model (geometry.Verification.fit), or None
+    pose: RelativePose = field(default_factory=RelativePose)  # T_keyframe_frame / T_image0_image1 (pose.py)
 
     @classmethod
     def empty(cls) -> 'Correspondences':
@@ -90,9 +93,14 @@ class Correspondences:
     def kept(self) -> np.ndarray:
         """[K] bool: the correspondences a new keyframe inherits track ids through (the inliers when
         verified, otherwise all)."""
-        if len(self.inlier) == len(self.confidence) and self.verified_with != 'none':
-            return self.inlier.astype(bool)
-        return np.ones(len(self.confidence), bool)
+        return tracks_continue(self.inlier, self.verified_with, len(self.confidence))
+
+
+def tracks_continue(inlier: np.ndarray, verified_with: str, count: int) -> np.ndarray:
+    """[count] bool: the correspondences that continue their tracks: the inliers when verified, otherwise all."""
+    if len(inlier) == count and verified_with != 'none':
+        return inlier.astype(bool)
+    return np.ones(count, bool)
 
 
 @dataclass
@@ -105,6 +113,8 @@ class Keyframe:
     keypoints: np.ndarray            # [N, 2] float32 pixels of the image as given
     track_ids: np.ndarray            # [N] uint64
     calibration: object = None       # geometry.Calibration of the camera when it was taken, or None
+    depth: np.ndarray | None = None  # [N] float32 metres (z, optical frame) per keypoint from a stereo pair,
+                                     # NaN where unknown; None for a monocular camera
 
 
 @dataclass
@@ -129,6 +139,8 @@ class FrameResult:
     keyframe_points_normalized: np.ndarray  # [K, 2] float32 normalised image plane; [0, 2] without calibration
     frame_points_normalized: np.ndarray
     verified_with: str               # model the inliers come from: 'none', 'fundamental', 'homography', 'essential'
+    relative_pose: RelativePose      # T_keyframe_frame (pose.py): 'essential' or 'pnp' when verified_with is
+                                     # 'essential', else source 'none'
     keyframe_keypoint_count: int
     frame_keypoint_count: int
     new_keyframe_track_ids: np.ndarray | None  # [frame_keypoint_count] uint64 when is_new_keyframe, else None
@@ -231,7 +243,7 @@ class KeyframeTracker:
             inlier=correspondences.inlier, track_ids=track_ids,
             keyframe_points_normalized=correspondences.normalized0,
             frame_points_normalized=correspondences.normalized1,
-            verified_with=correspondences.verified_with,
+            verified_with=correspondences.verified_with, relative_pose=correspondences.pose,
             keyframe_keypoint_count=len(keyframe.keypoints), frame_keypoint_count=len(frame_keypoints),
             new_keyframe_track_ids=new_track_ids)
         self._frame_index += 1

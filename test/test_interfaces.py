@@ -55,6 +55,9 @@ CHILD_COMMON = textwrap.dedent('''
         m.inlier, m.verified_with = [1, 0], 'essential'
         m.keyframe_points_normalized = [0.1, -0.2, 0.3, 0.4]
         m.frame_points_normalized = [0.11, -0.21, 0.31, 0.41]
+        m.pose_source, m.pose_inliers = 'essential', 2
+        m.relative_pose.position.x, m.relative_pose.position.z = 0.6, 0.8
+        m.relative_pose.orientation.y, m.relative_pose.orientation.w = 0.6, 0.8
         m.keyframe_keypoint_count, m.frame_keypoint_count = 512, 498
         camera_info(m.camera_info)
         m.latency_ms, m.dropped_frames = 12.5, 3

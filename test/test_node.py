@@ -521,3 +521,24 @@ def test_essential_verification_with_and_without_calibration(make_rig, frames, c
                'the 1280x960 camera_info', WAIT_S)
     assert rig.send(frames[3]).verified_with == 'fundamental'  # a calibration of other images is not used
     assert 'it is for 1280x960 images' in capfd.readouterr().err
+
+
+def test_features_need_a_calibration_said_once(make_rig, frames, capfd):
+    """Issue 15: publish_features without camera_info publishes nothing on ~/features and says so once; with a
+    calibration each frame has its features, and essential verification gives Matches a relative pose."""
+    from sensor_msgs.msg import PointCloud
+
+    rig = make_rig(geometric_verification='essential', publish_features=True)
+    features = Inbox('~/features')
+    rig.helper.create_subscription(PointCloud, 'superglue/features', features, 100)
+    wait_until(lambda: rig.node.count_subscribers(f'{rig.namespace}/superglue/features'), 'the features reader', WAIT_S)
+    rig.send(frames[0])
+    assert rig.send(frames[1]).pose_source == 'none'
+    assert capfd.readouterr().err.count('publish_features: no calibration for') == 1
+    info = CameraInfo(width=WIDTH, height=HEIGHT, k=[525.0, 0, 319.5, 0, 525.0, 239.5, 0, 0, 1])
+    rig.camera_info_pub.publish(info)
+    wait_until(lambda: rig.node.cameras[0].camera_info.for_stamp(info.header.stamp), 'the camera_info', WAIT_S)
+    calibrated = rig.send(frames[2])
+    cloud = features.wait_for(lambda f: stamp_s(f.header) == stamp_s(calibrated.header), 'the calibrated frame')
+    assert len(features) == 1 and len(cloud.points) == int(np.asarray(calibrated.inlier).sum())
+    assert calibrated.pose_source in ('essential', 'none') and calibrated.verified_with == 'essential'

@@ -417,3 +417,117 @@ def test_match_service_under_a_memory_limit(context, weight_files, full_frames):
         assert 'Traceback' not in node.output
     finally:
         driver.close()
+
+
+# -- issue 15: relative pose, VINS features and a detection mask, over DDS from another process -----------
+
+POSE_FRAMES = 6
+MASKED_COLUMNS = 128  # the left 128 pixel columns of the 640x480 frames: no keypoints there
+
+
+@pytest.fixture(scope='module')
+def panel_sequence(tmp_path_factory):
+    """640x480 frames of a textured scene with two depths and the true relative poses (demo/synthetic.py)."""
+    from superglue_ros.demo.synthetic import generate_sequence
+
+    return generate_sequence(tmp_path_factory.mktemp('panel'), num_frames=POSE_FRAMES, size=(640, 480), seed=3,
+                             panel=True)
+
+
+def test_relative_pose_features_and_mask_over_dds(context, weight_files, panel_sequence, tmp_path):
+    """A monocular camera with essential verification, publish_features and a mask: 640x480 bgr8 frames and
+    camera_info from a reliable publisher in this process. Each Matches carries T_keyframe_frame with its flag
+    (errors against the true pose printed: random weights give confident but mostly wrong matches, so the
+    pose is checked for form, not accuracy: test_pose.py checks the arithmetic on true correspondences);
+    ~/features decodes as VINS-Fusion reads it and agrees with Matches; no keypoint lies in the masked area."""
+    from sensor_msgs.msg import CameraInfo, PointCloud
+    from superglue_ros.pose import direction_error_deg, rotation_error_deg
+    from test_features import vins_decode
+
+    Keyframe = import_interfaces()[1]
+    mask = np.full((480, 640), 255, np.uint8)
+    mask[:, :MASKED_COLUMNS] = 0
+    cv2.imwrite(str(tmp_path / 'mask.png'), mask)
+    namespace = f'/test_pose_{os.getpid()}'
+    node = NodeProcess(namespace, {**FULL_SETTINGS, **weight_files, 'geometric_verification': 'essential',
+                                   'publish_features': 'true', 'masks': f"['{tmp_path / 'mask.png'}']"})
+    driver = Driver(context, node)
+    try:
+        features, keyframes = Inbox('~/features'), Inbox('~/keyframe')
+        driver.helper.create_subscription(PointCloud, 'superglue/features', features, 100)
+        driver.helper.create_subscription(Keyframe, 'superglue/keyframe', keyframes, 100)
+        info_pub = driver.helper.create_publisher(CameraInfo, 'camera_info', RELIABLE)
+        wait_until(lambda: any(i.qos_profile.reliability == QoSReliabilityPolicy.RELIABLE
+                               for i in driver.helper.get_subscriptions_info_by_topic(info_pub.topic_name)),
+                   'the node to subscribe camera_info reliably', WAIT_S)
+        info = CameraInfo(width=640, height=480, distortion_model='plumb_bob', d=[0.0] * 5,
+                          k=panel_sequence.camera_info['k'])
+        images = [numpy_to_image_msg(panel_sequence.image(i), 'bgr8') for i in range(POSE_FRAMES)]
+        first = None
+        for _ in range(10):  # camera_info before the first frame: without message_filters the node takes the latest
+            info_pub.publish(info)
+            first = driver.send('', images[0])
+            if first.camera_info.k[0]:
+                break
+        assert first.camera_info.k[0] and first.is_new_keyframe and first.pose_source == 'none'
+        keyframe_stamp = first.header.stamp.sec
+        results = [first]
+        for msg in images[1:]:
+            info_pub.publish(info)
+            results.append(driver.send('', msg))
+
+        print(f'\n[pose over DDS] random weights, 640x480, essential verification, keyframe = frame 0:')
+        for k, m in enumerate(results[1:], 1):
+            assert m.keyframe_id == 0 and m.verified_with == 'essential' and m.pose_source in ('essential', 'none')
+            q = m.relative_pose.orientation
+            assert np.isclose(q.x ** 2 + q.y ** 2 + q.z ** 2 + q.w ** 2, 1.0, atol=1e-6)
+            t = np.array([m.relative_pose.position.x, m.relative_pose.position.y, m.relative_pose.position.z])
+            if m.pose_source == 'none':
+                assert m.pose_inliers == 0 and not t.any() and q.w == 1.0
+                print(f'  frame {k}: no pose ({sum(m.inlier)} essential inliers of {len(m.inlier)} matches)')
+                continue
+            assert np.isclose(np.linalg.norm(t), 1.0, atol=1e-5) and 5 <= m.pose_inliers <= sum(m.inlier)
+            x, y, z, w = q.x, q.y, q.z, q.w
+            rotation = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                                 [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                                 [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+            true_rotation, true_translation = panel_sequence.relative_pose(0, k)
+            print(f'  frame {k}: pose_source {m.pose_source}, {m.pose_inliers} pose inliers of {len(m.inlier)} '
+                  f'matches; rotation error {rotation_error_deg(rotation, true_rotation):.2f} deg, translation '
+                  f'direction error {direction_error_deg(t, true_translation):.1f} deg (true motion '
+                  f'{np.degrees(np.arccos((np.trace(true_rotation) - 1) / 2)):.1f} deg, '
+                  f'{np.linalg.norm(true_translation) * 100:.1f} cm)')
+
+        published = features.wait(POSE_FRAMES)
+        by_stamp = {f.header.stamp.sec: f for f in published}
+        for k, m in enumerate(results):
+            cloud = by_stamp[m.header.stamp.sec]
+            assert len(cloud.channels) == 9 and cloud.header.frame_id == 'camera'
+            decoded = vins_decode(cloud)
+            assert all(observations[0][0] == 0 for observations in decoded.values())   # camera_id 0
+            if k == 0:  # the keyframe: all its keypoints, Keyframe.track_ids, velocity 0
+                keyframe = keyframes.wait_for(lambda f: f.header.stamp.sec == keyframe_stamp, 'the first keyframe')
+                assert sorted(decoded) == sorted(keyframe.track_ids)
+                assert len(decoded) == len(keyframe.keypoints) // 2 > 50
+                assert all(obs[0][6] == obs[0][7] == 0 for obs in decoded.values())
+                assert min(keyframe.keypoints[0::2]) >= MASKED_COLUMNS  # the mask, through the node
+                continue
+            inliers = np.asarray(m.inlier, bool)
+            assert sorted(decoded) == sorted(np.asarray(m.track_ids)[inliers].tolist())
+            frame_points = np.asarray(m.frame_points).reshape(-1, 2)[inliers]
+            normalized = np.asarray(m.frame_points_normalized).reshape(-1, 2)[inliers]
+            for track_id, (u, v), (x, y) in zip(np.asarray(m.track_ids)[inliers].tolist(), frame_points, normalized):
+                (camera_id, fx, fy, fz, fu, fv, _, _), = decoded[track_id]
+                assert (fu, fv) == pytest.approx((u, v)) and (fx, fy) == pytest.approx((x, y), abs=1e-6)
+            assert (frame_points[:, 0] >= MASKED_COLUMNS - 1).all()
+    finally:
+        driver.close()
+
+
+@pytest.mark.parametrize('masks, says', [("['/nonexistent/mask.png']", 'cannot read it as an image'),
+                                         ("['left:/nonexistent/mask.png']", "'left' is not in cameras")])
+def test_an_unusable_mask_stops_the_start_in_one_line(weight_files, masks, says):
+    node = NodeProcess('/test_bad_mask', {**NODE_SETTINGS, **weight_files, 'masks': masks})
+    assert node.wait() == 1
+    fatal, = [line for line in node.output.splitlines() if 'FATAL' in line]
+    assert says in fatal and 'Traceback' not in node.output, node.output

@@ -569,3 +569,37 @@ def test_no_allocations_in_steady_state(released, frames):
     before = allocations()
     one_pass()
     assert allocations() == before
+
+
+def test_a_detection_mask_with_a_resize_keeps_keypoints_out_of_the_masked_area(models, freiburg_paths, tmp_path):
+    """Issue 15: a camera's mask (a mono8 file of the camera's size) is resized to the processed size with
+    INTER_NEAREST; no keypoint lands in the masked area, in pixels of the image as given; an image of another
+    size is refused with one line (ImageError) and the next frame works."""
+    from superglue_ros.image import read_mask
+
+    image = cv2.imread(str(freiburg_paths[0]), cv2.IMREAD_COLOR)
+    file = tmp_path / 'mask.png'
+    mask = np.full((480, 640), 255, np.uint8)
+    mask[:, :320] = 0                            # the left half
+    cv2.imwrite(str(file), mask)
+    matcher = make_matcher(models, resize=(320, 240), settings={**SETTINGS, 'max_keypoints': 256})
+    camera = CameraPipeline(matcher, mask=read_mask(file))
+    keypoints = camera.process(image, 1.0).frame_features.keypoints_original()
+    assert len(keypoints) == 256 and (keypoints[:, 0] > 319).all()
+    with pytest.raises(ImageError, match='the detection mask is 640x480 pixels, this image 320x240'):
+        camera.process(cv2.resize(image, (320, 240)), 2.0)
+    assert len(camera.process(image, 3.0).confidence) > 0
+
+
+@pytest.mark.parametrize('content, says', [(b'not an image', 'cannot read it as an image'), (None, 'mono8')])
+def test_an_unusable_mask_file_is_refused_in_one_line(tmp_path, content, says):
+    from superglue_ros.image import read_mask
+
+    file = tmp_path / 'mask.png'
+    if content is None:
+        cv2.imwrite(str(file), np.zeros((48, 64, 3), np.uint8))  # colour, not mono8
+    else:
+        file.write_bytes(content)
+    with pytest.raises(ValueError, match=says) as error:
+        read_mask(file)
+    assert str(file) in str(error.value) and '\n' not in str(error.value)

@@ -41,6 +41,9 @@ SAMPLES = {
     'cameras': ([[''], ['left', 'right'], ['cam/front']], [[], ['left', 'left'], ['/abs'], ['1cam'], ['a-b'], 'left']),
     'image_transport': (['raw', 'compressed'], ['theora', '']),
     'match_image_max_lines': ([0, 300], [-1, 1.5]),
+    'publish_features': ([True, False], [1, 'true', None]),
+    'masks': ([[''], ['/m.png'], ['left:/l.png', 'rig/right:r.png', 'c:/a:b.png']],
+              [[], ['', 'left:/l.png'], ['left:/a.png', 'left:/b.png'], ['/a.png', '/b.png'], 'left:/l.png', [3]]),
 }
 
 

@@ -160,3 +160,43 @@ def test_confident_weights_are_deterministic():
     model = random_superpoint(0, {'max_keypoints': 5})
     assert not model.training and model.config['max_keypoints'] == 5
     assert all(torch.equal(v, a[k]) for k, v in model.state_dict().items())
+
+
+# -- detection masks (issue 15): applied to the dense scores before the threshold and top-k -------------
+
+def masked_area(height=480, width=640) -> torch.Tensor:
+    """[1, H, W] bool: False (no keypoints) in the left third and in a block in the middle, True elsewhere."""
+    mask = torch.ones(1, height, width, dtype=torch.bool)
+    mask[:, :, :width // 3] = False
+    mask[:, 200:300, 300:450] = False
+    return mask
+
+
+@torch.inference_mode()
+def test_a_mask_drops_every_keypoint_in_the_masked_area_at_real_size(frame):
+    """640x480: the masked run keeps exactly the unmasked run's keypoints outside the masked area."""
+    model, mask = superpoint(), masked_area()
+    plain, masked = model(frame), model(frame, mask)
+    check_features(masked, 1)
+    k, x, y = plain['keypoints'][0], masked['keypoints'][0][:, 0].long(), masked['keypoints'][0][:, 1].long()
+    assert mask[0, y, x].all() and len(masked['keypoints'][0]) > 100
+    outside = mask[0, k[:, 1].long(), k[:, 0].long()]
+    assert (~outside).sum() > 100  # the mask did remove keypoints
+    assert torch.equal(masked['keypoints'][0], k[outside]) and torch.equal(masked['scores'][0], plain['scores'][0][outside])
+    assert torch.equal(masked['descriptors'][0], plain['descriptors'][0][:, outside])
+
+
+@torch.inference_mode()
+def test_the_keypoint_budget_goes_to_the_unmasked_pixels(frame):
+    """With max_keypoints, the masked image still gets max_keypoints keypoints, the best ones outside the mask."""
+    model, mask = superpoint(max_keypoints=512), masked_area()
+    masked = model(frame, mask)['keypoints'][0]
+    everything = superpoint()(frame, mask)
+    assert len(masked) == 512 < len(everything['keypoints'][0])
+    best = everything['keypoints'][0][torch.topk(everything['scores'][0], 512).indices]
+    assert torch.equal(masked, best)
+
+
+def test_a_mask_of_the_wrong_shape_is_refused(small_frame):
+    with pytest.raises(ValueError, match=r'detection mask must be \[B, H, W\] = \[1, 240, 320\]'):
+        superpoint()(small_frame, torch.ones(1, 480, 640, dtype=torch.bool))

@@ -149,3 +149,40 @@ def test_command_line(tmp_path, capsys):
     assert synthetic.main([str(tmp_path), '--frames', '2', '--size', '96', '64', '--rate', '4']) == 0
     assert 'wrote 2 frames' in capsys.readouterr().out
     assert load_sequence(tmp_path).rate_hz == 4.0
+
+
+def test_panel_sequence_gives_the_true_relative_pose(tmp_path):
+    """Issue 15: with the panel, Sequence.relative_pose(i, j) is T_i_j of pose.py: world points on both planes,
+    projected into frames i and j with the sequence's K and poses, give back that pose through the essential
+    matrix (direction) and through PnP with frame i's depths (metres); the frames show the panel."""
+    from superglue_ros.geometry import Calibration, Verification
+    from superglue_ros.pipeline import verify
+    from superglue_ros.pose import direction_error_deg, rotation_error_deg
+    from superglue_ros.tracking import Correspondences
+
+    sequence = generate_sequence(tmp_path, num_frames=8, size=(320, 240), seed=2, panel=True)
+    assert not np.array_equal(sequence.image(0), generate_sequence(tmp_path / 'flat', 8, (320, 240), 2).image(0))
+    K = np.array(sequence.camera_info['k']).reshape(3, 3)
+    corners = np.array(json.loads((tmp_path / SEQUENCE_FILE).read_text())['panel']['corners'])
+    rng = np.random.default_rng(0)
+    panel = np.column_stack([rng.uniform(*corners[[0, 2], 0], 100), rng.uniform(*corners[[0, 2], 1], 100),
+                             np.full(100, corners[0, 2])])
+    background = np.column_stack([rng.uniform(-1.2, 1.2, (100, 2)), np.zeros(100)])
+    world = np.concatenate([panel, background])
+    i, j = 0, 7
+
+    def in_camera(k):
+        return (world - sequence.positions[k]) @ sequence.rotations[k].T   # optical frame of frame k, m
+
+    pixels = [(p @ K.T)[:, :2] / p[:, 2:] for p in (in_camera(i), in_camera(j))]
+    c = Correspondences(pixels[0].astype(np.float32), pixels[1].astype(np.float32), np.ones(200, np.float32),
+                        np.arange(200, dtype=np.int32), np.arange(200, dtype=np.int32))
+    calibration = Calibration(K.ravel())
+    rotation, translation = sequence.relative_pose(i, j)
+    essential = verify(c, Verification('essential', threshold_px=0.5), calibration, calibration).pose
+    assert essential.source == 'essential'
+    assert rotation_error_deg(essential.rotation, rotation) < 0.05
+    assert direction_error_deg(essential.translation, translation) < 0.5
+    metric = verify(c, Verification('essential', threshold_px=0.5), calibration, calibration,
+                    in_camera(i)[:, 2].astype(np.float32)).pose
+    assert metric.source == 'pnp' and np.linalg.norm(metric.translation - translation) < 1e-3

@@ -331,9 +331,9 @@ class Counting:
         self.extracted = self.encoded = 0
         detect, encode = matcher.detect, matcher.superglue.encode
 
-        def counted_detect(images, uploads):
+        def counted_detect(images, uploads, masks=None):
             self.extracted += len(uploads)
-            return detect(images, uploads)
+            return detect(images, uploads, masks)
 
         def counted_encode(keypoints, *args, **kwargs):
             self.encoded += keypoints.shape[0]

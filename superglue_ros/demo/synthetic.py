@@ -1,6 +1,6 @@
 """Synthetic sequence with exact ground truth: a textured plane seen by a moving pinhole camera.
 
-    python -m superglue_ros.demo.synthetic DIR [--frames 30] [--size 640 480] [--seed 0] [--rate 10]
+    python -m superglue_ros.demo.synthetic DIR [--frames 30] [--size 640 480] [--seed 0] [--rate 10] [--panel]
 
 The scene is the plane Z = 0 of the world frame, covered by a procedural texture (multi-scale
 colour noise, polygons, ellipses, lines, checkerboards and text, so that a corner detector finds
@@ -9,12 +9,19 @@ the plane and moves along a smooth path: translation, zoom (distance), yaw, pitc
 sums of slow sines with seeded phases. Every frame is the texture warped by the exact
 plane-to-image homography, so the homography between any two frames is known exactly.
 
+With panel=True (--panel) a second textured plane, a PANEL_SIZE panel parallel to the first and
+PANEL_DEPTH m in front of it, hides the middle of the view: the scene has two depths, so the relative
+pose of two frames is determined by their correspondences (a single plane leaves the essential matrix
+a two-fold ambiguity). Sequence.relative_pose(i, j) gives the true pose; the homographies then hold for
+the background plane only.
+
 Written into DIR: 000000.png, 000001.png, ... (bgr8) and sequence.json:
     width, height, rate_hz, seed
     camera_info      sensor_msgs/CameraInfo fields: k [9], d, r [9], p [12], distortion_model
     plane            normal and offset of the plane in the world frame (n . X = 0)
-    frames[i]        file, stamp (s), homography (3x3: frame 0 pixels -> frame i pixels),
-                     rotation (3x3, world -> camera), position (camera centre, world frame)
+    frames[i]        file, stamp (s), homography (3x3: frame 0 pixels -> frame i pixels, of the plane
+                     Z = 0), rotation (3x3, world -> camera), position (camera centre, world frame)
+    panel            (with --panel) the panel's plane Z = -PANEL_DEPTH and its corners (world frame, m)
 Pixel coordinates have their origin at the centre of the top-left pixel (as cv2.warpPerspective
 and the Matches message).
 """
@@ -39,6 +46,8 @@ MOTION = {'x': 0.30, 'y': 0.20,          # m, sideways / vertical translation
           'zoom': 0.20,                  # relative change of the distance to the plane
           'yaw': 8.0, 'pitch': 6.0, 'roll': 12.0}  # degrees
 PATH_FRAMES = 30  # the sines have 0.3 to 0.9 periods per this many frames
+PANEL_DEPTH = 0.8          # m in front of the plane Z = 0 (towards the camera), with panel=True
+PANEL_SIZE = (1.0, 0.7)    # m, centred on the camera path's mean position
 
 
 @dataclass
@@ -59,6 +68,12 @@ class Sequence:
     def homography(self, i: int, j: int) -> np.ndarray:
         """Exact homography mapping pixels of frame i to pixels of frame j (3x3, H[2, 2] = 1)."""
         return normalized(self.homographies[j] @ np.linalg.inv(self.homographies[i]))
+
+    def relative_pose(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """True pose of frame j in frame i's camera optical frame, T_i_j = (R [3, 3], t [3] metres):
+        p_i = R p_j + t (pose.py's convention, with i the keyframe)."""
+        rotation_i, rotation_j = self.rotations[i], self.rotations[j]
+        return rotation_i @ rotation_j.T, rotation_i @ (self.positions[j] - self.positions[i])
 
     def image(self, i: int) -> np.ndarray:
         image = cv2.imread(str(self.files[i]), cv2.IMREAD_COLOR)
@@ -107,10 +122,10 @@ def rotation_z(a):
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
 
 
-def plane_to_image(K, rotation, position) -> np.ndarray:
-    """Homography of the plane Z = 0, point (X, Y, 1) in m, to pixels: K [r1 r2 t], t = -R C."""
+def plane_to_image(K, rotation, position, z: float = 0.0) -> np.ndarray:
+    """Homography of the plane Z = z, point (X, Y, 1) in m, to pixels: K [r1 r2 (z r3 + t)], t = -R C."""
     t = -rotation @ position
-    return K @ np.column_stack([rotation[:, 0], rotation[:, 1], t])
+    return K @ np.column_stack([rotation[:, 0], rotation[:, 1], z * rotation[:, 2] + t])
 
 
 def normalized(H: np.ndarray) -> np.ndarray:
@@ -198,9 +213,22 @@ def render(texture: np.ndarray, homography: np.ndarray, size: tuple[int, int]) -
                                borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
 
 
+def render_panel(image: np.ndarray, K, rotation, position, corners: np.ndarray, texture: np.ndarray):
+    """Draw the panel (plane Z = corners[0, 2], corners [4, 3] world m, texture bgr8) over `image`, in place."""
+    low, high = corners[:, :2].min(axis=0), corners[:, :2].max(axis=0)
+    height, width = texture.shape[:2]
+    pixels_to_plane = np.array([[(high[0] - low[0]) / width, 0, low[0]], [0, (high[1] - low[1]) / height, low[1]],
+                                [0, 0, 1]])
+    H = normalized(plane_to_image(K, rotation, position, corners[0, 2]) @ pixels_to_plane)
+    size = (image.shape[1], image.shape[0])
+    cover = cv2.warpPerspective(np.full((height, width), 255, np.uint8), H, size, flags=cv2.INTER_NEAREST)
+    image[cover > 0] = render(texture, H, size)[cover > 0]
+
+
 def generate_sequence(directory, num_frames: int = DEFAULTS['num_frames'], size=DEFAULTS['size'],
-                      seed: int = DEFAULTS['seed'], rate_hz: float = DEFAULTS['rate_hz']) -> Sequence:
-    """Write the sequence (PNG frames + sequence.json) into directory and return it.
+                      seed: int = DEFAULTS['seed'], rate_hz: float = DEFAULTS['rate_hz'], panel: bool = False) -> Sequence:
+    """Write the sequence (PNG frames + sequence.json) into directory and return it. panel: a second
+    plane in front of the first (module doc), for true relative poses.
 
     Deterministic: the same arguments give the same files. Existing frames of an earlier sequence
     in directory are removed first, so the directory holds exactly this sequence."""
@@ -220,11 +248,21 @@ def generate_sequence(directory, num_frames: int = DEFAULTS['num_frames'], size=
     rotations, positions = camera_path(num_frames, seed)
     from_texture, texture_size = scene_homographies(K, rotations, positions, (width, height))
     texture = make_texture(texture_size, seed)
+    corners = None
+    if panel:
+        centre, (half_x, half_y) = positions.mean(axis=0)[:2], np.array(PANEL_SIZE) / 2
+        corners = np.array([[centre[0] + sx * half_x, centre[1] + sy * half_y, -PANEL_DEPTH]
+                            for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))])
+        pixels_per_metre = K[0, 0] / (DISTANCE - PANEL_DEPTH)  # about one texture pixel per image pixel
+        panel_texture = make_texture(tuple(int(v * pixels_per_metre) for v in PANEL_SIZE), seed + 1)
 
     frames = []
     for i, H in enumerate(from_texture):
         name = f'{i:06d}.png'
-        cv2.imwrite(str(directory / name), render(texture, H, (width, height)))
+        image = render(texture, H, (width, height))
+        if panel:
+            render_panel(image, K, rotations[i], positions[i], corners, panel_texture)
+        cv2.imwrite(str(directory / name), image)
         frames.append({'file': name, 'stamp': START_STAMP + i / rate_hz,
                        'homography': normalized(H @ np.linalg.inv(from_texture[0])).tolist(),
                        'rotation': rotations[i].tolist(), 'position': positions[i].tolist()})
@@ -234,6 +272,8 @@ def generate_sequence(directory, num_frames: int = DEFAULTS['num_frames'], size=
     description = {'format': FORMAT, 'width': width, 'height': height, 'rate_hz': rate_hz, 'seed': seed,
                    'camera_info': camera_info, 'plane': {'normal': [0.0, 0.0, 1.0], 'offset': 0.0},
                    'frames': frames}
+    if panel:
+        description['panel'] = {'normal': [0.0, 0.0, 1.0], 'offset': -PANEL_DEPTH, 'corners': corners.tolist()}
     (directory / SEQUENCE_FILE).write_text(json.dumps(description, indent=1))
     return load_sequence(directory)
 
@@ -276,9 +316,11 @@ def main(argv=None) -> int:
     parser.add_argument('--seed', type=int, default=DEFAULTS['seed'], help='texture and path seed (default: 0)')
     parser.add_argument('--rate', type=float, default=DEFAULTS['rate_hz'],
                         help='frame rate of the stamps in Hz (default: 10)')
+    parser.add_argument('--panel', action='store_true',
+                        help='a second textured plane in front of the first: a scene with two depths, for relative poses')
     args = parser.parse_args(argv)
     try:
-        sequence = generate_sequence(args.directory, args.frames, tuple(args.size), args.seed, args.rate)
+        sequence = generate_sequence(args.directory, args.frames, tuple(args.size), args.seed, args.rate, args.panel)
     except ValueError as e:
         parser.error(str(e))
     print(f'wrote {len(sequence)} frames and {SEQUENCE_FILE} to {args.directory}')

@@ -148,37 +148,55 @@ class SuperPoint(nn.Module):
         hidden = self.conv(self.convDa, features).relu_()
         return F.normalize(full_precision(self.convDb(hidden.to(self.convDb.weight.dtype))), dim=1)
 
-    def forward(self, image: Tensor) -> dict:
+    def forward(self, image: Tensor, mask: Tensor | None = None) -> dict:
         """image [B, 1, H, W] float in [0, 1], H, W >= 16 -> per image: keypoints [N, 2] (x, y) pixels
-        (float32), scores [N], descriptors [D, N] (L2-normalised), as lists of B tensors."""
+        (float32), scores [N], descriptors [D, N] (L2-normalised), as lists of B tensors.
+        mask: None, or [B, H, W] bool on the image's device, False where no keypoint may be (select_keypoints)."""
         if image.dim() != 4 or image.shape[1] != 1 or not image.is_floating_point():
             raise ValueError(f'SuperPoint expects a grey float image batch [B, 1, H, W] in [0, 1], '
                              f'got shape {tuple(image.shape)} {image.dtype}')
         if image.shape[2] < 16 or image.shape[3] < 16:
             raise ValueError(f'SuperPoint needs images of at least 16x16 pixels, got {image.shape[3]}x{image.shape[2]}')
-        config = self.config
+        if mask is not None and tuple(mask.shape) != (image.shape[0], *image.shape[2:]):
+            raise ValueError(f'the detection mask must be [B, H, W] = {[image.shape[0], *image.shape[2:]]} like the '
+                             f'image batch, got {list(mask.shape)}')
+        config = self.config  # one snapshot: configure() replaces it as a whole
         check_superpoint_config(config)
 
         features = self.encode(image)
-        dense_scores = self.keypoint_scores(features)
-        height, width = dense_scores.shape[1:]  # image size rounded down to a multiple of 8
-        border = config['remove_borders']
-
-        keypoints, scores = [], []
-        for s in dense_scores:
-            yx = torch.nonzero(s > config['keypoint_threshold'])  # [N, 2] (y, x), row-major order
-            inside = ((yx[:, 0] >= border) & (yx[:, 0] < height - border)
-                      & (yx[:, 1] >= border) & (yx[:, 1] < width - border))
-            yx = yx[inside]
-            s = s[yx[:, 0], yx[:, 1]]
-            if 0 <= config['max_keypoints'] < len(yx):
-                s, best = torch.topk(s, config['max_keypoints'], dim=0)
-                yx = yx[best]
-            keypoints.append(yx.flip(1).float())
-            scores.append(s)
-
+        keypoints, scores = select_keypoints(self.keypoint_scores(features), config, mask)
         descriptors = [sample_descriptors(k, d) for k, d in zip(keypoints, self.descriptor_map(features))]
         return {'keypoints': keypoints, 'scores': scores, 'descriptors': descriptors}
+
+
+def select_keypoints(dense_scores: Tensor, config: dict, mask: Tensor | None = None) -> tuple[list, list]:
+    """Keypoints of dense detection scores, as the original release selects them, after a detection mask.
+
+    dense_scores [B, H8, W8] after NMS (SuperPoint.keypoint_scores; H8, W8 the image size rounded down to a
+    multiple of 8). config: nms_radius is not used here; keypoint_threshold, remove_borders, max_keypoints
+    are. mask: None, or [B, H, W] bool (H >= H8, W >= W8, the image size), False where no keypoint may be:
+    those scores are zeroed BEFORE the threshold and the top-k, so the max_keypoints budget goes to the
+    pixels left. (NMS came first: a strong corner under the mask still suppresses weaker ones within
+    nms_radius of it.) Returns keypoints: B [N_i, 2] (x, y) float32 pixels, in row-major order unless
+    top-k reordered them by score; scores: B [N_i]. Every backend selects keypoints with this function.
+    """
+    height, width = dense_scores.shape[1:]
+    if mask is not None:
+        dense_scores = dense_scores.masked_fill(~mask[:, :height, :width], 0)  # threshold >= 0: never kept
+    border = config['remove_borders']
+    keypoints, scores = [], []
+    for s in dense_scores:
+        yx = torch.nonzero(s > config['keypoint_threshold'])  # [N, 2] (y, x), row-major order
+        inside = ((yx[:, 0] >= border) & (yx[:, 0] < height - border)
+                  & (yx[:, 1] >= border) & (yx[:, 1] < width - border))
+        yx = yx[inside]
+        s = s[yx[:, 0], yx[:, 1]]
+        if 0 <= config['max_keypoints'] < len(yx):
+            s, best = torch.topk(s, config['max_keypoints'], dim=0)
+            yx = yx[best]
+        keypoints.append(yx.flip(1).float())
+        scores.append(s)
+    return keypoints, scores
 
 
 def check_superpoint_config(config: dict):

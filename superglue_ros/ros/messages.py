@@ -5,11 +5,14 @@ not element by element: a keyframe's descriptors are 256 floats per keypoint.
 import array
 
 import numpy as np
-from sensor_msgs.msg import CameraInfo
+from geometry_msgs.msg import Point, Point32, Pose, Quaternion
+from sensor_msgs.msg import CameraInfo, ChannelFloat32, PointCloud
 
 from superglue_ros.msg import Keyframe, Matches
 
+from ..features import TrackedFeatures
 from ..pipeline import PairResult
+from ..pose import RelativePose
 from ..tracking import FrameResult
 from ..image import to_bgr8
 from ..visualization import draw_matches
@@ -25,6 +28,13 @@ def _array(typecode: str, values, dtype) -> array.array:
 
 def stamp_to_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
+
+
+def pose_message(pose: RelativePose) -> Pose:
+    """geometry_msgs/Pose of a pose.RelativePose (T_keyframe_frame, optical frames)."""
+    x, y, z, w = pose.quaternion()
+    return Pose(position=Point(**dict(zip('xyz', (float(v) for v in pose.translation)))),
+                orientation=Quaternion(x=float(x), y=float(y), z=float(z), w=float(w)))
 
 
 def matches_message(result: FrameResult, camera: str, header, keyframe_header, camera_info: CameraInfo | None,
@@ -43,6 +53,8 @@ def matches_message(result: FrameResult, camera: str, header, keyframe_header, c
         inlier=_array('B', result.inlier, np.uint8), verified_with=result.verified_with,
         keyframe_points_normalized=_array('f', result.keyframe_points_normalized.reshape(-1), np.float32),
         frame_points_normalized=_array('f', result.frame_points_normalized.reshape(-1), np.float32),
+        pose_source=result.relative_pose.source, relative_pose=pose_message(result.relative_pose),
+        pose_inliers=result.relative_pose.inliers,
         keyframe_keypoint_count=result.keyframe_keypoint_count, frame_keypoint_count=result.frame_keypoint_count,
         camera_info=camera_info or CameraInfo(), latency_ms=float(latency_ms), dropped_frames=dropped_frames)
 
@@ -62,6 +74,30 @@ def keyframe_message(result: FrameResult, camera: str, header, image_size: tuple
         descriptor_dim=descriptors.shape[0],
         descriptors=_array('f', descriptors.T.reshape(-1), np.float32),  # keypoint-major
         camera_info=camera_info or CameraInfo())
+
+
+# The channels of a features message, in VINS-Fusion's order (rosNodeTest.cpp, feature_callback: channels 0-5;
+# it reads channels 6-8 as a ground-truth point whenever there are more than 5 channels, so they are sent, zero).
+FEATURE_CHANNELS = ('id', 'camera_id', 'u', 'v', 'velocity_x', 'velocity_y', 'ground_truth_x', 'ground_truth_y',
+                    'ground_truth_z')
+
+
+def features_message(header, features: list[TrackedFeatures]) -> PointCloud:
+    """sensor_msgs/PointCloud in the VINS-Mono / VINS-Fusion feature-tracker layout (README, features topic):
+    one point (x, y, 1) per feature on the normalised image plane of its camera, and FEATURE_CHANNELS. Takes
+    the features of one or more cameras of one stamp (a stereo pair: camera_id 0 and 1). Ids are sent as
+    float32, exact up to 2^24 (VINS reads them back with a cast to int)."""
+    if not features:
+        raise ValueError('features_message needs the TrackedFeatures of at least one camera')
+    track_ids, pixels, normalized, velocity = (np.concatenate([getattr(f, name) for f in features])
+                                               for name in ('track_ids', 'pixels', 'normalized', 'velocity'))
+    camera_ids = np.concatenate([np.full(len(f.track_ids), f.camera_id) for f in features])
+    zeros = np.zeros(len(track_ids))
+    columns = (track_ids, camera_ids, pixels[:, 0], pixels[:, 1], velocity[:, 0], velocity[:, 1], zeros, zeros, zeros)
+    return PointCloud(header=header,
+                      points=[Point32(x=float(x), y=float(y), z=1.0) for x, y in normalized.tolist()],
+                      channels=[ChannelFloat32(name=name, values=_array('f', values, np.float32))
+                                for name, values in zip(FEATURE_CHANNELS, columns)])
 
 
 def fill_match_images_response(pair: PairResult, response):
