@@ -51,7 +51,6 @@ class StampPairer:
         self.queue_size = queue_size
         self._waiting = (deque(), deque())  # per side: (stamp_ns, item), oldest first
         self.unpaired = [0, 0]              # frames dropped without a partner, left and right
-        self.pairs = 0
 
     def add(self, side: int, stamp_ns: int, item) -> list[tuple[object, object]]:
         """Offer a frame of `side` (LEFT or RIGHT); the (left item, right item) pairs it completes
@@ -80,7 +79,6 @@ class StampPairer:
         while mine:  # this side's older frames waited for a partner in vain
             mine.popleft()
             self.unpaired[side] += 1
-        self.pairs += 1
         return [(item, partner) if side == LEFT else (partner, item)]
 
 
