@@ -144,3 +144,11 @@ def test_stereo_rig_over_dds(context, weight_files):
               f'{last.unpaired_frames} (the lone left image)')
     finally:
         driver.close()
+
+
+@pytest.mark.parametrize('pairs, says', [("['left:rear']", "stereo_pairs names 'rear', not in cameras ['left', 'right']"),
+                                         ("['left:left']", 'stereo_pairs must be ')])
+def test_a_bad_stereo_pair_stops_the_start_naming_it(weight_files, pairs, says):
+    node = NodeProcess('/test_bad_stereo_pair', {**SETTINGS, **weight_files, 'stereo_pairs': pairs})
+    assert node.wait() != 0
+    assert says in node.output and 'FATAL' in node.output and 'Traceback' not in node.output, node.output
