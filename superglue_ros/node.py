@@ -242,10 +242,10 @@ class Camera:
     def _process(self, frame: Frame):
         msg = frame.msg
         image = to_numpy(msg)
-        stereo = self._stereo_inputs(frame, image)
+        right, stereo_geometry = self._stereo_inputs(frame, image)
         result = self.pipeline.process(image[0], stamp_to_seconds(msg.header.stamp), image[1],
                                        self._calibration(frame.camera_info, (image[0].shape[1], image[0].shape[0])),
-                                       *stereo[:2])
+                                       None if right is None else right[0], stereo_geometry)
         if self.pipeline.verification.method == 'essential' and result.verified_with == 'fundamental':
             self.node.get_logger().warn(
                 f'geometric_verification is essential but a frame of {self.image_topic} has no calibration (no '
@@ -275,13 +275,13 @@ class Camera:
         if result.is_new_keyframe:
             self._keyframe = current
         if result.stereo is not None:
-            self._publish_stereo(frame, image, stereo[2], result, latency_ms)
+            self._publish_stereo(frame, image, right, result, latency_ms)
         self.stats.frame_processed(latency_ms, result.timings_ms['total'], result.frame_keypoint_count,
                                    len(result.confidence), result.keyframe_id)
 
     def _stereo_inputs(self, frame: Frame, image) -> tuple:
-        """(right image, StereoGeometry, (right image, color_order)) of a rig's pair; a lone camera has none."""
-        return None, None, None
+        """((right image, color_order), StereoGeometry or None) of a rig's pair; a lone camera has none."""
+        return None, None
 
     def _publish_stereo(self, frame: Frame, image, right, result, latency_ms: float):
         """A rig publishes its pair's StereoMatches and picture (Rig)."""
@@ -387,7 +387,7 @@ class Rig(Camera):
                    'the right P has Tx = 0' if geometry.baseline_m == 0 else 'R is not the identity')
                 + '): left-right matches verified with the fundamental matrix, no depth. For rectified images '
                   '(image_rect) set stereo_rectified: true', throttle_duration_sec=LOG_THROTTLE_S)
-        return right[0], geometry, right
+        return right, geometry
 
     def _publish_stereo(self, frame: Frame, image, right, result, latency_ms: float):
         self._stereo_pub.publish(stereo_matches_message(result, self.name, self.right_name, frame.msg.header,

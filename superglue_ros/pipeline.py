@@ -329,10 +329,9 @@ class CameraPipeline:
         return self.collect()
 
     def process_stream(self, frames):
-        """FrameResults of `frames` ((image, stamp_s[, color_order[, calibration[, right, stereo_geometry]]])
-        as submit() takes them), in order, with up
-        to `depth` frames in flight; a result is returned once the frame after it is submitted (or
-        the stream ends)."""
+        """FrameResults of `frames` ((image, stamp_s[, color_order[, calibration[, right, stereo_geometry]]]),
+        as submit() takes them), in order, with up to `depth` frames in flight; a result is returned once
+        the frame after it is submitted (or the stream ends)."""
         for frame in frames:
             if len(self._frames) >= self.depth:
                 yield self.collect()

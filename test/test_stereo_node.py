@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import QoSReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
@@ -58,6 +59,8 @@ class StereoDriver:
         self.matches, self.stereo = Inbox('~/left/matches'), Inbox('~/left_right/stereo_matches')
         self.helper.create_subscription(Matches, 'superglue/left/matches', self.matches, 100)
         self.helper.create_subscription(StereoMatches, 'superglue/left_right/stereo_matches', self.stereo, 100)
+        self.diagnostics = Inbox('/diagnostics')
+        self.helper.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics, 10)
         self.spinner = Spinner(context, self.helper).__enter__()
         for publisher in (*self.images.values(), *self.infos.values()):
             topic = publisher.topic_name
@@ -136,6 +139,9 @@ def test_stereo_rig_over_dds(context, weight_files):
         driver.publish('right', rig[1].right, infos['right'], sec, 1_000_000)
         last = driver.stereo.wait_for(lambda m: m.header.stamp.sec == sec, f'stamp {sec}', WAIT_S)
         assert last.unpaired_frames == 1 and not [m for m in driver.stereo.messages if m.header.stamp.sec == lone]
+        driver.diagnostics.wait_for(lambda m: any(
+            s.name.endswith(': left | right') and {'unpaired images': '1', 'pairs': str(len(rig) + 1)}.items()
+            <= {v.key: v.value for v in s.values}.items() for s in m.status), 'the rig counted on /diagnostics', WAIT_S)
         all_errors = np.concatenate(errors)
         print(f'\n[stereo over DDS] 640x480 bgr8, {len(rig)} pairs, right stamps jittered by {JITTER_NS} ns, tolerance '
               f'10 ms: all paired; correct / inliers / matches per pair {correct_counts}; depth error on the correct '
