@@ -7,6 +7,7 @@ one SuperPoint batch, Keyframe.depth, track ids shared by both cameras.
 """
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 
@@ -43,6 +44,25 @@ def correspondences(left, right) -> Correspondences:
     n = len(left)
     return Correspondences(np.float32(left), np.float32(right), np.ones(n, np.float32), np.arange(n, dtype=np.int32),
                            np.arange(n, dtype=np.int32))
+
+
+def test_synthetic_rig_ground_truth(rig):
+    """The rendered right image shows each left pixel where right_points() puts it (rectified: same row), and the
+    camera_infos say so: right P = [K | (-fx B, 0, 0)], R = identity."""
+    frame = rig[1]
+    grey = [cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32) for image in (frame.left, frame.right)]
+    y, x = np.mgrid[30:SIZE[1] - 30:3, 80:SIZE[0] - 30:3]
+    left = np.stack([x.ravel(), y.ravel()], 1).astype(np.float64)
+    right = frame.right_points(left).astype(np.float32)
+    assert np.all(right[:, 1] == left[:, 1]) and np.all(right[:, 0] < left[:, 0])
+
+    def sampled(shift):
+        values = cv2.remap(grey[1], right[:, :1] + shift, right[:, 1:], cv2.INTER_LINEAR)[:, 0]
+        return np.abs(values - grey[0][y.ravel(), x.ravel()]).mean()
+    assert sampled(0) < 1.0 and sampled(2) > 4 * sampled(0)  # grey levels
+    assert frame.right_info['p'][3] == pytest.approx(-frame.K[0, 0] * frame.baseline_m)
+    assert frame.left_info['r'] == frame.right_info['r'] == np.eye(3).ravel().tolist()
+    np.testing.assert_allclose(frame.depth[y.ravel(), x.ravel()], frame.depth_at(left), rtol=1e-6)
 
 
 def test_depth_of_exact_correspondences(rig):

@@ -24,6 +24,7 @@ from ros_helpers import Inbox, Spinner, random_weight_files, wait_until
 from superglue_ros.demo.synthetic import stereo_sequence
 from superglue_ros.ros.image_conversion import numpy_to_image_msg
 from superglue_ros.stereo import NO_TRACK
+from superglue_ros.visualization import MARGIN
 from test_node_process import RELIABLE, WAIT_S, NodeProcess
 
 from superglue_ros.msg import Matches, StereoMatches  # noqa: E402  (after ros_helpers: built messages)
@@ -60,6 +61,8 @@ class StereoDriver:
         self.helper.create_subscription(Matches, 'superglue/left/matches', self.matches, 100)
         self.helper.create_subscription(StereoMatches, 'superglue/left_right/stereo_matches', self.stereo, 100)
         self.diagnostics = Inbox('/diagnostics')
+        self.pictures = Inbox('~/left_right/match_image')  # subscribed: the node draws left | right
+        self.helper.create_subscription(Image, 'superglue/left_right/match_image', self.pictures, 10)
         self.helper.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics, 10)
         self.spinner = Spinner(context, self.helper).__enter__()
         for publisher in (*self.images.values(), *self.infos.values()):
@@ -139,6 +142,8 @@ def test_stereo_rig_over_dds(context, weight_files):
         driver.publish('right', rig[1].right, infos['right'], sec, 1_000_000)
         last = driver.stereo.wait_for(lambda m: m.header.stamp.sec == sec, f'stamp {sec}', WAIT_S)
         assert last.unpaired_frames == 1 and not [m for m in driver.stereo.messages if m.header.stamp.sec == lone]
+        picture = driver.pictures.wait_for(lambda m: m.header.stamp.sec == sec, f'stamp {sec}', WAIT_S)
+        assert (picture.width, picture.height, picture.encoding) == (2 * 640 + MARGIN, 480, 'bgr8')  # left | right
         driver.diagnostics.wait_for(lambda m: any(
             s.name.endswith(': left | right') and {'unpaired images': '1', 'pairs': str(len(rig) + 1)}.items()
             <= {v.key: v.value for v in s.values}.items() for s in m.status), 'the rig counted on /diagnostics', WAIT_S)
