@@ -83,6 +83,10 @@ CAMERA_INFO_CACHE = 30  # camera_info messages kept to find the one of an image'
 LOG_THROTTLE_S = LOG_EVERY_S  # throttled error logs: the period Statistics.rejected counts rejections by
 
 
+class RightImageError(ImageConversionError):
+    """A stereo pair's right image could not be converted (its kind is counted from the right message)."""
+
+
 @dataclass
 class Frame:
     msg: Image | CompressedImage
@@ -209,7 +213,7 @@ class Camera:
             try:
                 self._process(frame)
             except (ImageConversionError, ImageError) as e:
-                kind = rejection_kind(frame.msg, e)
+                kind = rejection_kind(frame.right.msg if isinstance(e, RightImageError) else frame.msg, e)
                 if self.stats.rejected(kind, str(e)):
                     logger.error(f'image on {self.image_topic} skipped ({kind}): {e}. '
                                  f'Logged at most every {LOG_THROTTLE_S:.0f} s per kind; counted on /diagnostics')
@@ -369,7 +373,7 @@ class Rig(Camera):
         try:
             right = to_numpy(frame.right.msg)
         except ImageConversionError as e:
-            raise ImageConversionError(f'right image on {self.right_image_topic}: {e}') from None
+            raise RightImageError(f'right image on {self.right_image_topic}: {e}') from None
         if right[1] != image[1]:
             raise ImageError(f'the right image on {self.right_image_topic} has channel order {right[1]}, the left '
                              f'one {image[1]}: publish both cameras with one encoding')

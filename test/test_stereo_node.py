@@ -73,8 +73,9 @@ class StereoDriver:
                 f'the node to subscribe {topic} reliably', WAIT_S)
             assert node.process.poll() is None, f'the node exited:\n{node.output}'
 
-    def publish(self, side: str, image: np.ndarray, info: CameraInfo, sec: int, nanosec: int):
+    def publish(self, side: str, image: np.ndarray, info: CameraInfo, sec: int, nanosec: int, encoding: str = ''):
         msg = numpy_to_image_msg(image, 'bgr8')
+        msg.encoding = encoding or msg.encoding
         msg.header.stamp.sec = info.header.stamp.sec = sec
         msg.header.stamp.nanosec = info.header.stamp.nanosec = nanosec
         msg.header.frame_id = info.header.frame_id
@@ -142,10 +143,16 @@ def test_stereo_rig_over_dds(context, weight_files):
         driver.publish('right', rig[1].right, infos['right'], sec, 1_000_000)
         last = driver.stereo.wait_for(lambda m: m.header.stamp.sec == sec, f'stamp {sec}', WAIT_S)
         assert last.unpaired_frames == 1 and not [m for m in driver.stereo.messages if m.header.stamp.sec == lone]
+        bad = next(_seconds)  # a pair whose right image has an encoding the node does not read: skipped, counted
+        driver.publish('left', rig[2].left, infos['left'], bad, 0)
+        driver.publish('right', rig[2].right, infos['right'], bad, 0, encoding='yuv422')
+        wait_until(lambda: 'skipped (unsupported_encoding): right image on' in node.output,
+                   'the pair with a bad right image to be skipped', WAIT_S)
         picture = driver.pictures.wait_for(lambda m: m.header.stamp.sec == sec, f'stamp {sec}', WAIT_S)
         assert (picture.width, picture.height, picture.encoding) == (2 * 640 + MARGIN, 480, 'bgr8')  # left | right
         driver.diagnostics.wait_for(lambda m: any(
-            s.name.endswith(': left | right') and {'unpaired images': '1', 'pairs': str(len(rig) + 1)}.items()
+            s.name.endswith(': left | right') and {'unpaired images': '1', 'pairs': str(len(rig) + 2),
+                                                      'rejected: unsupported_encoding': '1'}.items()
             <= {v.key: v.value for v in s.values}.items() for s in m.status), 'the rig counted on /diagnostics', WAIT_S)
         all_errors = np.concatenate(errors)
         print(f'\n[stereo over DDS] 640x480 bgr8, {len(rig)} pairs, right stamps jittered by {JITTER_NS} ns, tolerance '
