@@ -5,8 +5,9 @@ verification, disparity and depth. Pure: no ROS, no tensors.
     for left, right in pairer.add(LEFT, stamp_ns, msg):  # pairs as soon as both halves are there
         ...
     geometry = StereoGeometry.from_camera_infos(left_info, right_info)   # None without P
-    stereo = StereoVerification(row_threshold_px=2.0).verify(correspondences, geometry)
+    stereo = StereoVerification(row_threshold_px=2.0).verify(correspondences, geometry, left_keypoint_count)
     stereo.depth                                         # [K] metres, NaN where unknown
+    stereo.keypoint_depth                                # [N] metres per left keypoint (Keyframe.depth)
 
 Conventions (sensor_msgs/CameraInfo, image_pipeline): an image on a rectified topic is projected by P,
 not by K and D. For the right camera of a rectified pair P = [fx' 0 cx' Tx; 0 fy' cy' 0; 0 0 1 0] with
