@@ -15,6 +15,11 @@ Per camera (parameter `cameras`; '' is the unnamed camera, a name such as left p
   service     ~/new_keyframe (std_srvs/Trigger); ~/left/new_keyframe, ...
   runs        its own mailbox, worker thread, CameraPipeline (its own CUDA streams on a GPU), keyframe,
               statistics and /diagnostics status.
+A stereo rig (parameter `stereo_pairs`, e.g. ['left:right']) is its left camera as above, plus the right
+camera's image and camera_info subscriptions: left and right images are paired by stamp (message_filters'
+TimeSynchronizer / ApproximateTimeSynchronizer where installed, else stereo.StampPairer) into the rig's one
+mailbox of pairs; the left camera's pipeline takes both (pipeline.py). It also publishes
+~/left_right/stereo_matches (StereoMatches) and ~/left_right/match_image (left | right, while subscribed).
 Shared by all cameras: one copy of the weights (one Matcher), the parameters (ros/parameters.py,
 derived from settings.py), the service ~/match_images (MatchImages: two given images) and the
 /diagnostics publisher (1 Hz).
@@ -48,7 +53,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
-from superglue_ros.msg import Keyframe, Matches
+from superglue_ros.msg import Keyframe, Matches, StereoMatches
 from superglue_ros.srv import MatchImages
 
 from .features import FeatureVelocity
@@ -62,8 +67,9 @@ from .ros.image_conversion import (ImageConversionError, compressed_msg_to_numpy
                                    numpy_to_image_msg)
 from .ros.qos import AdaptiveSubscription
 from .ros.messages import (features_message, fill_match_images_response, keyframe_message, match_picture,
-                           matches_message, stamp_to_seconds)
-from .settings import mask_paths, names
+                           matches_message, stamp_to_seconds, stereo_matches_message, stereo_picture)
+from .settings import mask_paths, names, stereo_pairs_of
+from .stereo import LEFT, PAIR_QUEUE_SIZE, RIGHT, StampPairer, StereoGeometry, StereoVerification, stamp_ns
 from .tracking import KeyframePolicy
 from .weights import WeightsError
 
@@ -79,11 +85,20 @@ CAMERA_INFO_CACHE = 30  # camera_info messages kept to find the one of an image'
 LOG_THROTTLE_S = LOG_EVERY_S  # throttled error logs: the period Statistics.rejected counts rejections by
 
 
+class RightImageError(ImageConversionError):
+    """A stereo pair's right image could not be converted (its kind is counted from the right message)."""
+
+
 @dataclass
 class Frame:
     msg: Image | CompressedImage
     received: float                 # time.monotonic() at receipt
     camera_info: CameraInfo | None
+    right: 'Frame | None' = None    # a stereo rig's right image of the same stamp
+
+    @property
+    def header(self):  # what message_filters' synchronizers read
+        return self.msg.header
 
 
 class Mailbox:
@@ -143,20 +158,15 @@ class Camera:
     """One camera of the node (module doc): topics, mailbox, worker thread, pipeline, statistics."""
 
     def __init__(self, node: 'SuperGlueNode', name: str, matcher: Matcher, policy: KeyframePolicy,
-                 verification: Verification, mask=None):
+                 verification: Verification, stereo: StereoVerification | None = None, mask=None, right_mask=None):
         self.node, self.name = node, name
         prefix = f'{name}/' if name else ''
-        self.pipeline = CameraPipeline(matcher, policy, verification, mask=mask)
+        self.pipeline = CameraPipeline(matcher, policy, verification, mask=mask, right_mask=right_mask, stereo=stereo)
         self.stats = Statistics()
         self.mailbox = Mailbox()
         self._keyframe = None  # (header, (image, color_order)) of the keyframe; worker thread only
 
-        if node.values['image_transport'] == 'compressed':  # the resolved base topic + /compressed, as image_transport
-            self._image_sub = AdaptiveSubscription(node, CompressedImage,
-                                                   node.resolve_topic_name(f'{prefix}image') + '/compressed',
-                                                   self._on_image)
-        else:
-            self._image_sub = AdaptiveSubscription(node, Image, f'{prefix}image', self._on_image)
+        self._image_sub = self._subscribe_image(name, self._on_image)
         self.image_topic = self._image_sub.topic_name
         self.camera_info = CameraInfoSource(node, f'{prefix}camera_info')
         self._matches_pub = node.create_publisher(Matches, f'~/{prefix}matches', 10)
@@ -170,6 +180,15 @@ class Camera:
         node.create_service(Trigger, f'~/{prefix}new_keyframe', self._on_new_keyframe)
         self._worker = threading.Thread(target=self._work, name=f'superglue_{name or "camera"}', daemon=True)
         self._worker.start()
+
+    def _subscribe_image(self, name: str, callback) -> AdaptiveSubscription:
+        """The image subscription of camera `name`: image, or with image_transport compressed the resolved
+        base topic + /compressed, as image_transport."""
+        prefix = f'{name}/' if name else ''
+        if self.node.values['image_transport'] == 'compressed':
+            return AdaptiveSubscription(self.node, CompressedImage,
+                                        self.node.resolve_topic_name(f'{prefix}image') + '/compressed', callback)
+        return AdaptiveSubscription(self.node, Image, f'{prefix}image', callback)
 
     @property
     def status_name(self) -> str:
@@ -201,7 +220,7 @@ class Camera:
             try:
                 self._process(frame)
             except (ImageConversionError, ImageError) as e:
-                kind = rejection_kind(frame.msg, e)
+                kind = rejection_kind(frame.right.msg if isinstance(e, RightImageError) else frame.msg, e)
                 if self.stats.rejected(kind, str(e)):
                     logger.error(f'image on {self.image_topic} skipped ({kind}): {e}. '
                                  f'Logged at most every {LOG_THROTTLE_S:.0f} s per kind; counted on /diagnostics')
@@ -233,9 +252,11 @@ class Camera:
 
     def _process(self, frame: Frame):
         msg = frame.msg
-        image = compressed_msg_to_numpy(msg) if isinstance(msg, CompressedImage) else image_msg_to_numpy(msg)
+        image = to_numpy(msg)
+        right, stereo_geometry = self._stereo_inputs(frame, image)
         calibration = self._calibration(frame.camera_info, (image[0].shape[1], image[0].shape[0]))
-        result = self.pipeline.process(image[0], stamp_to_seconds(msg.header.stamp), image[1], calibration)
+        result = self.pipeline.process(image[0], stamp_to_seconds(msg.header.stamp), image[1], calibration,
+                                       None if right is None else right[0], stereo_geometry)
         if self.pipeline.verification.method == 'essential' and result.verified_with == 'fundamental':
             self.node.get_logger().warn(
                 f'geometric_verification is essential but a frame of {self.image_topic} has no calibration (no '
@@ -266,6 +287,8 @@ class Camera:
             self._match_image_pub.publish(numpy_to_image_msg(picture, 'bgr8', header=msg.header))
         if result.is_new_keyframe:
             self._keyframe = current
+        if result.stereo is not None:
+            self._publish_stereo(frame, image, right, result, latency_ms)
         self.stats.frame_processed(latency_ms, result.timings_ms['total'], result.frame_keypoint_count,
                                    len(result.confidence), result.keyframe_id)
 
@@ -281,9 +304,141 @@ class Camera:
                 f'K all zero, or one ignored as logged): ~/features needs normalised points, nothing is published '
                 f'on {self._features_pub.topic_name} until a calibrated camera_info arrives')
 
+    def _stereo_inputs(self, frame: Frame, image) -> tuple:
+        """((right image, color_order), StereoGeometry or None) of a rig's pair; a lone camera has none."""
+        return None, None
+
+    def _publish_stereo(self, frame: Frame, image, right, result, latency_ms: float):
+        """A rig publishes its pair's StereoMatches and picture (Rig)."""
+
     def diagnostics(self, device: str) -> DiagnosticStatus:
         return diagnostic_status(self.stats.report(), self.status_name, self.image_topic, self.camera_info.topic,
                                  device, self.mailbox.dropped)
+
+
+def to_numpy(msg) -> tuple:
+    """(array, color_order) of a sensor_msgs/Image or CompressedImage (ros/image_conversion.py)."""
+    return compressed_msg_to_numpy(msg) if isinstance(msg, CompressedImage) else image_msg_to_numpy(msg)
+
+
+class Rig(Camera):
+    """A stereo pair `left:right` (module doc): the left camera's Camera (its topics, pipeline, keyframe,
+    mailbox, now of pairs) with the right camera's image and camera_info subscriptions, the pairing by
+    stamp, and ~/<left>_<right>/stereo_matches and ~/<left>_<right>/match_image."""
+
+    def __init__(self, node: 'SuperGlueNode', left: str, right: str, matcher: Matcher, policy: KeyframePolicy,
+                 verification: Verification, stereo: StereoVerification, mask=None, right_mask=None):
+        self.right_name, self.rig_name = right, f'{left}_{right}'.replace('/', '_')
+        tolerance_s = node.values['stereo_sync_tolerance_s']
+        self.pairer = StampPairer(tolerance_s)  # without message_filters
+        self._pair_lock = threading.Lock()      # the two image callbacks may run on two executor threads
+        self._received = [0, 0]                 # images per side (message_filters keeps no unpaired count)
+        self._pairs = 0
+        self._synchronizer = None
+        if message_filters is not None:
+            self._sources = (message_filters.SimpleFilter(), message_filters.SimpleFilter())
+            self._synchronizer = (
+                message_filters.ApproximateTimeSynchronizer(self._sources, PAIR_QUEUE_SIZE, tolerance_s)
+                if tolerance_s > 0 else message_filters.TimeSynchronizer(self._sources, PAIR_QUEUE_SIZE))
+            self._synchronizer.registerCallback(self._on_pair)
+        super().__init__(node, left, matcher, policy, verification, stereo, mask, right_mask)
+        self.right_camera_info = CameraInfoSource(node, f'{right}/camera_info')
+        self._right_sub = self._subscribe_image(right, self._on_right_image)
+        self.right_image_topic = self._right_sub.topic_name
+        self._stereo_pub = node.create_publisher(StereoMatches, f'~/{self.rig_name}/stereo_matches', 10)
+        self._stereo_image_pub = node.create_publisher(Image, f'~/{self.rig_name}/match_image', 1)
+
+    @property
+    def status_name(self) -> str:
+        return f'{self.node.get_name()}: {self.name} | {self.right_name}'
+
+    @property
+    def unpaired(self) -> int:
+        """Images of either side dropped without a partner (with message_filters: images not paired, including
+        the few still waiting in its queues)."""
+        with self._pair_lock:
+            if self._synchronizer is None:
+                return sum(self.pairer.unpaired)
+            return sum(self._received) - 2 * self._pairs
+
+    # -- executor threads: pairing ----------------------------------------------------------------
+
+    def _on_image(self, msg):
+        self._offer(LEFT, msg, self.camera_info)
+
+    def _on_right_image(self, msg):
+        self._offer(RIGHT, msg, self.right_camera_info)
+
+    def _offer(self, side: int, msg, camera_info: CameraInfoSource):
+        info = camera_info.for_stamp(msg.header.stamp)
+        if side == LEFT:
+            self.stats.image_received(info is not None)
+        frame = Frame(msg, time.monotonic(), info)
+        with self._pair_lock:
+            self._received[side] += 1
+            if self._synchronizer is not None:
+                self._sources[side].signalMessage(frame)  # calls _on_pair when it completes a pair
+                return
+            for left, right in self.pairer.add(side, stamp_ns(msg.header.stamp.sec, msg.header.stamp.nanosec), frame):
+                self._on_pair(left, right)
+
+    def _on_pair(self, left: Frame, right: Frame):
+        """A left and a right image of one stamp (under _pair_lock): into the mailbox as one frame."""
+        self._pairs += 1
+        left.right = right
+        self.mailbox.put(left)
+
+    # -- worker thread ----------------------------------------------------------------------------
+
+    def _stereo_inputs(self, frame: Frame, image) -> tuple:
+        try:
+            right = to_numpy(frame.right.msg)
+        except ImageConversionError as e:
+            raise RightImageError(f'right image on {self.right_image_topic}: {e}') from None
+        if right[1] != image[1]:
+            raise ImageError(f'the right image on {self.right_image_topic} has channel order {right[1]}, the left '
+                             f'one {image[1]}: publish both cameras with one encoding')
+        try:
+            geometry = StereoGeometry.from_camera_infos(frame.camera_info, frame.right.camera_info)
+        except ValueError as e:
+            geometry = None
+            self.node.get_logger().error(f'camera_infos of {self.rig_name} ignored: {e}',
+                                         throttle_duration_sec=LOG_THROTTLE_S)
+        if not self.pipeline.stereo.is_rectified(geometry):
+            self.node.get_logger().warn(
+                f'stereo pair {self.rig_name} is not known to be rectified (camera_infos on {self.camera_info.topic} '
+                f'and {self.right_camera_info.topic}: '
+                + ('none with a P, or one ignored as logged' if geometry is None else
+                   'the right P has Tx = 0' if geometry.baseline_m == 0 else 'R is not the identity')
+                + '): left-right matches verified with the fundamental matrix, no depth. For rectified images '
+                  '(image_rect) set stereo_rectified: true', throttle_duration_sec=LOG_THROTTLE_S)
+        return right, geometry
+
+    def _publish_stereo(self, frame: Frame, image, right, result, latency_ms: float):
+        self._stereo_pub.publish(stereo_matches_message(result, self.name, self.right_name, frame.msg.header,
+                                                        frame.right.msg.header, latency_ms, self.mailbox.dropped,
+                                                        self.unpaired))
+        if self._stereo_image_pub.get_subscription_count() > 0:
+            inliers = int(result.stereo.correspondences.kept().sum())
+            picture = stereo_picture(image, right, result, self.node.values['match_image_max_lines'],
+                                     [f'{self.name} | {self.right_name}: {inliers} inliers '
+                                      f'({result.stereo.correspondences.verified_with})'])
+            self._stereo_image_pub.publish(numpy_to_image_msg(picture, 'bgr8', header=frame.msg.header))
+
+    def diagnostics(self, device: str) -> DiagnosticStatus:
+        status = super().diagnostics(device)
+        with self._pair_lock:
+            received, pairs = list(self._received), self._pairs
+        figures = {'right image topic': self.right_image_topic, 'images received (left, right)': str(received),
+                   'pairs': str(pairs), 'unpaired images': str(self.unpaired),
+                   'pairing': 'message_filters' if self._synchronizer is not None else 'stereo.StampPairer',
+                   'stereo_sync_tolerance_s': str(self.node.values['stereo_sync_tolerance_s'])}
+        status.values.extend(KeyValue(key=k, value=v) for k, v in figures.items())
+        if status.level == DiagnosticStatus.OK and min(received) > 0 and pairs == 0:
+            status.level = DiagnosticStatus.WARN
+            status.message = (f'images arrive on {self.image_topic} and {self.right_image_topic} but none pair: their '
+                              'stamps differ; raise stereo_sync_tolerance_s for software-synchronised cameras')
+        return status
 
 
 class SuperGlueNode(Node):
@@ -298,13 +453,18 @@ class SuperGlueNode(Node):
                                    + ' (a params file or -p sets it)')
         v = self.values
         masks = self._read_masks()  # before the slow part: a bad mask fails at once
+        rigs = dict(stereo_pairs_of(v['stereo_pairs'], v['cameras']))  # left -> right; ValueError: before the weights
         self.matcher = Matcher.from_weights(
             v['superpoint_weights'], v['superglue_weights'], device=v['device'], resize=v['resize'],
             precision=v['precision'], **{name: v[name] for name in Matcher.MODEL_SETTINGS})
         self.verification = Verification.from_settings(v)
+        self.stereo = StereoVerification.from_settings(v)
         policy = KeyframePolicy.from_settings(v)
-        self.cameras = [Camera(self, name, self.matcher, policy, self.verification, masks.get(name))
-                        for name in v['cameras']]
+        self.cameras = [Rig(self, name, rigs[name], self.matcher, policy, self.verification, self.stereo,
+                            masks.get(name), masks.get(rigs[name]))
+                        if name in rigs else Camera(self, name, self.matcher, policy, self.verification,
+                                                    mask=masks.get(name))
+                        for name in v['cameras'] if name not in rigs.values()]
         self.add_on_set_parameters_callback(parameters.validate)
         self.add_post_set_parameters_callback(self._after_set_parameters)
 
@@ -316,7 +476,8 @@ class SuperGlueNode(Node):
         self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
         logger = self.get_logger()
-        topics = ', '.join(camera.image_topic for camera in self.cameras)
+        topics = ', '.join(f'{camera.image_topic} | {camera.right_image_topic} (stereo)' if isinstance(camera, Rig)
+                           else camera.image_topic for camera in self.cameras)
         logger.info(f'matching {topics} on {self.matcher.device} (superglue_weights={v["superglue_weights"]!r}, '
                     f'superpoint_weights={v["superpoint_weights"] or "from superglue_weights"!r}, '
                     f'resize={self.matcher.resize}, precision={self.matcher.precision}, {self.matcher.settings})')
@@ -361,9 +522,11 @@ class SuperGlueNode(Node):
             self.matcher.configure(**model)
         if set(values) & set(names('verification')):
             self.verification = Verification.from_settings(self.values)
+        self.stereo = StereoVerification.from_settings(self.values)
         policy = KeyframePolicy.from_settings(self.values)
         for camera in self.cameras:
             camera.pipeline.policy, camera.pipeline.verification = policy, self.verification
+            camera.pipeline.stereo = self.stereo
         self.get_logger().info(f'parameters changed: {values}')
 
     # -- shared service ---------------------------------------------------------------------------

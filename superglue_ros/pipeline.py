@@ -26,6 +26,13 @@ SuperPoint run while frame N's SuperGlue does. Stage timings come from CUDA even
 On the CPU the same code runs inline (no streams, depth 1): pipelined and sequential results are
 the same, bit for bit.
 
+A stereo rig is its left camera's pipeline given the right image with each left one (submit's `right`):
+SuperPoint runs on both images in one batch of two, and on the match stream SuperGlue matches the left
+image against the right one after its keyframe match (the left encoding is computed once for both);
+collect() verifies the left-right matches (stereo.py: rows and disparity on a rectified pair, else the
+fundamental matrix), hands the left keypoints' depth to the tracker (Keyframe.depth of a new keyframe)
+and gives each left-right inlier its left keypoint's track id (FrameResult.stereo).
+
 Several cameras: one CameraPipeline per camera on one shared Matcher (one copy of the weights), each
 driven by its own thread; their streams run concurrently, and the kernels release the GIL.
 submit / collect / process / process_stream belong to the camera's thread; request_new_keyframe,
@@ -46,6 +53,7 @@ from .geometry import Calibration, Verification
 from .image import ImageError, mask_at
 from .matcher import Features, Matcher, StageClock
 from .pose import relative_pose
+from .stereo import StereoGeometry, StereoVerification
 from .tracking import Correspondences, FrameResult, Keyframe, KeyframePolicy, KeyframeTracker
 
 
@@ -156,6 +164,9 @@ class _Frame:
     matched: bool = False                # its SuperGlue and downloads are enqueued
     keyframe: Keyframe | None = None     # what it is matched against (tracker.keyframe_for)
     prediction: dict | None = None       # on the CPU: SuperGlue's tensors, read directly
+    right: Features | None = None        # a rig's right image (stereo), else None
+    stereo_geometry: StereoGeometry | None = None
+    stereo_prediction: dict | None = None  # on the CPU: SuperGlue left against right
 
 
 class CameraPipeline:
@@ -167,16 +178,21 @@ class CameraPipeline:
     runs concurrently and a second frame in flight only delays the first one's result): no overlap.
     mask: None, or the camera's detection mask [H, W] bool of its image size, False where no keypoint
     may be (image.read_mask); resized to the processed size (INTER_NEAREST) and kept on the device.
+    right_mask: the same for a rig's right camera.
+    stereo: stereo.StereoVerification of the left-right matches when this is a rig's left camera
+    (default: the settings' defaults).
     """
 
     def __init__(self, matcher: Matcher, policy: KeyframePolicy | None = None,
                  verification: Verification | None = None, depth: int | None = None,
-                 mask: np.ndarray | None = None):
+                 mask: np.ndarray | None = None, right_mask: np.ndarray | None = None,
+                 stereo: StereoVerification | None = None):
         if not isinstance(matcher, Matcher):
             raise TypeError(f'CameraPipeline needs a superglue_ros.matcher.Matcher, got {type(matcher).__name__}')
         self.matcher = matcher
         self.tracker = KeyframeTracker(policy)
         self.verification = Verification() if verification is None else verification
+        self.stereo = StereoVerification() if stereo is None else stereo
         self.cuda = matcher.device.type == 'cuda'
         depth = (2 if self.cuda else 1) if depth is None else depth
         if isinstance(depth, bool) or not isinstance(depth, Integral) or depth < 1:
@@ -187,10 +203,11 @@ class CameraPipeline:
             torch.cuda.Stream(matcher.device) if self.cuda else None for _ in range(3))
         self._slots = [_UploadSlot() for _ in range(self.depth)]
         self._download = _Download()
+        self._stereo_download = _Download()  # right keypoints, left -> right matches and scores
         self._frames: deque[_Frame] = deque()  # submitted, not collected; oldest first
         self._submitted = 0
-        self.mask = mask
-        self._device_masks = {}  # (given size, processed size) -> [1, h, w] bool on the device
+        self.masks = (mask, right_mask)  # of the left (or only) image, of a rig's right image
+        self._device_masks = {}  # (side, given size, processed size) -> [h, w] bool on the device
 
     # -- live settings --------------------------------------------------------------------------
 
@@ -212,6 +229,16 @@ class CameraPipeline:
             raise TypeError(f'verification must be a geometry.Verification, got {type(verification).__name__}')
         self._verification = verification
 
+    @property
+    def stereo(self) -> StereoVerification:
+        return self._stereo
+
+    @stereo.setter
+    def stereo(self, stereo: StereoVerification):
+        if not isinstance(stereo, StereoVerification):
+            raise TypeError(f'stereo must be a stereo.StereoVerification, got {type(stereo).__name__}')
+        self._stereo = stereo
+
     def request_new_keyframe(self):
         """The next frame to be matched becomes the keyframe (reason 'requested'); returns at once."""
         self.tracker.request_new_keyframe()
@@ -223,13 +250,16 @@ class CameraPipeline:
 
     # -- frames -----------------------------------------------------------------------------------
 
-    def submit(self, image: np.ndarray, stamp_s: float, color_order: str = 'bgr', calibration=None):
+    def submit(self, image: np.ndarray, stamp_s: float, color_order: str = 'bgr', calibration=None,
+               right: np.ndarray | None = None, stereo_geometry: StereoGeometry | None = None):
         """Start a camera frame: its upload and SuperPoint are enqueued (and its SuperGlue when its
         keyframe is known); returns without waiting for the device.
 
         image: grey or colour numpy array (image.py), stamp_s: its capture time in seconds,
-        calibration: geometry.Calibration of the camera or None. ImageError / ValueError for an
-        unusable image or stamp, ResourceError when memory runs out (nothing submitted);
+        calibration: geometry.Calibration of the camera or None. A rig's left camera also gets the
+        right image of the pair (same size, type and color_order) and the pair's StereoGeometry (None:
+        no P in the camera_infos). ImageError / ValueError for an unusable image or stamp (or a right
+        image that does not fit the left one), ResourceError when memory runs out (nothing submitted);
         RuntimeError when `depth` frames are in flight: collect() first.
         """
         if isinstance(stamp_s, bool) or not (isinstance(stamp_s, Real) and math.isfinite(stamp_s)):
@@ -239,7 +269,19 @@ class CameraPipeline:
                                f'{self.depth}): collect() one before submitting another')
         start = time.perf_counter()
         upload = self.matcher.upload(image, color_order)  # ImageError: nothing changed
-        mask = self._device_mask(upload)                   # likewise
+        uploads, batch = [upload], upload.channels_last[None]  # [B, h, w, C]: the left (or only) image, the right
+        if right is not None:
+            try:
+                right_upload = self.matcher.upload(right, color_order)
+            except ImageError as e:
+                raise ImageError(f'right image: {e}') from None
+            if (right_upload.array.shape, right_upload.array.dtype) != (upload.array.shape, upload.array.dtype):
+                raise ImageError(f'the right image ({right.shape}, {right.dtype}) of a stereo pair must have the size '
+                                 f'and type of the left one ({image.shape}, {image.dtype}): publish both cameras '
+                                 'at one size and encoding (or set a resize)')
+            uploads.append(right_upload)
+            batch = np.stack([upload.channels_last, right_upload.channels_last])
+        masks = self._device_masks_of(uploads)             # likewise
         prepared = time.perf_counter()
         clock = StageClock(self.matcher.device)
         slot = self._slots[self._submitted % self.depth]
@@ -247,23 +289,23 @@ class CameraPipeline:
             if self.cuda:
                 if slot.clock is not None:  # SuperPoint has read the device buffer's previous image
                     slot.clock.wait('extracted', self.copy_stream)
-                host, image_tensor = slot.buffers(upload.channels_last, self.matcher.device,
+                host, image_tensor = slot.buffers(batch, self.matcher.device,
                                                   (self.copy_stream, self.extract_stream))
                 clock.mark('upload_start', self.copy_stream)
                 image_tensor.copy_(host, non_blocking=True)
             else:
                 clock.mark('upload_start')
-                image_tensor = torch.from_numpy(upload.channels_last)
+                image_tensor = torch.from_numpy(batch)
             clock.mark('uploaded', self.copy_stream)
         with torch.cuda.stream(self.extract_stream):
             clock.wait('uploaded', self.extract_stream)
             clock.mark('extract_start', self.extract_stream)
-            features = self.matcher.detect(image_tensor[None], [upload], mask)[0]
+            features = self.matcher.detect(image_tensor, uploads, masks)  # one batch: both images of a pair
             clock.mark('extracted', self.extract_stream)
         slot.clock = clock
         self._submitted += 1
-        self._frames.append(_Frame(float(stamp_s), calibration, features, clock, start,
-                                   (prepared - start) * 1e3))
+        self._frames.append(_Frame(float(stamp_s), calibration, features[0], clock, start, (prepared - start) * 1e3,
+                                   right=features[1] if right is not None else None, stereo_geometry=stereo_geometry))
         if len(self._frames) == 1:  # the frames before it are collected: its keyframe is known
             try:
                 self._enqueue_match(self._frames[0])
@@ -291,17 +333,18 @@ class CameraPipeline:
                     pass
         return result
 
-    def process(self, image: np.ndarray, stamp_s: float, color_order: str = 'bgr', calibration=None) -> FrameResult:
+    def process(self, image: np.ndarray, stamp_s: float, color_order: str = 'bgr', calibration=None,
+                right: np.ndarray | None = None, stereo_geometry: StereoGeometry | None = None) -> FrameResult:
         """submit() then collect(); no other frame may be in flight."""
         if self._frames:
             raise RuntimeError(f'process() with {len(self._frames)} frame(s) in flight: collect() them first')
-        self.submit(image, stamp_s, color_order, calibration)
+        self.submit(image, stamp_s, color_order, calibration, right, stereo_geometry)
         return self.collect()
 
     def process_stream(self, frames):
-        """FrameResults of `frames` ((image, stamp_s[, color_order[, calibration]])), in order, with up
-        to `depth` frames in flight; a result is returned once the frame after it is submitted (or
-        the stream ends)."""
+        """FrameResults of `frames` ((image, stamp_s[, color_order[, calibration[, right, stereo_geometry]]]),
+        as submit() takes them), in order, with up to `depth` frames in flight; a result is returned once
+        the frame after it is submitted (or the stream ends)."""
         for frame in frames:
             if len(self._frames) >= self.depth:
                 yield self.collect()
@@ -309,32 +352,41 @@ class CameraPipeline:
         while self._frames:
             yield self.collect()
 
-    def _device_mask(self, upload) -> Tensor | None:
-        """The detection mask at the processed size on the device [1, h, w] (made once per size), or None.
-        ImageError when the image is not of the mask's size."""
-        if self.mask is None:
+    def _device_masks_of(self, uploads) -> Tensor | None:
+        """The detection masks of a batch (the image, or a rig's left and right images) at the processed
+        size on the device, [B, h, w] bool (each made once per size; all True for an image without a mask),
+        or None when no image of the batch has one. ImageError when an image is not of its mask's size."""
+        if all(mask is None for mask in self.masks[:len(uploads)]):
             return None
-        key = (upload.size, upload.processed_size)
-        if key not in self._device_masks:
-            self._device_masks[key] = torch.from_numpy(mask_at(self.mask, upload))[None].to(self.matcher.device)
-        return self._device_masks[key]
+        masks = []
+        for side, (mask, upload) in enumerate(zip(self.masks, uploads)):
+            key = (side, upload.size, upload.processed_size)
+            if key not in self._device_masks:
+                at = np.ones(upload.processed_size[::-1], bool) if mask is None else mask_at(mask, upload)
+                self._device_masks[key] = torch.from_numpy(at).to(self.matcher.device)
+            masks.append(self._device_masks[key])
+        return torch.stack(masks)
 
     # -- stages -----------------------------------------------------------------------------------
 
     def _enqueue_match(self, frame: _Frame):
         """Enqueue the oldest frame's SuperGlue against the keyframe the tracker names for it (none:
-        it becomes the keyframe) and the copies of its results to the host."""
+        it becomes the keyframe), for a rig's pair also left against right, and the copies of the
+        results to the host."""
         frame.keyframe = self.tracker.keyframe_for(frame.stamp_s)
         features, clock, stream = frame.features, frame.clock, self.match_stream
         with torch.cuda.stream(stream):
             clock.wait('extracted', stream)
             clock.mark('match_start', stream)
             if self.cuda:  # made on the extract stream, used here: keep the memory until this stream is done
-                for tensor in (features.keypoints, features.scores, features.descriptors):
-                    tensor.record_stream(stream)
-            prediction = None
+                for image in (features, frame.right) if frame.right is not None else (features,):
+                    for tensor in (image.keypoints, image.scores, image.descriptors):
+                        tensor.record_stream(stream)
+            prediction = stereo = None
             if frame.keyframe is not None:
                 prediction = self.matcher.superglue_match(frame.keyframe.features, features)
+            if frame.right is not None:
+                stereo = self.matcher.superglue_match(features, frame.right)
             clock.mark('matched', stream)
             if self.cuda:
                 download, size = self._download, len(features.scores)
@@ -344,8 +396,14 @@ class CameraPipeline:
                     keyframe_size = len(frame.keyframe.features.scores)
                     download.matches[:keyframe_size].copy_(prediction['matches0'][0], non_blocking=True)
                     download.scores[:keyframe_size].copy_(prediction['matching_scores0'][0].float(), non_blocking=True)
+                if stereo is not None:
+                    download, right_size = self._stereo_download, len(frame.right.scores)
+                    download.reserve(max(size, right_size))
+                    download.keypoints[:right_size].copy_(frame.right.keypoints, non_blocking=True)
+                    download.matches[:size].copy_(stereo['matches0'][0], non_blocking=True)
+                    download.scores[:size].copy_(stereo['matching_scores0'][0].float(), non_blocking=True)
             else:
-                frame.prediction = prediction
+                frame.prediction, frame.stereo_prediction = prediction, stereo
             clock.mark('downloaded', stream)
         frame.matched = True
 
@@ -373,8 +431,25 @@ class CameraPipeline:
             correspondences = verify(Correspondences.from_matches(matches0, scores0,
                                                                   keyframe.keypoints, features.keypoints_original()),
                                      self.verification, keyframe_calibration, frame.calibration, keyframe.depth)
+        stereo = None
+        if frame.right is not None:
+            size = len(features.scores)
+            if self.cuda:
+                download = self._stereo_download
+                frame.right.keypoints_host = download.keypoints[:len(frame.right.scores)].numpy().copy()
+                matches0, scores0 = download.matches[:size].numpy().copy(), download.scores[:size].numpy().copy()
+            else:
+                matches0 = frame.stereo_prediction['matches0'][0].numpy()
+                scores0 = frame.stereo_prediction['matching_scores0'][0].float().numpy()
+            stereo = self.stereo.verify(Correspondences.from_matches(matches0, scores0, features.keypoints_original(),
+                                                                     frame.right.keypoints_original()),
+                                        frame.stereo_geometry, size)
+            stereo.right_features = frame.right
         verified = time.perf_counter()
-        result = self.tracker.update(features, frame.stamp_s, correspondences, frame.calibration)
+        result = self.tracker.update(features, frame.stamp_s, correspondences, frame.calibration,
+                                     None if stereo is None else stereo.keypoint_depth)
+        if stereo is not None:
+            result.stereo = stereo.with_track_ids(result)
         result.timings_ms = {'preprocess': frame.preprocess_ms, **stages,
                              'verify': (verified - verifying) * 1e3,
                              'total': (time.perf_counter() - frame.submitted_s) * 1e3}

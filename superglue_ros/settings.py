@@ -4,8 +4,8 @@ Everything else derives from SETTINGS:
   - the models' live config (SuperPoint / SuperGlue `default_config` take their defaults from here,
     and their config checks call check());
   - Matcher.configure and Matcher.from_weights;
-  - the keyframe policy (tracking.KeyframePolicy) and the geometric verification
-    (geometry.Verification);
+  - the keyframe policy (tracking.KeyframePolicy), the geometric verification
+    (geometry.Verification) and the left-right verification of stereo rigs (stereo.StereoVerification);
   - the ROS parameters (ros/parameters.py: type, description, read-only flag, the accepted values
     in the descriptor, and the validation of start-up and live values);
   - the CLI flags (match.py: `--max-keypoints`, ...).
@@ -27,6 +27,7 @@ from typing import Callable
 
 MIN_IMAGE_SIZE = 16  # SuperPoint works on 8x8 cells and needs a few of them (image.py)
 MAX_RESIZE = 8192    # an 8K frame (7680 x 4320) fits; larger is a typo that would exhaust host memory
+CAMERA_NAME = r'[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*'  # a named camera: a relative ROS name
 
 
 def _is_int(value) -> bool:
@@ -91,6 +92,15 @@ def _masks(value) -> bool:
         return True
     cameras = [_split_mask(v)[0] for v in value]
     return '' not in value and len(set(cameras)) == len(cameras)
+def _stereo_pairs(value) -> bool:
+    """None / [] (no rig) or 'left:right' strings of camera names, each camera in one pair at most."""
+    if value is None:
+        return True
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        return False
+    names = [name for pair in value for name in pair.split(':')]
+    return (all(re.fullmatch(f'{CAMERA_NAME}:{CAMERA_NAME}', pair) for pair in value)
+            and len(set(names)) == len(names))
 
 
 @dataclass(frozen=True)
@@ -99,7 +109,7 @@ class Setting:
 
     scope: who reads it ('superpoint' / 'superglue': the model's live config; 'matcher': the
     Matcher; 'tracker': tracking.KeyframePolicy; 'verification': geometry.Verification;
-    'weights'; 'node': the ROS node only). live: may change while running (otherwise a ROS
+    'weights'; 'stereo': stereo.StereoVerification; 'node': the ROS node only). live: may change while running (otherwise a ROS
     parameter is read-only). cli: a flag of `python -m superglue_ros.match`.
     """
     name: str
@@ -219,6 +229,25 @@ _ROWS = [
             'Detection masks: mono8 images of the camera\'s image size, zero where no keypoint may be (e.g. the '
             'robot\'s own body); applied to the SuperPoint scores before the threshold and max_keypoints',
             'node', live=False),
+    # -- stereo rigs (issue 15: stereo.py; the node pairs the images) ---------------------------
+    Setting('stereo_pairs', [], "[] (no rig) or a list of 'left:right' pairs of two different names of cameras, "
+            'each camera in one pair at most', _stereo_pairs,
+            "Stereo rigs among the cameras: for 'left:right', the left and right images are paired by stamp, "
+            'SuperPoint runs on both in one batch, the left image is matched against its keyframe and against the '
+            'right image; publishes ~/left_right/stereo_matches (disparity, depth, shared track ids) and '
+            '~/left_right/match_image (left | right)', 'node', live=False),
+    Setting('stereo_sync_tolerance_s', 0.0, 'a number of seconds >= 0', _number(0),
+            'Largest stamp difference of a left and a right image paired together (software-synchronised '
+            'cameras; keep it under half the frame period); 0: equal stamps only (hardware-synchronised)',
+            'node', live=False),
+    Setting('stereo_rectified', False, 'true or false', lambda v: isinstance(v, bool),
+            "The rig's images are rectified (e.g. image_proc's image_rect) even though their camera_info has a "
+            "rectification R other than identity. With a right P whose Tx (P[3]) is non-zero and rectified images "
+            '(this, or R identity in both camera_infos), left-right matches are checked on image rows and get a '
+            'depth; otherwise the fundamental matrix checks them and there is no depth', 'stereo', live=False),
+    Setting('stereo_row_threshold_px', 2.0, 'a number of pixels > 0', _number(0, low_open=True),
+            'Rectified rig: a left-right match is an inlier when its rows differ by at most this (|y_left - '
+            'y_right|, pixels of the images as given) and its disparity is positive', 'stereo'),
 ]
 SETTINGS: dict[str, Setting] = {row.name: row for row in _ROWS}
 
@@ -264,3 +293,14 @@ def mask_paths(value) -> dict[str, str]:
     """The masks setting as {camera name: path} ('' the unnamed camera; {} for ['']). ValueError as check()."""
     value = check('masks', value)
     return dict(_split_mask(entry) for entry in value if entry)
+def stereo_pairs_of(pairs, cameras) -> list[tuple[str, str]]:
+    """stereo_pairs as (left, right) names, checked against `cameras`: ValueError as check(), or naming a
+    camera of a pair that is not in cameras."""
+    pairs, cameras = check('stereo_pairs', pairs), check('cameras', cameras)
+    result = [tuple(pair.split(':')) for pair in pairs]
+    unknown = [name for pair in result for name in pair if name not in cameras]
+    if unknown:
+        raise ValueError(f'stereo_pairs names {", ".join(map(repr, unknown))}, not in cameras {cameras}: '
+                         "add it to cameras, or pair cameras that are there (e.g. cameras: ['left', 'right'], "
+                         "stereo_pairs: ['left:right'])")
+    return result

@@ -144,6 +144,7 @@ class FrameResult:
     keyframe_keypoint_count: int
     frame_keypoint_count: int
     new_keyframe_track_ids: np.ndarray | None  # [frame_keypoint_count] uint64 when is_new_keyframe, else None
+    stereo: object = None            # stereo.StereoResult of the left image of a rig (pipeline.py), else None
     # milliseconds per stage, filled by the pipeline: 'preprocess', 'upload', 'superpoint', 'superglue',
     # 'download', 'verify', 'total' (see pipeline.py)
     timings_ms: dict = field(default_factory=dict)
@@ -190,12 +191,13 @@ class KeyframeTracker:
         return self.keyframe
 
     def update(self, frame: Features, stamp_s: float, correspondences: Correspondences | None,
-               calibration=None) -> FrameResult:
+               calibration=None, depth: np.ndarray | None = None) -> FrameResult:
         """The result of a frame, and the keyframe updated.
 
         correspondences: the frame's correspondences with the keyframe keyframe_for(stamp_s) returned,
-        None when it returned None. calibration: the camera's geometry.Calibration at this frame, kept
-        with the frame when it becomes the keyframe."""
+        None when it returned None. calibration: the camera's geometry.Calibration at this frame, and
+        depth ([N] float32 metres per frame keypoint, NaN where unknown: the left image of a stereo rig;
+        None otherwise), kept with the frame when it becomes the keyframe (Keyframe.depth)."""
         keyframe, policy = self.keyframe, self.policy
         frame_keypoints = frame.keypoints_original()
         direct = correspondences is None
@@ -227,7 +229,7 @@ class KeyframeTracker:
             new_track_ids[fresh] = self._next_track_id + np.arange(fresh.sum(), dtype=np.uint64)
             self._next_track_id += int(fresh.sum())
             self.keyframe = Keyframe(self._next_keyframe_id, float(stamp_s), frame, frame_keypoints,
-                                     new_track_ids, calibration)
+                                     new_track_ids, calibration, depth)
             self._next_keyframe_id += 1
             if direct:
                 keyframe = self.keyframe  # the (empty) correspondences refer to the frame itself

@@ -24,7 +24,7 @@ ROS_DOMAIN_ID = os.environ.get('ROS_DOMAIN_ID') or str(os.getpid() % 100 + 1)
 # Runs inside the install environment. Builds each interface with every field set to a non-default value.
 CHILD_COMMON = textwrap.dedent('''
     import array, json, sys
-    from superglue_ros.msg import Keyframe, Matches
+    from superglue_ros.msg import Keyframe, Matches, StereoMatches
     from superglue_ros.srv import MatchImages
 
     def header(msg, sec, frame_id):
@@ -73,6 +73,20 @@ CHILD_COMMON = textwrap.dedent('''
         camera_info(k.camera_info)
         return k
 
+    def make_stereo_matches():
+        s = StereoMatches()
+        header(s.header, 12, 'left_camera')
+        header(s.right_header, 12, 'right_camera')
+        s.left_camera, s.right_camera, s.frame_index, s.keyframe_id = 'left', 'right', 42, 7
+        s.left_points, s.right_points = [100.5, 20.0, 30.0, 40.0], [80.5, 20.5, 10.0, 41.0]
+        s.left_points_normalized, s.right_points_normalized = [0.1, -0.2, 0.3, 0.4], [0.05, -0.2, 0.25, 0.4]
+        s.disparity, s.depth = [20.0, 20.0], [6.4, 3.2]
+        s.confidence, s.left_indices, s.right_indices = [0.9, 0.5], [3, 8], [1, 2]
+        s.track_ids, s.inlier, s.verified_with = [17, 2 ** 64 - 1], [1, 0], 'rectified'
+        s.baseline_m, s.left_keypoint_count, s.right_keypoint_count = 0.125, 512, 498
+        s.latency_ms, s.dropped_pairs, s.unpaired_frames = 12.5, 3, 2
+        return s
+
     def make_request():
         r = MatchImages.Request()
         image(r.image0, 1)
@@ -102,7 +116,7 @@ CHILD_FIELDS = CHILD_COMMON + textwrap.dedent('''
     from rclpy.serialization import deserialize_message, serialize_message
 
     report = {}
-    for name, make in [('Matches', make_matches), ('Keyframe', make_keyframe),
+    for name, make in [('Matches', make_matches), ('Keyframe', make_keyframe), ('StereoMatches', make_stereo_matches),
                        ('MatchImages.Request', make_request), ('MatchImages.Response', make_response)]:
         msg = make()
         default = to_plain(type(msg)())
@@ -222,6 +236,7 @@ def test_interfaces_have_every_declared_field(ros_env, tmp_path):
     declared = {
         'Matches': msg_field_names(REPO_ROOT / 'msg' / 'Matches.msg'),
         'Keyframe': msg_field_names(REPO_ROOT / 'msg' / 'Keyframe.msg'),
+        'StereoMatches': msg_field_names(REPO_ROOT / 'msg' / 'StereoMatches.msg'),
         'MatchImages.Request': msg_field_names(request_file),
         'MatchImages.Response': msg_field_names(response_file),
     }

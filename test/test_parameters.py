@@ -103,7 +103,7 @@ def test_config_presets_exist():
         assert yaml.safe_load((REPO_ROOT / 'config' / f'{weights}.yaml').read_text())[
             '/**']['ros__parameters']['superglue_weights'] == weights
     stereo = yaml.safe_load((REPO_ROOT / 'config' / 'stereo.yaml').read_text())['/**']['ros__parameters']
-    assert stereo['cameras'] == ['left', 'right']
+    assert stereo['cameras'] == ['left', 'right'] and stereo['stereo_pairs'] == ['left:right']
 
 
 class FakeLaunch:

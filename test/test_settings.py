@@ -16,6 +16,7 @@ from superglue_ros.models import SuperGlue, SuperPoint
 from superglue_ros.random_weights import random_superglue, random_superpoint
 from superglue_ros.ros import parameters
 from superglue_ros.settings import SETTINGS, check, names, resize_of
+from superglue_ros.stereo import StereoVerification
 from superglue_ros.tracking import KeyframePolicy
 
 # name -> (accepted values, refused values). Every row of the table must be here.
@@ -44,6 +45,11 @@ SAMPLES = {
     'publish_features': ([True, False], [1, 'true', None]),
     'masks': ([[''], ['/m.png'], ['left:/l.png', 'rig/right:r.png', 'c:/a:b.png']],
               [[], ['', 'left:/l.png'], ['left:/a.png', 'left:/b.png'], ['/a.png', '/b.png'], 'left:/l.png', [3]]),
+    'stereo_pairs': ([[], ['left:right'], ['rig/left:rig/right', 'a:b']],
+                     [['left:left'], ['a:b', 'b:c'], ['left'], ['a:b:c'], 'left:right', [3]]),
+    'stereo_sync_tolerance_s': ([0, 0.005, 1], [-0.001, float('nan'), 'x']),
+    'stereo_rectified': ([True, False], [1, 'true']),
+    'stereo_row_threshold_px': ([0.5, 2], [0, -1.0, float('inf')]),
 }
 
 
@@ -111,9 +117,11 @@ def test_matcher_start_up_settings(models):
 
 
 @pytest.mark.parametrize('cls, name', [(KeyframePolicy, name) for name in names('tracker')]
-                         + [(Verification, name) for name in names('verification')])
+                         + [(Verification, name) for name in names('verification')]
+                         + [(StereoVerification, name) for name in names('stereo')])
 def test_keyframe_policy_and_verification_refuse_with_the_same_message(cls, name):
-    assert set(cls.SETTINGS.values()) == set(names({KeyframePolicy: 'tracker', Verification: 'verification'}[cls]))
+    assert set(cls.SETTINGS.values()) == set(names({KeyframePolicy: 'tracker', Verification: 'verification',
+                                                    StereoVerification: 'stereo'}[cls]))
     field = {v: k for k, v in cls.SETTINGS.items()}[name]
     assert getattr(cls(), field) == SETTINGS[name].default
     good, bad = SAMPLES[name]

@@ -24,6 +24,11 @@ Written into DIR: 000000.png, 000001.png, ... (bgr8) and sequence.json:
     panel            (with --panel) the panel's plane Z = -PANEL_DEPTH and its corners (world frame, m)
 Pixel coordinates have their origin at the centre of the top-left pixel (as cv2.warpPerspective
 and the Matches message).
+
+stereo_sequence() renders the same kind of scene for a rectified stereo rig instead (in memory): at
+every pose a left image, a right image from a camera STEREO_BASELINE m along the left camera's +x (same
+orientation, same K: rectified by construction), their camera_infos (the right P holds Tx = -fx B) and
+the exact depth of every left pixel.
 """
 import argparse
 import json
@@ -48,6 +53,7 @@ MOTION = {'x': 0.30, 'y': 0.20,          # m, sideways / vertical translation
 PATH_FRAMES = 30  # the sines have 0.3 to 0.9 periods per this many frames
 PANEL_DEPTH = 0.8          # m in front of the plane Z = 0 (towards the camera), with panel=True
 PANEL_SIZE = (1.0, 0.7)    # m, centred on the camera path's mean position
+STEREO_BASELINE = 0.25  # m, left to right camera of stereo_sequence(): 64 px of disparity at rest (640x480)
 
 
 @dataclass
@@ -276,6 +282,63 @@ def generate_sequence(directory, num_frames: int = DEFAULTS['num_frames'], size=
         description['panel'] = {'normal': [0.0, 0.0, 1.0], 'offset': -PANEL_DEPTH, 'corners': corners.tolist()}
     (directory / SEQUENCE_FILE).write_text(json.dumps(description, indent=1))
     return load_sequence(directory)
+
+
+@dataclass
+class StereoFrame:
+    """One pose of a rectified stereo rig over the textured plane (stereo_sequence)."""
+    left: np.ndarray           # bgr8 [H, W, 3]
+    right: np.ndarray          # bgr8 [H, W, 3], the camera baseline_m along the left camera's +x
+    stamp: float               # s
+    left_info: dict            # sensor_msgs/CameraInfo fields (width, height, k, d, r, p, distortion_model)
+    right_info: dict           # the same K, R = identity, P = [K | (-fx B, 0, 0)]
+    baseline_m: float
+    K: np.ndarray              # [3, 3] of both cameras
+    rotation: np.ndarray       # [3, 3] world -> camera, both cameras
+    position: np.ndarray       # [3] left camera centre, world frame
+
+    def depth_at(self, points) -> np.ndarray:
+        """Exact depth (metres along the left optical axis, z) of left-image pixels [K, 2] (x, y): where
+        the pixel's ray meets the plane Z = 0."""
+        points = np.asarray(points, np.float64).reshape(-1, 2)
+        rays = np.linalg.inv(self.K) @ np.vstack([points.T, np.ones(len(points))])  # camera frame, z = 1
+        return -self.position[2] / (self.rotation.T @ rays)[2]
+
+    @property
+    def depth(self) -> np.ndarray:
+        """[H, W] float32 exact depth of every left pixel, metres."""
+        height, width = self.left.shape[:2]
+        x, y = np.meshgrid(np.arange(width), np.arange(height))
+        return self.depth_at(np.stack([x.ravel(), y.ravel()], 1)).reshape(height, width).astype(np.float32)
+
+    def right_points(self, points) -> np.ndarray:
+        """Where left pixels [K, 2] appear in the right image: same row, x - fx B / Z (rectified pair)."""
+        points = np.asarray(points, np.float64).reshape(-1, 2)
+        return np.stack([points[:, 0] - self.K[0, 0] * self.baseline_m / self.depth_at(points), points[:, 1]], 1)
+
+
+def stereo_sequence(num_frames: int = 3, size=DEFAULTS['size'], seed: int = DEFAULTS['seed'],
+                    rate_hz: float = DEFAULTS['rate_hz'], baseline_m: float = STEREO_BASELINE) -> list[StereoFrame]:
+    """A rectified stereo rig moving along the camera path of generate_sequence (same seed, same left
+    images' poses), rendered in memory: [num_frames] StereoFrame. Deterministic."""
+    width, height = int(size[0]), int(size[1])
+    if num_frames < 1 or width < 64 or height < 64 or not baseline_m > 0:
+        raise ValueError(f'stereo_sequence needs num_frames >= 1, a size of at least 64x64 and a baseline > 0, got '
+                         f'{num_frames}, {width}x{height}, {baseline_m}')
+    K = intrinsics((width, height))
+    rotations, positions = camera_path(num_frames, seed)
+    right_positions = positions + np.einsum('nji,j->ni', rotations, [baseline_m, 0.0, 0.0])  # C + R^T (B, 0, 0)
+    from_texture, texture_size = scene_homographies(K, np.concatenate([rotations, rotations]),
+                                                    np.concatenate([positions, right_positions]), (width, height))
+    texture = make_texture(texture_size, seed)
+    left_info = {'width': width, 'height': height, 'distortion_model': 'plumb_bob', 'd': [0.0] * 5,
+                 'k': K.ravel().tolist(), 'r': np.eye(3).ravel().tolist(),
+                 'p': np.column_stack([K, np.zeros(3)]).ravel().tolist()}
+    right_info = {**left_info, 'p': np.column_stack([K, [-K[0, 0] * baseline_m, 0, 0]]).ravel().tolist()}
+    return [StereoFrame(render(texture, from_texture[i], (width, height)),
+                        render(texture, from_texture[num_frames + i], (width, height)),
+                        START_STAMP + i / rate_hz, left_info, right_info, baseline_m, K, rotations[i], positions[i])
+            for i in range(num_frames)]
 
 
 def load_sequence(directory) -> Sequence:

@@ -1,5 +1,5 @@
-"""ROS messages from the pipeline's results: Matches, Keyframe, the MatchImages response and the
-~/match_image picture. Arrays are copied into the messages as raw bytes (array.array.frombytes),
+"""ROS messages from the pipeline's results: Matches, Keyframe, StereoMatches, the MatchImages response
+and the ~/match_image pictures. Arrays are copied into the messages as raw bytes (array.array.frombytes),
 not element by element: a keyframe's descriptors are 256 floats per keypoint.
 """
 import array
@@ -8,11 +8,12 @@ import numpy as np
 from geometry_msgs.msg import Point, Point32, Pose, Quaternion
 from sensor_msgs.msg import CameraInfo, ChannelFloat32, PointCloud
 
-from superglue_ros.msg import Keyframe, Matches
+from superglue_ros.msg import Keyframe, Matches, StereoMatches
 
 from ..features import TrackedFeatures
 from ..pipeline import PairResult
 from ..pose import RelativePose
+from ..stereo import StereoResult
 from ..tracking import FrameResult
 from ..image import to_bgr8
 from ..visualization import draw_matches
@@ -98,6 +99,25 @@ def features_message(header, features: list[TrackedFeatures]) -> PointCloud:
                       points=[Point32(x=float(x), y=float(y), z=1.0) for x, y in normalized.tolist()],
                       channels=[ChannelFloat32(name=name, values=_array('f', values, np.float32))
                                 for name, values in zip(FEATURE_CHANNELS, columns)])
+def stereo_matches_message(result: FrameResult, left_camera: str, right_camera: str, header, right_header,
+                           latency_ms: float, dropped_pairs: int, unpaired_frames: int) -> StereoMatches:
+    """StereoMatches of one processed pair: `result` is the left image's, with its StereoResult."""
+    stereo: StereoResult = result.stereo
+    c = stereo.correspondences
+    return StereoMatches(
+        header=header, right_header=right_header, left_camera=left_camera, right_camera=right_camera,
+        frame_index=result.frame_index, keyframe_id=result.keyframe_id,
+        left_points=_array('f', c.points0.reshape(-1), np.float32),
+        right_points=_array('f', c.points1.reshape(-1), np.float32),
+        left_points_normalized=_array('f', c.normalized0.reshape(-1), np.float32),
+        right_points_normalized=_array('f', c.normalized1.reshape(-1), np.float32),
+        disparity=_array('f', stereo.disparity, np.float32), depth=_array('f', stereo.depth, np.float32),
+        confidence=_array('f', c.confidence, np.float32),
+        left_indices=_array('i', c.indices0, np.int32), right_indices=_array('i', c.indices1, np.int32),
+        track_ids=_array('Q', stereo.track_ids, np.uint64), inlier=_array('B', c.inlier, np.uint8),
+        verified_with=c.verified_with, baseline_m=float(stereo.baseline_m),
+        left_keypoint_count=result.frame_keypoint_count, right_keypoint_count=len(stereo.right_features.scores),
+        latency_ms=float(latency_ms), dropped_pairs=dropped_pairs, unpaired_frames=unpaired_frames)
 
 
 def fill_match_images_response(pair: PairResult, response):
@@ -118,15 +138,29 @@ def match_picture(keyframe_image: tuple[np.ndarray, str], frame_image: tuple[np.
     """bgr8 picture keyframe | frame with the `max_lines` most confident matches of `result`.
 
     keyframe_image / frame_image: (image, color_order) as the images were given to the front-end."""
-    keypoints0 = result.keyframe_features.keypoints_original()
-    keypoints1 = result.frame_features.keypoints_original()
-    shown = np.argsort(-result.confidence, kind='stable')[:max_lines]
+    return _picture(keyframe_image, frame_image, result.keyframe_features, result.frame_features,
+                    result.keyframe_indices, result.frame_indices, result.confidence, max_lines, text_lines)
+
+
+def stereo_picture(left_image: tuple[np.ndarray, str], right_image: tuple[np.ndarray, str], result: FrameResult,
+                   max_lines: int, text_lines=()) -> np.ndarray:
+    """bgr8 picture left | right with the `max_lines` most confident left-right inliers of a rig's pair."""
+    c = result.stereo.correspondences
+    shown = c.kept()
+    return _picture(left_image, right_image, result.frame_features, result.stereo.right_features,
+                    c.indices0[shown], c.indices1[shown], c.confidence[shown], max_lines, text_lines)
+
+
+def _picture(image0, image1, features0, features1, indices0, indices1, confidence, max_lines, text_lines):
+    """image0 | image1 ((image, color_order) each) with the `max_lines` most confident of the
+    correspondences features0's keypoint indices0[k] <-> features1's indices1[k]."""
+    keypoints0, keypoints1 = features0.keypoints_original(), features1.keypoints_original()
+    shown = np.argsort(-confidence, kind='stable')[:max_lines]
     matches0 = np.full(len(keypoints0), -1, np.int64)
     scores0 = np.zeros(len(keypoints0), np.float32)
-    matches0[result.keyframe_indices[shown]] = result.frame_indices[shown]
-    scores0[result.keyframe_indices[shown]] = result.confidence[shown]
+    matches0[indices0[shown]] = indices1[shown]
+    scores0[indices0[shown]] = confidence[shown]
     text_lines = list(text_lines)
-    if len(shown) < len(result.confidence):
-        text_lines.append(f'(lines: the {len(shown)} most confident of {len(result.confidence)} matches)')
-    return draw_matches(to_bgr8(*keyframe_image), to_bgr8(*frame_image), keypoints0, keypoints1, matches0, scores0,
-                        text_lines)
+    if len(shown) < len(confidence):
+        text_lines.append(f'(lines: the {len(shown)} most confident of {len(confidence)} matches)')
+    return draw_matches(to_bgr8(*image0), to_bgr8(*image1), keypoints0, keypoints1, matches0, scores0, text_lines)

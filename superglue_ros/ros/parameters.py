@@ -22,7 +22,7 @@ class ParameterError(ValueError):
 def descriptor(setting: Setting) -> ParameterDescriptor:
     """The descriptor of one setting: description, accepted values, read-only unless live."""
     kind = type(setting.default).__name__ if not isinstance(setting.default, list) else \
-        f'list of {type(setting.default[0]).__name__}'
+        f'list of {type(setting.default[0]).__name__}' if setting.default else 'list'  # [] (stereo_pairs): a list
     return ParameterDescriptor(
         name=setting.name, description=setting.description, read_only=not setting.live, dynamic_typing=True,
         additional_constraints=f'{kind}; accepted: {setting.accepted}'

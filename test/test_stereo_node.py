@@ -1,0 +1,172 @@
+"""A stereo rig over DDS (issue 15): the node in its own process, fed by a reliable driver in this process
+with two 640x480 bgr8 image topics and two camera_infos of a rectified synthetic rig (demo/synthetic.py,
+exact depth per pixel), the right stamps jittered by a few ms (software-synchronised cameras).
+
+Checked: every pair gives one StereoMatches (right stamp within stereo_sync_tolerance_s), verified on
+image rows with positive disparities; on the correct left-right matches (the right point within
+CORRECT_PX of where the ground truth puts the left keypoint: random weights also give confident wrong
+ones) the depth fx' B / d is within 2% of the true depth; the left camera's Matches and the
+StereoMatches share track ids; a left image without a right partner is never matched with another
+time and is counted.
+"""
+import itertools
+import os
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.qos import QoSReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image
+
+from ros_helpers import Inbox, Spinner, random_weight_files, wait_until
+from superglue_ros.demo.synthetic import stereo_sequence
+from superglue_ros.ros.image_conversion import numpy_to_image_msg
+from superglue_ros.stereo import NO_TRACK
+from superglue_ros.visualization import MARGIN
+from test_node_process import RELIABLE, WAIT_S, NodeProcess
+
+from superglue_ros.msg import Matches, StereoMatches  # noqa: E402  (after ros_helpers: built messages)
+
+SETTINGS = {'device': 'cpu', 'max_keypoints': '256', 'sinkhorn_iterations': '20', 'keyframe_min_matches': '0',
+            'keyframe_min_match_ratio': '0.0', 'cameras': "['left','right']", 'stereo_pairs': "['left:right']",
+            'stereo_sync_tolerance_s': '0.01'}
+JITTER_NS = [3_000_000, -4_000_000, 2_500_000]  # right stamp - left stamp of each pair: within the 10 ms tolerance
+CORRECT_PX = 1.0
+_seconds = itertools.count(2000)
+
+
+@pytest.fixture(scope='module')
+def weight_files(tmp_path_factory):
+    return random_weight_files(tmp_path_factory.getbasetemp() / 'random_weights')
+
+
+def camera_info(fields: dict, frame_id: str) -> CameraInfo:
+    info = CameraInfo(width=fields['width'], height=fields['height'], distortion_model=fields['distortion_model'],
+                      d=fields['d'], k=fields['k'], r=fields['r'], p=fields['p'])
+    info.header.frame_id = frame_id
+    return info
+
+
+class StereoDriver:
+    """A stereo camera driver (reliable, keep last 10) and readers of the node's outputs."""
+
+    def __init__(self, context, node: NodeProcess):
+        self.node, self.helper = node, Node('stereo_driver', namespace=node.namespace, context=context)
+        self.images = {side: self.helper.create_publisher(Image, f'{side}/image', RELIABLE) for side in ('left', 'right')}
+        self.infos = {side: self.helper.create_publisher(CameraInfo, f'{side}/camera_info', RELIABLE)
+                      for side in ('left', 'right')}
+        self.matches, self.stereo = Inbox('~/left/matches'), Inbox('~/left_right/stereo_matches')
+        self.helper.create_subscription(Matches, 'superglue/left/matches', self.matches, 100)
+        self.helper.create_subscription(StereoMatches, 'superglue/left_right/stereo_matches', self.stereo, 100)
+        self.diagnostics = Inbox('/diagnostics')
+        self.pictures = Inbox('~/left_right/match_image')  # subscribed: the node draws left | right
+        self.helper.create_subscription(Image, 'superglue/left_right/match_image', self.pictures, 10)
+        self.helper.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics, 10)
+        self.spinner = Spinner(context, self.helper).__enter__()
+        for publisher in (*self.images.values(), *self.infos.values()):
+            topic = publisher.topic_name
+            wait_until(lambda: node.process.poll() is not None or any(  # the node follows the publisher: reliable
+                info.qos_profile.reliability == QoSReliabilityPolicy.RELIABLE
+                for info in self.helper.get_subscriptions_info_by_topic(topic)),
+                f'the node to subscribe {topic} reliably', WAIT_S)
+            assert node.process.poll() is None, f'the node exited:\n{node.output}'
+
+    def publish(self, side: str, image: np.ndarray, info: CameraInfo, sec: int, nanosec: int, encoding: str = ''):
+        msg = numpy_to_image_msg(image, 'bgr8')
+        msg.encoding = encoding or msg.encoding
+        msg.header.stamp.sec = info.header.stamp.sec = sec
+        msg.header.stamp.nanosec = info.header.stamp.nanosec = nanosec
+        msg.header.frame_id = info.header.frame_id
+        self.infos[side].publish(info)
+        self.images[side].publish(msg)
+
+    def close(self):
+        self.spinner.__exit__()
+        self.helper.destroy_node()
+        self.node.stop()
+
+
+def test_stereo_rig_over_dds(context, weight_files):
+    rig = stereo_sequence(len(JITTER_NS))
+    infos = {'left': camera_info(rig[0].left_info, 'left_optical'), 'right': camera_info(rig[0].right_info,
+                                                                                          'right_optical')}
+    node = NodeProcess(f'/test_stereo_{os.getpid()}', {**SETTINGS, **weight_files})
+    driver = StereoDriver(context, node)
+    try:
+        for side, info in infos.items():  # the camera_infos well before the first images (the node takes the
+            driver.infos[side].publish(info)  # latest without message_filters): not a check of time
+        time.sleep(2.0)
+        results, errors, correct_counts = [], [], []
+        for frame, jitter in zip(rig, JITTER_NS):
+            sec, nanosec = next(_seconds), 500_000_000
+            driver.publish('left', frame.left, infos['left'], sec, nanosec)
+            driver.publish('right', frame.right, infos['right'], sec, nanosec + jitter)
+            stereo = driver.stereo.wait_for(lambda m: m.header.stamp.sec == sec, f'stamp {sec}', WAIT_S)
+            matches = driver.matches.wait_for(lambda m: m.header.stamp.sec == sec, f'stamp {sec}', WAIT_S)
+            assert (stereo.right_header.stamp.sec, stereo.right_header.stamp.nanosec) == (sec, nanosec + jitter)
+            assert stereo.frame_index == matches.frame_index and stereo.keyframe_id == matches.keyframe_id
+            assert stereo.verified_with == 'rectified', node.output
+            assert stereo.baseline_m == pytest.approx(frame.baseline_m)
+            assert (stereo.left_camera, stereo.right_camera) == ('left', 'right')
+
+            left = np.asarray(stereo.left_points).reshape(-1, 2)
+            right = np.asarray(stereo.right_points).reshape(-1, 2)
+            inlier = np.asarray(stereo.inlier, bool)
+            disparity, depth = np.asarray(stereo.disparity), np.asarray(stereo.depth)
+            assert len(left) == len(inlier) == len(depth) == len(stereo.track_ids) > 0
+            np.testing.assert_allclose(disparity, left[:, 0] - right[:, 0], atol=1e-4)
+            assert inlier.sum() > 0 and np.all(disparity[inlier] > 0) and np.all(np.isnan(depth[~inlier]))
+            assert np.all(np.abs(left[inlier, 1] - right[inlier, 1]) <= 2.0)
+
+            correct = inlier & np.all(np.abs(right - frame.right_points(left)) <= CORRECT_PX, axis=1)
+            truth = frame.depth_at(left[correct])
+            relative = np.abs(depth[correct] - truth) / truth
+            assert correct.sum() >= 20, f'{correct.sum()} correct left-right matches of {len(left)}'
+            assert np.all(relative <= 0.02), np.sort(relative)[-5:]
+            errors.append(relative)
+            correct_counts.append((int(correct.sum()), int(inlier.sum()), len(left)))
+
+            ids = dict(zip(stereo.left_indices, stereo.track_ids))  # left keypoint -> track id in both cameras
+            shared = [(ids[i], t) for i, t in zip(matches.frame_indices, matches.track_ids)
+                      if i in ids and ids[i] != NO_TRACK]
+            assert all(a == b for a, b in shared)
+            results.append((stereo, matches, len(shared)))
+        assert results[0][1].is_new_keyframe and all(n > 20 for _, _, n in results[1:]), [n for _, _, n in results]
+
+        # a left image whose right partner never comes: counted, never matched with another time
+        lone = next(_seconds)
+        driver.publish('left', rig[0].left, infos['left'], lone, 0)
+        sec = next(_seconds)
+        driver.publish('left', rig[1].left, infos['left'], sec, 0)
+        driver.publish('right', rig[1].right, infos['right'], sec, 1_000_000)
+        last = driver.stereo.wait_for(lambda m: m.header.stamp.sec == sec, f'stamp {sec}', WAIT_S)
+        assert last.unpaired_frames == 1 and not [m for m in driver.stereo.messages if m.header.stamp.sec == lone]
+        bad = next(_seconds)  # a pair whose right image has an encoding the node does not read: skipped, counted
+        driver.publish('left', rig[2].left, infos['left'], bad, 0)
+        driver.publish('right', rig[2].right, infos['right'], bad, 0, encoding='yuv422')
+        wait_until(lambda: 'skipped (unsupported_encoding): right image on' in node.output,
+                   'the pair with a bad right image to be skipped', WAIT_S)
+        picture = driver.pictures.wait_for(lambda m: m.header.stamp.sec == sec, f'stamp {sec}', WAIT_S)
+        assert (picture.width, picture.height, picture.encoding) == (2 * 640 + MARGIN, 480, 'bgr8')  # left | right
+        driver.diagnostics.wait_for(lambda m: any(
+            s.name.endswith(': left | right') and {'unpaired images': '1', 'pairs': str(len(rig) + 2),
+                                                      'rejected: unsupported_encoding': '1'}.items()
+            <= {v.key: v.value for v in s.values}.items() for s in m.status), 'the rig counted on /diagnostics', WAIT_S)
+        all_errors = np.concatenate(errors)
+        print(f'\n[stereo over DDS] 640x480 bgr8, {len(rig)} pairs, right stamps jittered by {JITTER_NS} ns, tolerance '
+              f'10 ms: all paired; correct / inliers / matches per pair {correct_counts}; depth error on the correct '
+              f'matches: median {np.median(all_errors) * 100:.2f}%, max {all_errors.max() * 100:.2f}%; shared track ids '
+              f'with ~/left/matches {[n for _, _, n in results]}; dropped pairs {last.dropped_pairs}, unpaired '
+              f'{last.unpaired_frames} (the lone left image)')
+    finally:
+        driver.close()
+
+
+@pytest.mark.parametrize('pairs, says', [("['left:rear']", "stereo_pairs names 'rear', not in cameras ['left', 'right']"),
+                                         ("['left:left']", 'stereo_pairs must be ')])
+def test_a_bad_stereo_pair_stops_the_start_naming_it(weight_files, pairs, says):
+    node = NodeProcess('/test_bad_stereo_pair', {**SETTINGS, **weight_files, 'stereo_pairs': pairs})
+    assert node.wait() != 0
+    assert says in node.output and 'FATAL' in node.output and 'Traceback' not in node.output, node.output
