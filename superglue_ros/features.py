@@ -56,15 +56,23 @@ class FeatureVelocity:
         else:
             tracked = tracks_continue(result.inlier, result.verified_with, len(result.confidence))
             pixels, track_ids = result.frame_points[tracked], result.track_ids[tracked]
-            normalized = result.frame_points_normalized[tracked].astype(np.float64)
+            normalized = result.frame_points_normalized[tracked]
+        return self.track(result.stamp_s, track_ids, pixels, normalized)
+
+    def track(self, stamp_s: float, track_ids: np.ndarray, pixels: np.ndarray,
+              normalized: np.ndarray) -> TrackedFeatures:
+        """TrackedFeatures of this camera's features at stamp_s (seconds): track_ids [K], pixels [K, 2] (u, v),
+        normalized [K, 2] (x, y, z = 1 plane), with their velocities since this camera's previous call. Also
+        for features chosen by the caller, e.g. a rig's right image (its left-right inliers)."""
+        normalized = np.asarray(normalized, np.float64)
         velocity = np.zeros((len(track_ids), 2))
-        dt = None if self._previous_stamp_s is None else result.stamp_s - self._previous_stamp_s
+        dt = None if self._previous_stamp_s is None else stamp_s - self._previous_stamp_s
         if dt is not None and dt > 0:
             for k, track_id in enumerate(track_ids.tolist()):
                 previous = self._previous.get(track_id)
                 if previous is not None:
                     velocity[k] = (normalized[k] - previous) / dt
         self._previous = dict(zip(track_ids.tolist(), normalized))
-        self._previous_stamp_s = result.stamp_s
+        self._previous_stamp_s = stamp_s
         return TrackedFeatures(self.camera_id, np.asarray(track_ids, np.uint64), np.asarray(pixels, np.float32),
                                normalized, velocity)

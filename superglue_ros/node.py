@@ -41,6 +41,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -69,7 +71,7 @@ from .ros.qos import AdaptiveSubscription
 from .ros.messages import (features_message, fill_match_images_response, keyframe_message, match_picture,
                            matches_message, stamp_to_seconds, stereo_matches_message, stereo_picture)
 from .settings import mask_paths, names, stereo_pairs_of
-from .stereo import LEFT, PAIR_QUEUE_SIZE, RIGHT, StampPairer, StereoGeometry, StereoVerification, stamp_ns
+from .stereo import LEFT, NO_TRACK, PAIR_QUEUE_SIZE, RIGHT, StampPairer, StereoGeometry, StereoVerification, stamp_ns
 from .tracking import KeyframePolicy
 from .weights import WeightsError
 
@@ -296,7 +298,7 @@ class Camera:
         """~/features of this frame (features.py); without a calibration nothing, said once."""
         features = self._features.features(result, calibration)
         if features is not None:
-            self._features_pub.publish(features_message(header, [features]))
+            self._features_pub.publish(features_message(header, [features, *self._other_features(result, features)]))
         elif not self._said_uncalibrated:
             self._said_uncalibrated = True
             self.node.get_logger().warn(
@@ -307,6 +309,10 @@ class Camera:
     def _stereo_inputs(self, frame: Frame, image) -> tuple:
         """((right image, color_order), StereoGeometry or None) of a rig's pair; a lone camera has none."""
         return None, None
+
+    def _other_features(self, result, features) -> list:
+        """The TrackedFeatures of other cameras published with this camera's `features` (a rig's right one)."""
+        return []
 
     def _publish_stereo(self, frame: Frame, image, right, result, latency_ms: float):
         """A rig publishes its pair's StereoMatches and picture (Rig)."""
@@ -345,6 +351,8 @@ class Rig(Camera):
         self.right_camera_info = CameraInfoSource(node, f'{right}/camera_info')
         self._right_sub = self._subscribe_image(right, self._on_right_image)
         self.right_image_topic = self._right_sub.topic_name
+        if self._features is not None:  # one ~/<left>/features message per pair: camera_id 0 and 1 (VINS-Fusion stereo)
+            self._right_features = FeatureVelocity(node.values['cameras'].index(right))
         self._stereo_pub = node.create_publisher(StereoMatches, f'~/{self.rig_name}/stereo_matches', 10)
         self._stereo_image_pub = node.create_publisher(Image, f'~/{self.rig_name}/match_image', 1)
 
@@ -413,6 +421,17 @@ class Rig(Camera):
                 + '): left-right matches verified with the fundamental matrix, no depth. For rectified images '
                   '(image_rect) set stereo_rectified: true', throttle_duration_sec=LOG_THROTTLE_S)
         return right, geometry
+
+    def _other_features(self, result, features) -> list:
+        """The right image's features of the pair: its left-right inliers whose left keypoint is among the left
+        `features` (same track id), points normalised with the right P; none without a stereo calibration."""
+        stereo = result.stereo
+        if stereo is None or not len(stereo.correspondences.normalized1):
+            return []
+        c = stereo.correspondences
+        tracked = (stereo.track_ids != NO_TRACK) & np.isin(stereo.track_ids, features.track_ids)
+        return [self._right_features.track(result.stamp_s, stereo.track_ids[tracked], c.points1[tracked],
+                                           c.normalized1[tracked])]
 
     def _publish_stereo(self, frame: Frame, image, right, result, latency_ms: float):
         self._stereo_pub.publish(stereo_matches_message(result, self.name, self.right_name, frame.msg.header,

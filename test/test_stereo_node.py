@@ -18,7 +18,7 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import QoSReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, Image, PointCloud
 
 from ros_helpers import Inbox, Spinner, random_weight_files, wait_until
 from superglue_ros.demo.synthetic import stereo_sequence
@@ -31,7 +31,7 @@ from superglue_ros.msg import Matches, StereoMatches  # noqa: E402  (after ros_h
 
 SETTINGS = {'device': 'cpu', 'max_keypoints': '256', 'sinkhorn_iterations': '20', 'keyframe_min_matches': '0',
             'keyframe_min_match_ratio': '0.0', 'cameras': "['left','right']", 'stereo_pairs': "['left:right']",
-            'stereo_sync_tolerance_s': '0.01'}
+            'stereo_sync_tolerance_s': '0.01', 'geometric_verification': 'essential', 'publish_features': 'true'}
 JITTER_NS = [3_000_000, -4_000_000, 2_500_000]  # right stamp - left stamp of each pair: within the 10 ms tolerance
 CORRECT_PX = 1.0
 _seconds = itertools.count(2000)
@@ -58,6 +58,8 @@ class StereoDriver:
         self.infos = {side: self.helper.create_publisher(CameraInfo, f'{side}/camera_info', RELIABLE)
                       for side in ('left', 'right')}
         self.matches, self.stereo = Inbox('~/left/matches'), Inbox('~/left_right/stereo_matches')
+        self.features = Inbox('~/left/features')
+        self.helper.create_subscription(PointCloud, 'superglue/left/features', self.features, 100)
         self.helper.create_subscription(Matches, 'superglue/left/matches', self.matches, 100)
         self.helper.create_subscription(StereoMatches, 'superglue/left_right/stereo_matches', self.stereo, 100)
         self.diagnostics = Inbox('/diagnostics')
@@ -98,7 +100,7 @@ def test_stereo_rig_over_dds(context, weight_files):
         for side, info in infos.items():  # the camera_infos well before the first images (the node takes the
             driver.infos[side].publish(info)  # latest without message_filters): not a check of time
         time.sleep(2.0)
-        results, errors, correct_counts = [], [], []
+        results, errors, correct_counts, pose_errors = [], [], [], []
         for frame, jitter in zip(rig, JITTER_NS):
             sec, nanosec = next(_seconds), 500_000_000
             driver.publish('left', frame.left, infos['left'], sec, nanosec)
@@ -133,6 +135,24 @@ def test_stereo_rig_over_dds(context, weight_files):
                       if i in ids and ids[i] != NO_TRACK]
             assert all(a == b for a, b in shared)
             results.append((stereo, matches, len(shared)))
+
+            # the left keyframe's stereo depth gives the pose of the next frames in metres (PnP)
+            if not matches.is_new_keyframe:
+                assert matches.pose_source == 'pnp' and matches.pose_inliers >= 6, (matches.pose_source, node.output)
+                keyframe = rig[0]  # true T_keyframe_frame: p_keyframe = R_k R_f^T p_frame + R_k (C_f - C_k)
+                true_t = keyframe.rotation @ (frame.position - keyframe.position)
+                p = matches.relative_pose.position
+                pose_errors.append((np.linalg.norm([p.x, p.y, p.z] - true_t), np.linalg.norm(true_t)))
+            # one ~/left/features message per pair: the left features (camera_id 0) and the right image's
+            # left-right inliers (camera_id 1) with the same track ids, on the z = 1 plane
+            cloud = driver.features.wait_for(lambda m: m.header.stamp.sec == sec, f'features of {sec}', WAIT_S)
+            channels = {c.name: np.asarray(c.values) for c in cloud.channels}
+            camera_id, track_id = channels['camera_id'].astype(int), channels['id'].astype(np.int64)
+            assert set(camera_id) == {0, 1} and all(point.z == 1.0 for point in cloud.points)
+            assert set(track_id[camera_id == 1]) <= set(track_id[camera_id == 0])
+            stereo_ids = np.asarray(stereo.track_ids)
+            tracked = (stereo_ids != NO_TRACK) & np.isin(stereo_ids.astype(np.int64), track_id[camera_id == 0])
+            assert sorted(track_id[camera_id == 1]) == sorted(stereo_ids[tracked].astype(np.int64)) and tracked.sum() > 20
         assert results[0][1].is_new_keyframe and all(n > 20 for _, _, n in results[1:]), [n for _, _, n in results]
 
         # a left image whose right partner never comes: counted, never matched with another time
@@ -159,7 +179,8 @@ def test_stereo_rig_over_dds(context, weight_files):
               f'10 ms: all paired; correct / inliers / matches per pair {correct_counts}; depth error on the correct '
               f'matches: median {np.median(all_errors) * 100:.2f}%, max {all_errors.max() * 100:.2f}%; shared track ids '
               f'with ~/left/matches {[n for _, _, n in results]}; dropped pairs {last.dropped_pairs}, unpaired '
-              f'{last.unpaired_frames} (the lone left image)')
+              f'{last.unpaired_frames} (the lone left image); PnP translation error / true translation '
+              f'{[f"{e * 100:.1f} / {t * 100:.1f} cm" for e, t in pose_errors]}')
     finally:
         driver.close()
 
