@@ -273,3 +273,28 @@ def test_rig_pipeline_refuses_a_right_image_that_does_not_fit(matcher, rig):
     assert camera.pending == 0
     mono = camera.process(rig[0].left, 1.0)  # the monocular path: no stereo, no depth
     assert mono.stereo is None and camera.tracker.keyframe.depth is None
+
+
+def test_rig_pipeline_masks_each_image_with_its_camera_mask(matcher, rig):
+    """A rig's left and right cameras have masks of their own (masks: ['left:...', 'right:...']): each image of
+    the one SuperPoint batch loses exactly the keypoints its own mask forbids."""
+    frame = rig[0]
+    height, width = frame.left.shape[:2]
+    left_mask, right_mask = np.ones((height, width), bool), np.ones((height, width), bool)
+    left_mask[:, : width // 2] = False   # left half of the left image, right half of the right one
+    right_mask[:, width // 2:] = False
+    for masks in ((left_mask, None), (None, right_mask), (left_mask, right_mask)):
+        camera = CameraPipeline(matcher, mask=masks[0], right_mask=masks[1])
+        result = camera.process(frame.left, frame.stamp, right=frame.right,
+                                stereo_geometry=StereoGeometry.from_camera_infos(*infos(frame)))
+        for image, features, mask in ((frame.left, result.frame_features, masks[0]),
+                                      (frame.right, result.stereo.right_features, masks[1])):
+            keypoints = features.keypoints_original()
+            unmasked = matcher.extract(image).keypoints_original()
+            if mask is None:
+                np.testing.assert_array_equal(keypoints, unmasked)
+                continue
+            x, y = keypoints.round().astype(int).T
+            assert len(keypoints) > 20 and mask[y, x].all()
+            ux, uy = unmasked.round().astype(int).T
+            assert not mask[uy, ux].all()  # the mask had keypoints to remove
