@@ -1,0 +1,161 @@
+"""The onnxruntime backend of Matcher (setting backend: 'onnxruntime').
+
+Matcher keeps its API: with this backend, Matcher.detect runs superpoint.onnx for the dense maps and
+then SuperPoint.keypoints_from_maps in torch; Matcher.encoded runs superglue_encode.onnx; Matcher
+.superglue_match runs superglue_scores.onnx and then SuperGlue.matches_from_scores in torch (Sinkhorn,
+mutual check). The files come from export.cached_export: exported once per weights and settings.
+
+Tensors go in and out through IO binding: onnxruntime reads the torch tensors' memory and writes into
+torch tensors made here, with no copy through numpy, on the CPU and on CUDA alike.
+
+  CPU    CPUExecutionProvider; intra-op threads = torch.get_num_threads(), so both backends use the
+         cores the same way. One set of sessions (onnxruntime's run() may be called from several threads).
+  CUDA   (written, not verified: no GPU nor onnxruntime-gpu on the development machine.) Each CUDA stream
+         gets its own sessions, made on its first use, with onnxruntime's `user_compute_stream` set to
+         that stream: a camera's CameraPipeline enqueues onnxruntime's kernels on its own streams, ordered
+         with the torch work around them, as the torch backend does. TensorrtExecutionProvider first when
+         onnxruntime has it (fp32; shape profiles over the keypoint axes up to MAX_PROFILE_KEYPOINTS, so no
+         engine is rebuilt while frames flow; engines cached beside the exported files, in a directory
+         named by the onnxruntime version, as engines do not carry across TensorRT versions or devices),
+         then CUDAExecutionProvider.
+
+Errors (one line each, RuntimeError subclasses): RuntimeUnavailable when onnxruntime is not installed or
+lacks the provider the device needs, or precision is not fp32; export.ExportError when the export fails.
+"""
+import threading
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .export import cached_export
+from .models import SuperGlue, SuperPoint
+
+MAX_PROFILE_KEYPOINTS = 4096  # TensorRT shape profiles: keypoints per image (max_keypoints -1 beyond: rebuilt)
+ELEMENT_TYPES = {torch.float32: np.float32, torch.int64: np.int64}
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The onnxruntime backend cannot run here; the message says why and what to do."""
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise RuntimeUnavailable("backend 'onnxruntime' needs the onnxruntime package: pip install onnxruntime "
+                                 "(onnxruntime-gpu for CUDA), or use backend 'torch'") from None
+    return onnxruntime
+
+
+def providers_for(device: torch.device, available: list[str]) -> list[str]:
+    """The execution providers for `device`, best first. RuntimeUnavailable when onnxruntime lacks them."""
+    if device.type == 'cpu':
+        return ['CPUExecutionProvider']
+    if 'CUDAExecutionProvider' not in available:
+        raise RuntimeUnavailable(f"backend 'onnxruntime' on {device} needs onnxruntime's CUDAExecutionProvider, but "
+                                 f'this onnxruntime has only {", ".join(available)}: pip install onnxruntime-gpu, or '
+                                 "use device 'cpu' or backend 'torch'")
+    return [p for p in ('TensorrtExecutionProvider', 'CUDAExecutionProvider') if p in available]
+
+
+class OnnxRuntimeBackend:
+    """Sessions of the exported files for one Matcher (its models on its device). Methods take and return
+    torch tensors on the Matcher's device, as the torch models' methods they stand for do."""
+
+    def __init__(self, superpoint: SuperPoint, superglue: SuperGlue, device: torch.device, log=None):
+        ort = import_onnxruntime()
+        self.device = device
+        self.providers = providers_for(device, ort.get_available_providers())
+        self.directory = cached_export(superpoint, superglue, log)
+        self.dim = superglue.config['descriptor_dim']
+        self._ort = ort
+        self._sessions = {}  # CUDA stream handle (None on the CPU) -> {file name: InferenceSession}
+        self._lock = threading.Lock()
+        self.sessions()  # load now: a file onnxruntime refuses fails at start-up, not at the first frame
+
+    def sessions(self) -> dict:
+        """The sessions of the current CUDA stream (of the CPU)."""
+        stream = torch.cuda.current_stream(self.device).cuda_stream if self.device.type == 'cuda' else None
+        with self._lock:
+            if stream not in self._sessions:
+                self._sessions[stream] = {name: self._session(name, stream) for name in
+                                          ('superpoint.onnx', 'superglue_encode.onnx', 'superglue_scores.onnx')}
+            return self._sessions[stream]
+
+    def _session(self, name: str, stream: int | None):
+        ort = self._ort
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: its warnings about unused initialisers are noise here
+        if self.device.type == 'cpu':
+            options.intra_op_num_threads = torch.get_num_threads()
+            return ort.InferenceSession(str(self.directory / name), options, providers=self.providers)
+        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        cuda = {'device_id': index, 'user_compute_stream': str(stream)}
+        provider_options = []
+        for provider in self.providers:
+            if provider == 'TensorrtExecutionProvider':
+                engines = self.directory / f'tensorrt-ort{ort.__version__}-{torch.cuda.get_device_name(index)}'
+                engines.mkdir(exist_ok=True)
+                provider_options.append({**cuda, 'trt_fp16_enable': False, 'trt_engine_cache_enable': True,
+                                         'trt_engine_cache_path': str(engines), **self._profiles(name)})
+            else:
+                provider_options.append(cuda)
+        return ort.InferenceSession(str(self.directory / name), options, providers=self.providers,
+                                    provider_options=provider_options)
+
+    def _profiles(self, name: str) -> dict:
+        """TensorRT shape profiles of the keypoint axes (1 to MAX_PROFILE_KEYPOINTS, 1024 the optimum, the
+        presets' max_keypoints); SuperPoint's image axes are left to TensorRT (one size per camera)."""
+        dim, shapes = self.dim, {}
+        if name == 'superglue_encode.onnx':
+            shapes = {k: f'keypoints:1x{k}x2,scores:1x{k},descriptors:1x{dim}x{k}' for k in (1, 1024, MAX_PROFILE_KEYPOINTS)}
+        elif name == 'superglue_scores.onnx':
+            shapes = {k: f'encoded0:1x{dim}x{k},encoded1:1x{dim}x{k}' for k in (1, 1024, MAX_PROFILE_KEYPOINTS)}
+        if not shapes:
+            return {}
+        low, opt, high = shapes.values()
+        return {'trt_profile_min_shapes': low, 'trt_profile_opt_shapes': opt, 'trt_profile_max_shapes': high}
+
+    def run(self, name: str, inputs: dict[str, Tensor], outputs: dict[str, tuple]) -> list[Tensor]:
+        """Run file `name` of the current stream's sessions: inputs {name: tensor}, outputs {name: shape}
+        (float32) -> the output tensors, on this device, written by onnxruntime through IO binding."""
+        session = self.sessions()[name]
+        binding = session.io_binding()
+        kind = 'cuda' if self.device.type == 'cuda' else 'cpu'
+        index = self.device.index or 0
+        inputs = {k: v.contiguous() for k, v in inputs.items()}  # kept alive until run returns
+        for key, tensor in inputs.items():
+            binding.bind_input(key, kind, index, ELEMENT_TYPES[tensor.dtype], tuple(tensor.shape), tensor.data_ptr())
+        results = [torch.empty(shape, dtype=torch.float32, device=self.device) for shape in outputs.values()]
+        for key, tensor in zip(outputs, results):
+            binding.bind_output(key, kind, index, np.float32, tuple(tensor.shape), tensor.data_ptr())
+        session.run_with_iobinding(binding)
+        return results
+
+    def superpoint_maps(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """image [B, 1, H, W] float32 -> dense scores before NMS [B, H', W'], descriptor map [B, D, H' / 8,
+        W' / 8] (SuperPoint.keypoint_scores, .descriptor_map)."""
+        b, _, h, w = image.shape
+        scores, descriptors = self.run('superpoint.onnx', {'image': image.float()},
+                                       {'scores': (b, h // 8 * 8, w // 8 * 8),
+                                        'descriptors': (b, self.dim, h // 8, w // 8)})
+        return scores, descriptors
+
+    def encode(self, keypoints: Tensor, scores: Tensor, descriptors: Tensor, image_size: tuple[int, int]) -> Tensor:
+        """SuperGlue.encode: keypoints [1, N, 2], scores [1, N], descriptors [1, D, N] -> [1, D, N]."""
+        n = scores.shape[1]
+        if n == 0:  # as SuperGlue.encode
+            return descriptors
+        size = torch.tensor(image_size, dtype=torch.float32).to(self.device, non_blocking=True)
+        return self.run('superglue_encode.onnx', {'keypoints': keypoints, 'scores': scores,
+                                                  'descriptors': descriptors, 'image_size': size},
+                        {'encoded': (1, self.dim, n)})[0]
+
+    def score_matrix(self, encoded0: Tensor, encoded1: Tensor) -> Tensor:
+        """SuperGlue.score_matrix: [1, D, N], [1, D, M] -> [1, N, M] (an empty matrix when N or M is 0)."""
+        n, m = encoded0.shape[2], encoded1.shape[2]
+        if n == 0 or m == 0:
+            return encoded0.new_zeros((1, n, m))
+        return self.run('superglue_scores.onnx', {'encoded0': encoded0, 'encoded1': encoded1},
+                        {'scores': (1, n, m)})[0]
