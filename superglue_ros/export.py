@@ -138,7 +138,7 @@ class SuperPointMaps(nn.Module):
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         features = self.superpoint.encode(image)
-        return self.superpoint.keypoint_scores(features), self.superpoint.descriptor_map(features)
+        return self.superpoint.dense_scores(features), self.superpoint.descriptor_map(features)
 
 
 class SuperGlueEncode(nn.Module):
@@ -230,8 +230,10 @@ def export(superpoint: SuperPoint, superglue: SuperGlue, directory: Path, opset:
         path = directory / name
         try:
             with torch.no_grad(), warnings.catch_warnings():
-                # the TracerWarnings are about `if n == 0` branches, taken alike by every exported size N >= 1
+                # the TracerWarnings are about `if n == 0` branches, taken alike by every exported size N >= 1;
+                # the DeprecationWarning is the TorchScript exporter's, chosen on purpose (module doc)
                 warnings.simplefilter('ignore', torch.jit.TracerWarning)
+                warnings.simplefilter('ignore', DeprecationWarning)
                 torch.onnx.export(module.eval(), tuple(inputs.values()), str(path), dynamo=False, opset_version=opset,
                                   input_names=list(inputs), output_names=outputs, dynamic_axes=axes)
             onnx.checker.check_model(str(path))

@@ -135,7 +135,7 @@ class OnnxRuntimeBackend:
 
     def superpoint_maps(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """image [B, 1, H, W] float32 -> dense scores before NMS [B, H', W'], descriptor map [B, D, H' / 8,
-        W' / 8] (SuperPoint.keypoint_scores, .descriptor_map)."""
+        W' / 8] (SuperPoint.dense_scores, .descriptor_map)."""
         b, _, h, w = image.shape
         scores, descriptors = self.run('superpoint.onnx', {'image': image.float()},
                                        {'scores': (b, h // 8 * 8, w // 8 * 8),

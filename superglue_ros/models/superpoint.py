@@ -121,7 +121,8 @@ class SuperPoint(nn.Module):
             x = x.to(self.half_weights.dtype, memory_format=torch.channels_last)
         elif x.device.type == 'cpu' and x.dtype == torch.float32 and not torch.onnx.is_in_onnx_export():
             # oneDNN's blocked layout: the kernels that the default layout runs too (the same values bit for
-            # bit), without a layout conversion around every convolution, and oneDNN's max-pooling
+            # bit), without a layout conversion around every convolution, and oneDNN's max-pooling (not in
+            # an ONNX export, which records plain convolutions)
             x = x.to_mkldnn()
         for conv_a, conv_b, pool in ((self.conv1a, self.conv1b, True), (self.conv2a, self.conv2b, True),
                                      (self.conv3a, self.conv3b, True), (self.conv4a, self.conv4b, False)):
@@ -132,7 +133,12 @@ class SuperPoint(nn.Module):
         return x.to_dense() if x.is_mkldnn else x
 
     def keypoint_scores(self, features: Tensor) -> Tensor:
-        """Dense detection scores before NMS: [B, 128, h, w] -> [B, 8h, 8w], float32 (or float64)."""
+        """Dense detection scores after NMS: [B, 128, h, w] -> [B, 8h, 8w], float32 (or float64)."""
+        return simple_nms(self.dense_scores(features), self.config['nms_radius'])
+
+    def dense_scores(self, features: Tensor) -> Tensor:
+        """Dense detection scores before NMS: [B, 128, h, w] -> [B, 8h, 8w], float32 (or float64); where
+        an ONNX export of SuperPoint stops (export.py)."""
         # convPb, softmax and NMS in (at least) float32: thresholds, NMS and top-k need exact ties and order
         hidden = self.conv(self.convPa, features).relu_()
         scores = full_precision(self.convPb(hidden.to(self.convPb.weight.dtype)))
@@ -156,11 +162,11 @@ class SuperPoint(nn.Module):
         if image.shape[2] < 16 or image.shape[3] < 16:
             raise ValueError(f'SuperPoint needs images of at least 16x16 pixels, got {image.shape[3]}x{image.shape[2]}')
         features = self.encode(image)
-        return self.keypoints_from_maps(self.keypoint_scores(features), self.descriptor_map(features))
+        return self.keypoints_from_maps(self.dense_scores(features), self.descriptor_map(features))
 
     def keypoints_from_maps(self, dense_scores: Tensor, descriptor_map: Tensor) -> dict:
         """The keypoints of the dense maps, as forward() returns them: dense_scores [B, H, W] before NMS
-        (keypoint_scores), descriptor_map [B, D, H / 8, W / 8] (descriptor_map) -> NMS, select_keypoints
+        (dense_scores), descriptor_map [B, D, H / 8, W / 8] (descriptor_map) -> NMS, select_keypoints
         and sample_descriptors per image. Every backend's maps go through here (matcher.py: also those
         computed by onnxruntime), so the detection settings and rules live in this one place."""
         config = self.config

@@ -1,0 +1,194 @@
+"""ONNX export (python -m superglue_ros.export) and the onnxruntime backend of Matcher (runtime.py).
+
+Checked: the command writes the four files and the sidecar from weights files, each file passes
+onnx.checker; superpoint.onnx gives torch's dense maps at two sizes and a batch (dynamic axes);
+superglue.onnx runs all the way to the matches of the torch model at two keypoint counts; the backend
+exports once into the cache and a second Matcher starts from it without exporting; an export for other
+weights or settings in its place is detected by its sidecar and exported again; onnxruntime's threads
+follow torch's; every refusal is one line. The fidelity gate of the backend is in test_fidelity.py.
+"""
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from model_fixtures import confident_weights, load_grey
+from superglue_ros import export as export_module
+from superglue_ros import runtime
+from superglue_ros.demo.synthetic import generate_sequence
+from superglue_ros.download import sha256_of
+from superglue_ros.export import FILES, SIDECAR, ExportError, cached_export, export, main, state_sha256
+from superglue_ros.matcher import Matcher
+from superglue_ros.models import SuperGlue, SuperPoint
+from superglue_ros.random_weights import write_files
+from superglue_ros.runtime import OnnxRuntimeBackend, RuntimeUnavailable, providers_for
+
+ort = pytest.importorskip('onnxruntime')
+
+
+def models(sinkhorn_iterations: int = 20):
+    superpoint, superglue = SuperPoint({'max_keypoints': 512}), SuperGlue({'sinkhorn_iterations': sinkhorn_iterations})
+    superpoint.load_state_dict(confident_weights()[0])
+    superglue.load_state_dict(confident_weights()[1])
+    return superpoint.eval(), superglue.eval()
+
+
+@pytest.fixture(scope='module')
+def cache(tmp_path_factory):
+    """An export cache of this module's own (SUPERGLUE_ROS_ONNX_DIR), shared by its tests."""
+    directory = tmp_path_factory.mktemp('onnx_cache')
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv('SUPERGLUE_ROS_ONNX_DIR', str(directory))
+        yield directory
+
+
+@pytest.fixture(scope='module')
+def images(tmp_path_factory):
+    """Two 640x480 grey frames [1, 1, H, W] of the synthetic sequence with confident matches between them."""
+    sequence = generate_sequence(tmp_path_factory.mktemp('synthetic'), num_frames=3, size=(640, 480), seed=0)
+    return [load_grey(sequence.files[0]), load_grey(sequence.files[2])]
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+    """(directory, weights files) of `python -m superglue_ros.export` on random weights files."""
+    superpoint_file, superglue_file = write_files(tmp_path_factory.mktemp('weights'))
+    directory = tmp_path_factory.mktemp('export')
+    assert main(['--superpoint-weights', str(superpoint_file), '--superglue-weights', str(superglue_file),
+                 '--sinkhorn-iterations', '20', '--output', str(directory)]) == 0
+    return directory, (superpoint_file, superglue_file)
+
+
+def session(path):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+
+
+def test_the_command_writes_checked_files_and_the_sidecar(exported):
+    directory, (superpoint_file, superglue_file) = exported
+    for name in FILES:
+        onnx.checker.check_model(str(directory / name))
+    sidecar = json.loads((directory / SIDECAR).read_text())
+    assert sidecar['files'] == list(FILES) and sidecar['opset'] == export_module.OPSET
+    assert sidecar['settings'] == {'sinkhorn_iterations': 20, 'match_threshold': 0.2}
+    assert sidecar['shape_mode'] == 'dynamic' and sidecar['input_size'] is None
+    for name, path in (('superpoint', superpoint_file), ('superglue', superglue_file)):
+        assert sidecar['weights'][name]['sha256'] == sha256_of(path)
+        assert sidecar['weights'][name]['file'] == str(path.resolve())
+    superpoint, superglue = models()
+    assert sidecar['weights']['superglue']['state_sha256'] == state_sha256(superglue)
+    assert sidecar['key'] == export_module.key_of(sidecar)
+
+
+def test_the_command_refuses_bad_input_in_one_line(tmp_path, capsys):
+    assert main(['--superglue-weights', str(tmp_path / 'missing.pth')]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'missing.pth' in err and 'does not exist' in err
+    assert main(['--sinkhorn-iterations', '0']) == 2
+    assert 'sinkhorn_iterations must be an integer in [1, 1000]; got 0' in capsys.readouterr().err
+
+
+@torch.inference_mode()
+def test_superpoint_onnx_gives_the_dense_maps_at_any_size(exported):
+    superpoint, _ = models()
+    sp = session(exported[0] / 'superpoint.onnx')
+    for image in (torch.rand(1, 1, 480, 640), torch.rand(2, 1, 244, 324)):  # 324 x 244: not a multiple of 8
+        features = superpoint.encode(image)
+        scores, descriptors = sp.run(None, {'image': image.numpy()})
+        assert scores.shape == tuple(superpoint.dense_scores(features).shape)
+        assert np.abs(scores - superpoint.dense_scores(features).numpy()).max() < 1e-5
+        assert np.abs(descriptors - superpoint.descriptor_map(features).numpy()).max() < 1e-5
+
+
+@torch.inference_mode()
+def test_superglue_onnx_runs_to_the_matches(exported, images):
+    """The whole graph, Sinkhorn and the mutual check included, at two keypoint counts (dynamic axes)."""
+    superpoint, superglue = models()
+    sg = session(exported[0] / 'superglue.onnx')
+    features = [superpoint(image) for image in images]
+    for n in (512, 300):
+        inputs = {}
+        for i, f in enumerate(features):
+            count = n if i == 0 else 512
+            inputs.update({f'keypoints{i}': f['keypoints'][0][None, :count], f'scores{i}': f['scores'][0][None, :count],
+                           f'descriptors{i}': f['descriptors'][0][None, :, :count],
+                           f'image_size{i}': torch.tensor([640.0, 480.0])})
+        matches0, matches1, scores0, scores1 = sg.run(None, {k: v.numpy() for k, v in inputs.items()})
+        expected = superglue({**inputs, 'image_size0': (640, 480), 'image_size1': (640, 480)})
+        assert matches0.shape == (1, n) and (matches0 > -1).sum() > 100
+        assert (matches0 == expected['matches0'].numpy()).mean() > 0.99
+        same = matches0 == expected['matches0'].numpy()
+        assert np.abs(scores0 - expected['matching_scores0'].numpy())[same].max() < 1e-4
+
+
+def test_the_backend_exports_once_and_starts_from_the_cache(cache, images):
+    lines = []
+    first = Matcher(*models(), device='cpu', backend='onnxruntime', log=lines.append)
+    assert len(lines) == 1 and 'exporting the models to ONNX' in lines[0] and 'not exported yet' in lines[0]
+    assert first.runtime.directory.parent == cache
+    second = Matcher(*models(), device='cpu', backend='onnxruntime', log=lines.append)
+    assert len(lines) == 1 and second.runtime.directory == first.runtime.directory  # no second export
+    other = Matcher(*models(sinkhorn_iterations=30), device='cpu', backend='onnxruntime', log=lines.append)
+    assert len(lines) == 2 and other.runtime.directory != first.runtime.directory  # other settings, own export
+
+    frame = (images[0][0, 0] * 255).to(torch.uint8).numpy()
+    features = first.extract(frame)
+    assert len(features.scores) == 512 and first.match(features, first.extract(frame)).pairs()[0].size > 400
+
+
+def test_an_export_for_other_weights_is_detected_and_exported_again(cache):
+    superpoint, superglue = models()
+    directory = cached_export(superpoint, superglue)
+    sidecar = json.loads((directory / SIDECAR).read_text())
+    sidecar['weights']['superglue']['state_sha256'] = '0' * 64  # as if written for other weights
+    (directory / SIDECAR).write_text(json.dumps(sidecar))
+    lines = []
+    assert cached_export(superpoint, superglue, lines.append) == directory
+    assert 'was exported for other weights or settings: superglue weights sha256 000000000000...' in lines[0]
+    assert json.loads((directory / SIDECAR).read_text())['weights']['superglue']['state_sha256'] == \
+        state_sha256(superglue)
+    (directory / 'superglue_scores.onnx').unlink()
+    lines.clear()
+    cached_export(superpoint, superglue, lines.append)
+    assert 'lacks superglue_scores.onnx' in lines[0] and (directory / 'superglue_scores.onnx').is_file()
+
+
+def test_onnxruntime_threads_follow_torch(cache):
+    backend = OnnxRuntimeBackend(*models(), torch.device('cpu'))
+    threads = torch.get_num_threads()
+    for session_ in backend.sessions().values():
+        assert int(session_.get_session_options().intra_op_num_threads) == threads
+        assert session_.get_providers() == ['CPUExecutionProvider']
+
+
+def test_refusals_are_one_line(cache, monkeypatch):
+    with pytest.raises(ValueError, match=r"^backend 'onnxruntime' runs fp32 only .* got precision 'bf16': use"):
+        Matcher(*models(), device='cpu', precision='bf16', backend='onnxruntime')
+    with pytest.raises(RuntimeUnavailable, match=r"needs onnxruntime's CUDAExecutionProvider, but this onnxruntime "
+                                                 r'has only CPUExecutionProvider: pip install onnxruntime-gpu'):
+        providers_for(torch.device('cuda'), ['CPUExecutionProvider'])
+    assert providers_for(torch.device('cuda'), ['TensorrtExecutionProvider', 'CUDAExecutionProvider',
+                                                'CPUExecutionProvider']) == ['TensorrtExecutionProvider',
+                                                                             'CUDAExecutionProvider']
+
+    def no_onnxruntime(name, *args, **kwargs):
+        if name == 'onnxruntime':
+            raise ImportError('No module named onnxruntime')
+        return real_import(name, *args, **kwargs)
+    real_import = __builtins__['__import__'] if isinstance(__builtins__, dict) else __builtins__.__import__
+    with monkeypatch.context() as patch:
+        patch.setattr('builtins.__import__', no_onnxruntime)
+        with pytest.raises(RuntimeUnavailable, match=r"^backend 'onnxruntime' needs the onnxruntime package: pip"):
+            runtime.import_onnxruntime()
+
+    def failing_export(*args, **kwargs):
+        raise RuntimeError('Unsupported: ONNX export of operator foo\nmore lines')
+    monkeypatch.setattr(torch.onnx, 'export', failing_export)
+    with pytest.raises(ExportError) as error:
+        export(*models(), cache / 'failing')
+    message = str(error.value)
+    assert '\n' not in message and message.startswith('exporting superpoint.onnx failed (RuntimeError: Unsupported')
+    assert 'backend torch' in message
