@@ -121,7 +121,7 @@ def main():
                 'superpoint dense maps': (torch_maps, lambda: runtime.superpoint_maps(grey)),
                 'superpoint (frame)': (lambda: torch_matcher.extract(images[1]), lambda: ort_matcher.extract(images[1])),
                 'superglue encode': (torch_encode, ort_encode),
-                'superglue scores': (lambda: superglue.score_matrix(e0, e1), lambda: runtime.score_matrix(e0, e1)),
+                'superglue scores': (lambda: superglue.score_matrix(e0, e1), lambda: runtime.score_matrix(e0, e1, e0.shape[2], e1.shape[2])),
                 'sinkhorn + mutual (torch)': (lambda: superglue.matches_from_scores(scores), None),
                 'superglue.onnx': (torch_whole, lambda: whole.run(None, inputs)),
                 'frame (backend)': tuple(

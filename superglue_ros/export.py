@@ -2,6 +2,7 @@
 
     python -m superglue_ros.export [--superpoint-weights W] [--superglue-weights W] [--output DIR]
         [--sinkhorn-iterations K] [--match-threshold M] [--opset N]
+        [--shape-mode dynamic|static [--max-keypoints N --input-size WIDTH HEIGHT]]
 
 W: any weights spec weights.py reads (preset, .pth, Hugging Face directory or .safetensors, hub id).
 Without --output the files go to the export cache (export_cache_dir()), where the node's
@@ -22,7 +23,13 @@ Without --output the files go to the export cache (export_cache_dir()), where th
                            the settings baked into the graphs, each model's architecture and the sha256 of
                            its weights (the source file's, when exported from a spec, and the state dict's)
 
-N, M, B, H and W are dynamic axes.
+Shape modes. dynamic (the default, what the onnxruntime backend runs): N, M, B, H and W are dynamic axes.
+static (--shape-mode static, for runtimes that want fixed shapes, such as TensorRT engines): the image is
+[1, 1, HEIGHT, WIDTH] of --input-size, N = M = --max-keypoints, and every SuperGlue file takes a mask
+per image as well: mask0 [1, N], mask1 [1, M] (superglue_encode: mask [1, N]), bool, True for a real
+keypoint. Pad each side's keypoints, scores and descriptors to N with any finite values: padded
+keypoints change nothing for the real ones (SuperGlue's padding masks: attention never reads them,
+Sinkhorn gives them zero marginals) and get match -1 and score 0 (test_export.py, test_fidelity.py).
 
 Where the graphs stop, and why (measured on the 2-core development CPU, AMD EPYC, 2026-12-02):
   - SuperPoint stops at the dense maps. Detection (NMS, threshold, border, top-k) and descriptor
@@ -98,17 +105,20 @@ def state_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def describe(superpoint: SuperPoint, superglue: SuperGlue, opset: int = OPSET, sources: dict | None = None) -> dict:
+def describe(superpoint: SuperPoint, superglue: SuperGlue, opset: int = OPSET, sources: dict | None = None,
+             static: tuple | None = None) -> dict:
     """The sidecar's content for these models, except 'files' and 'key'. sources: {'superpoint': spec,
-    'superglue': spec} -> {'spec', 'file', 'sha256'} of each source file (source_files)."""
+    'superglue': spec} -> {'spec', 'file', 'sha256'} of each source file (source_files). static: None
+    (dynamic axes) or (max_keypoints, (width, height)) (check_static)."""
     models = {'superpoint': superpoint, 'superglue': superglue}
     return {
         'format': FORMAT,
         'opset': opset,
         'exporter': 'torch.onnx.export(dynamo=False), dynamic_axes',
         'torch': torch.__version__.split('+')[0],
-        'shape_mode': 'dynamic',
-        'input_size': None,  # dynamic: any size; [width, height] of a static export
+        'shape_mode': 'dynamic' if static is None else 'static',
+        'input_size': None if static is None else list(static[1]),  # [width, height] of a static export
+        'max_keypoints': None if static is None else static[0],    # keypoints per image of a static export
         'settings': {name: superglue.config[name] for name in BAKED_SETTINGS},
         'architecture': {
             'superpoint': {k: superpoint.config[k] for k in ('descriptor_dim',)},
@@ -142,38 +152,43 @@ class SuperPointMaps(nn.Module):
 
 
 class SuperGlueEncode(nn.Module):
-    """SuperGlue.encode with the image size as a tensor [2] (width, height)."""
+    """SuperGlue.encode with the image size as a tensor [2] (width, height); mask [1, N] (static shapes)."""
 
     def __init__(self, superglue: SuperGlue):
         super().__init__()
         self.superglue = superglue
 
-    def forward(self, keypoints: Tensor, scores: Tensor, descriptors: Tensor, image_size: Tensor) -> Tensor:
-        return self.superglue.encode(keypoints, scores, descriptors, image_size)
+    def forward(self, keypoints: Tensor, scores: Tensor, descriptors: Tensor, image_size: Tensor,
+                mask: Tensor | None = None) -> Tensor:
+        return self.superglue.encode(keypoints, scores, descriptors, image_size, mask=mask)
 
 
 class SuperGlueScores(nn.Module):
-    """SuperGlue.score_matrix: encoded0 [1, D, N], encoded1 [1, D, M] -> [1, N, M]."""
+    """SuperGlue.score_matrix: encoded0 [1, D, N], encoded1 [1, D, M] (, mask0 [1, N], mask1 [1, M]) -> [1, N, M]."""
 
     def __init__(self, superglue: SuperGlue):
         super().__init__()
         self.superglue = superglue
 
-    def forward(self, encoded0: Tensor, encoded1: Tensor) -> Tensor:
-        return self.superglue.score_matrix(encoded0, encoded1)
+    def forward(self, encoded0: Tensor, encoded1: Tensor, mask0: Tensor | None = None,
+                mask1: Tensor | None = None) -> Tensor:
+        return self.superglue.score_matrix(encoded0, encoded1, mask0, mask1)
 
 
 class SuperGlueMatches(nn.Module):
-    """The whole SuperGlue: both images' keypoints, scores, descriptors and sizes -> matches and scores."""
+    """The whole SuperGlue: both images' keypoints, scores, descriptors and sizes (and masks: static
+    shapes) -> matches and scores."""
 
     def __init__(self, superglue: SuperGlue):
         super().__init__()
         self.superglue = superglue
 
-    def forward(self, keypoints0, scores0, descriptors0, image_size0, keypoints1, scores1, descriptors1, image_size1):
+    def forward(self, keypoints0, scores0, descriptors0, image_size0, keypoints1, scores1, descriptors1, image_size1,
+                mask0=None, mask1=None):
         superglue = self.superglue
-        out = superglue.match(superglue.encode(keypoints0, scores0, descriptors0, image_size0),
-                              superglue.encode(keypoints1, scores1, descriptors1, image_size1))
+        out = superglue.match(superglue.encode(keypoints0, scores0, descriptors0, image_size0, mask=mask0),
+                              superglue.encode(keypoints1, scores1, descriptors1, image_size1, mask=mask1),
+                              mask0, mask1)
         return out['matches0'], out['matches1'], out['matching_scores0'], out['matching_scores1']
 
 
@@ -186,47 +201,72 @@ def _image_inputs(i: str, n: int, dim: int) -> dict:
             f'image_size{i}': torch.tensor([640.0, 480.0])}
 
 
-def graphs(superpoint: SuperPoint, superglue: SuperGlue) -> dict:
-    """file name -> (module, example inputs {name: tensor}, output names, dynamic axes)."""
+def graphs(superpoint: SuperPoint, superglue: SuperGlue, static: tuple | None = None) -> dict:
+    """file name -> (module, example inputs {name: tensor}, output names, dynamic axes). static: None, or
+    (max_keypoints K, (width, height)): every shape fixed, the image [1, 1, height, width], each side's
+    keypoints padded to K with a mask [1, K] (bool, True: a real keypoint), as SuperGlue takes it."""
     dim = superglue.config['descriptor_dim']
-    one, other = _image_inputs('0', 48, dim), _image_inputs('1', 40, dim)
+    if static is None:
+        one, other = _image_inputs('0', 48, dim), _image_inputs('1', 40, dim)
+        image = torch.rand(1, 1, 120, 160)
+    else:
+        count, (width, height) = static
+        one, other = _image_inputs('0', count, dim), _image_inputs('1', count, dim)
+        one['mask0'] = other['mask1'] = torch.arange(count)[None] < max(count - 3, 1)
+        image = torch.rand(1, 1, height, width)
+    masks = {k: v for k, v in {**one, **other}.items() if k.startswith('mask')}  # the last inputs (forward order)
+    pair = {**{k: v for k, v in {**one, **other}.items() if k not in masks}, **masks}
+    encode_inputs = {k.rstrip('0'): v for k, v in one.items()}
+    scores_inputs = {'encoded0': one['descriptors0'], 'encoded1': other['descriptors1'], **masks}
     keypoint_axes = {f'{kind}{i}': {axis: axis_name} for i, axis_name in (('0', 'N'), ('1', 'M'))
                      for kind, axis in (('keypoints', 1), ('scores', 1), ('descriptors', 2))}
     match_axes = {f'{kind}{i}': {1: axis_name} for i, axis_name in (('0', 'N'), ('1', 'M'))
                   for kind in ('matches', 'matching_scores')}
+    dynamic = static is None
     return {
-        'superpoint.onnx': (SuperPointMaps(superpoint), {'image': torch.rand(1, 1, 120, 160)},
-                            ['scores', 'descriptors'],
+        'superpoint.onnx': (SuperPointMaps(superpoint), {'image': image}, ['scores', 'descriptors'],
                             {'image': {0: 'B', 2: 'H', 3: 'W'}, 'scores': {0: 'B', 1: 'H8', 2: 'W8'},
-                             'descriptors': {0: 'B', 2: 'h', 3: 'w'}}),
-        'superglue.onnx': (SuperGlueMatches(superglue), {**one, **other},
+                             'descriptors': {0: 'B', 2: 'h', 3: 'w'}} if dynamic else None),
+        'superglue.onnx': (SuperGlueMatches(superglue), pair,
                            ['matches0', 'matches1', 'matching_scores0', 'matching_scores1'],
-                           {**keypoint_axes, **match_axes}),
-        'superglue_encode.onnx': (SuperGlueEncode(superglue), {k[:-1]: v for k, v in one.items()}, ['encoded'],
+                           {**keypoint_axes, **match_axes} if dynamic else None),
+        'superglue_encode.onnx': (SuperGlueEncode(superglue), encode_inputs, ['encoded'],
                                   {'keypoints': {1: 'N'}, 'scores': {1: 'N'}, 'descriptors': {2: 'N'},
-                                   'encoded': {2: 'N'}}),
-        'superglue_scores.onnx': (SuperGlueScores(superglue), {'encoded0': one['descriptors0'],
-                                                               'encoded1': other['descriptors1']},
-                                  ['scores'], {'encoded0': {2: 'N'}, 'encoded1': {2: 'M'}, 'scores': {1: 'N', 2: 'M'}}),
+                                   'encoded': {2: 'N'}} if dynamic else None),
+        'superglue_scores.onnx': (SuperGlueScores(superglue), scores_inputs, ['scores'],
+                                  {'encoded0': {2: 'N'}, 'encoded1': {2: 'M'}, 'scores': {1: 'N', 2: 'M'}}
+                                  if dynamic else None),
     }
 
 
+def check_static(max_keypoints, input_size) -> tuple:
+    """(max_keypoints, (width, height)) of a static export, or ValueError saying what it needs."""
+    from .settings import check, resize_of
+    if check('max_keypoints', max_keypoints) < 1:
+        raise ValueError('static shapes need a keypoint count: give --max-keypoints N (N >= 1; each image is '
+                         'padded to N)')
+    size = resize_of(input_size)
+    if size is None:
+        raise ValueError('static shapes need the image size: give --input-size WIDTH HEIGHT (the node\'s resize)')
+    return max_keypoints, size
+
+
 def export(superpoint: SuperPoint, superglue: SuperGlue, directory: Path, opset: int = OPSET,
-           sources: dict | None = None) -> dict:
+           sources: dict | None = None, static: tuple | None = None) -> dict:
     """Write FILES and the sidecar into `directory` (created; files there replaced) from the models on
     their current settings (superglue's sinkhorn_iterations and match_threshold are baked into
-    superglue.onnx). The models are exported in float32 on the CPU, from copies: the given ones are not
+    superglue.onnx); static: None (dynamic axes) or (max_keypoints, (width, height)) (graphs()). The models are exported in float32 on the CPU, from copies: the given ones are not
     changed. Each file passes onnx.checker.check_model. Returns the sidecar content. ExportError."""
     import onnx
 
-    content = describe(superpoint, superglue, opset, sources)
+    content = describe(superpoint, superglue, opset, sources, static)
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ExportError(f'cannot create the export directory {directory}: {e.strerror or e}') from None
     superpoint, superglue = (_exportable(model) for model in (superpoint, superglue))
-    for name, (module, inputs, outputs, axes) in graphs(superpoint, superglue).items():
+    for name, (module, inputs, outputs, axes) in graphs(superpoint, superglue, static).items():
         path = directory / name
         try:
             with torch.no_grad(), warnings.catch_warnings():
@@ -271,7 +311,7 @@ def mismatch(content: dict | None, expected: dict, directory: Path) -> str | Non
     if content is None:
         return f'no readable {SIDECAR} in {directory}'
     differences = []
-    for field in ('format', 'opset', 'torch', 'shape_mode', 'input_size', 'settings', 'architecture'):
+    for field in ('format', 'opset', 'torch', 'shape_mode', 'input_size', 'max_keypoints', 'settings', 'architecture'):
         if content.get(field) != expected[field]:
             differences.append(f'{field} {content.get(field)!r} (wanted {expected[field]!r})')
     for name, weights in expected['weights'].items():
@@ -286,14 +326,14 @@ def mismatch(content: dict | None, expected: dict, directory: Path) -> str | Non
     return None
 
 
-def cached_export(superpoint: SuperPoint, superglue: SuperGlue, log=None) -> Path:
+def cached_export(superpoint: SuperPoint, superglue: SuperGlue, log=None, static: tuple | None = None) -> Path:
     """The export directory of these models and settings in export_cache_dir(), exported now when there
     is none yet (or the one there is incomplete or for other weights: the sidecar says; it is exported
     again). The directory's name is the first 16 hex digits of the key (key_of), so that other weights
     and settings get their own. Written into a temporary directory and renamed: another process that
     exports at the same time never sees half an export. log: a function that takes one line (the node's
-    logger), told when an export starts and why. ExportError."""
-    expected = describe(superpoint, superglue)
+    logger), told when an export starts and why. static: as export(). ExportError."""
+    expected = describe(superpoint, superglue, static=static)
     root = export_cache_dir()
     directory = root / key_of(expected)[:16]
     problem = mismatch(read_sidecar(directory), expected, directory)
@@ -309,7 +349,7 @@ def cached_export(superpoint: SuperPoint, superglue: SuperGlue, log=None) -> Pat
         raise ExportError(f'cannot write the ONNX export cache {root}: {e.strerror or e}; set SUPERGLUE_ROS_ONNX_DIR '
                           'to a writable directory') from None
     try:
-        export(superpoint, superglue, staging)
+        export(superpoint, superglue, staging, static=static)
         if directory.exists():
             shutil.rmtree(directory, ignore_errors=True)
         try:
@@ -344,7 +384,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = Parser(prog=PROG, description='Export SuperPoint and SuperGlue to ONNX (superpoint.onnx, superglue.onnx, '
                                            f'the per-stage SuperGlue files and the sidecar {SIDECAR}).')
-    add_setting_flags(parser, ('superpoint_weights', 'superglue_weights') + BAKED_SETTINGS)
+    add_setting_flags(parser, ('superpoint_weights', 'superglue_weights', 'max_keypoints') + BAKED_SETTINGS)
+    parser.add_argument('--shape-mode', choices=('dynamic', 'static'), default='dynamic',
+                        help="'dynamic' (default): keypoint counts, image size and batch are dynamic axes; 'static': "
+                             'every shape fixed, one image of --input-size, each side padded to --max-keypoints with '
+                             'a mask (for runtimes that want fixed shapes, such as TensorRT engines)')
+    parser.add_argument('--input-size', type=int, nargs=2, metavar=('WIDTH', 'HEIGHT'),
+                        help='image size of a static export (the node\'s resize)')
     parser.add_argument('--output', type=Path, metavar='DIR',
                         help='directory to write (default: the export cache the onnxruntime backend reads, '
                              '$SUPERGLUE_ROS_ONNX_DIR, else ~/.cache/superglue_ros/onnx/<key>)')
@@ -358,17 +404,24 @@ def run(args) -> Path:
 
     settings = check_all({name: getattr(args, name) for name in ('superpoint_weights', 'superglue_weights')
                           + BAKED_SETTINGS if getattr(args, name) is not None})
+    static = None
+    if args.shape_mode == 'static':
+        static = check_static(-1 if args.max_keypoints is None else args.max_keypoints, args.input_size)
+    elif args.max_keypoints is not None or args.input_size is not None:
+        raise ValueError('--max-keypoints and --input-size fix the shapes of --shape-mode static; a dynamic export '
+                         'takes any keypoint count and image size')
     superglue_spec = settings.pop('superglue_weights', SETTINGS['superglue_weights'].default)
     superpoint_spec = settings.pop('superpoint_weights', '') or None
     superpoint = load_superpoint(superpoint_spec, superglue_spec=superglue_spec)
     superglue = load_superglue(superglue_spec, settings)
     sources = source_files(superpoint_spec, superglue_spec)
     if args.output is None:
-        directory = export_cache_dir() / key_of(describe(superpoint, superglue, args.opset))[:16]
+        directory = export_cache_dir() / key_of(describe(superpoint, superglue, args.opset, static=static))[:16]
     else:
         directory = args.output
-    content = export(superpoint, superglue, directory, args.opset, sources)
-    print(f'wrote {", ".join(content["files"])} and {SIDECAR} to {directory} (opset {content["opset"]}, '
+    content = export(superpoint, superglue, directory, args.opset, sources, static)
+    shapes = 'dynamic shapes' if static is None else f'static shapes: {static[1][0]}x{static[1][1]}, {static[0]} keypoints'
+    print(f'wrote {", ".join(content["files"])} and {SIDECAR} to {directory} ({shapes}, opset {content["opset"]}, '
           f'sinkhorn_iterations {content["settings"]["sinkhorn_iterations"]}, match_threshold '
           f'{content["settings"]["match_threshold"]})')
     return directory

@@ -301,7 +301,7 @@ class Matcher:
             if self.runtime is None:
                 return self.superglue.match(self.encoded(features0), self.encoded(features1))
             # Sinkhorn and the mutual check of the torch model, on onnxruntime's score matrix
-            scores = self.runtime.score_matrix(self.encoded(features0), self.encoded(features1))
+            scores = self.runtime.score_matrix(self.encoded(features0), self.encoded(features1), n, m)
             return self.superglue.matches_from_scores(scores)
 
     # -- the calls: synchronous, numpy out --------------------------------------------------------

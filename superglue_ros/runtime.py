@@ -32,7 +32,7 @@ from .export import cached_export
 from .models import SuperGlue, SuperPoint
 
 MAX_PROFILE_KEYPOINTS = 4096  # TensorRT shape profiles: keypoints per image (max_keypoints -1 beyond: rebuilt)
-ELEMENT_TYPES = {torch.float32: np.float32, torch.int64: np.int64}
+ELEMENT_TYPES = {torch.float32: np.float32, torch.int64: np.int64, torch.bool: np.bool_}
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -63,11 +63,15 @@ class OnnxRuntimeBackend:
     """Sessions of the exported files for one Matcher (its models on its device). Methods take and return
     torch tensors on the Matcher's device, as the torch models' methods they stand for do."""
 
-    def __init__(self, superpoint: SuperPoint, superglue: SuperGlue, device: torch.device, log=None):
+    def __init__(self, superpoint: SuperPoint, superglue: SuperGlue, device: torch.device, log=None,
+                 static: tuple | None = None):
+        """static: None (dynamic shapes, what Matcher runs), or (max_keypoints K, (width, height)): the
+        static export, each side padded to K keypoints with a mask (export.py), images of that size."""
         ort = import_onnxruntime()
         self.device = device
+        self.static = static
         self.providers = providers_for(device, ort.get_available_providers())
-        self.directory = cached_export(superpoint, superglue, log)
+        self.directory = cached_export(superpoint, superglue, log, static)
         self.dim = superglue.config['descriptor_dim']
         self._ort = ort
         self._sessions = {}  # CUDA stream handle (None on the CPU) -> {file name: InferenceSession}
@@ -108,6 +112,8 @@ class OnnxRuntimeBackend:
         """TensorRT shape profiles of the keypoint axes (1 to MAX_PROFILE_KEYPOINTS, 1024 the optimum, the
         presets' max_keypoints); SuperPoint's image axes are left to TensorRT (one size per camera)."""
         dim, shapes = self.dim, {}
+        if self.static is not None:
+            return {}  # fixed shapes: one engine
         if name == 'superglue_encode.onnx':
             shapes = {k: f'keypoints:1x{k}x2,scores:1x{k},descriptors:1x{dim}x{k}' for k in (1, 1024, MAX_PROFILE_KEYPOINTS)}
         elif name == 'superglue_scores.onnx':
@@ -137,10 +143,14 @@ class OnnxRuntimeBackend:
         """image [B, 1, H, W] float32 -> dense scores before NMS [B, H', W'], descriptor map [B, D, H' / 8,
         W' / 8] (SuperPoint.dense_scores, .descriptor_map)."""
         b, _, h, w = image.shape
-        scores, descriptors = self.run('superpoint.onnx', {'image': image.float()},
-                                       {'scores': (b, h // 8 * 8, w // 8 * 8),
-                                        'descriptors': (b, self.dim, h // 8, w // 8)})
-        return scores, descriptors
+        shapes = {'scores': (1, h // 8 * 8, w // 8 * 8), 'descriptors': (1, self.dim, h // 8, w // 8)}
+        if self.static is None:
+            return tuple(self.run('superpoint.onnx', {'image': image.float()},
+                                  {name: (b, *shape[1:]) for name, shape in shapes.items()}))
+        if (w, h) != self.static[1]:
+            raise ValueError(f'the static ONNX export takes {self.static[1][0]}x{self.static[1][1]} images, got {w}x{h}')
+        maps = [self.run('superpoint.onnx', {'image': image[i:i + 1].float()}, shapes) for i in range(b)]
+        return tuple(torch.cat(parts) for parts in zip(*maps))
 
     def encode(self, keypoints: Tensor, scores: Tensor, descriptors: Tensor, image_size: tuple[int, int]) -> Tensor:
         """SuperGlue.encode: keypoints [1, N, 2], scores [1, N], descriptors [1, D, N] -> [1, D, N]."""
@@ -148,14 +158,39 @@ class OnnxRuntimeBackend:
         if n == 0:  # as SuperGlue.encode
             return descriptors
         size = torch.tensor(image_size, dtype=torch.float32).to(self.device, non_blocking=True)
-        return self.run('superglue_encode.onnx', {'keypoints': keypoints, 'scores': scores,
-                                                  'descriptors': descriptors, 'image_size': size},
-                        {'encoded': (1, self.dim, n)})[0]
+        inputs = {'keypoints': keypoints, 'scores': scores, 'descriptors': descriptors, 'image_size': size}
+        if self.static is not None:  # padded to K, with the mask: [1, D, K] out, its first N columns the real ones
+            inputs = {**pad(inputs, n, self.static[0]), 'mask': self.mask(n)}
+        return self.run('superglue_encode.onnx', inputs, {'encoded': (1, self.dim, inputs['scores'].shape[1])})[0]
 
-    def score_matrix(self, encoded0: Tensor, encoded1: Tensor) -> Tensor:
-        """SuperGlue.score_matrix: [1, D, N], [1, D, M] -> [1, N, M] (an empty matrix when N or M is 0)."""
-        n, m = encoded0.shape[2], encoded1.shape[2]
+    def mask(self, n: int) -> Tensor:
+        """Padding mask [1, K] of a static export: True for the first n (real) keypoints."""
+        return torch.arange(self.static[0], device=self.device)[None] < n
+
+    def score_matrix(self, encoded0: Tensor, encoded1: Tensor, n: int, m: int) -> Tensor:
+        """SuperGlue.score_matrix of n and m keypoints: encode() outputs [1, D, N], [1, D, M] (N, M = n, m;
+        K with static shapes) -> [1, n, m] (an empty matrix when n or m is 0)."""
         if n == 0 or m == 0:
             return encoded0.new_zeros((1, n, m))
-        return self.run('superglue_scores.onnx', {'encoded0': encoded0, 'encoded1': encoded1},
-                        {'scores': (1, n, m)})[0]
+        inputs = {'encoded0': encoded0, 'encoded1': encoded1}
+        if self.static is None:
+            return self.run('superglue_scores.onnx', inputs, {'scores': (1, n, m)})[0]
+        count = self.static[0]
+        scores = self.run('superglue_scores.onnx', {**inputs, 'mask0': self.mask(n), 'mask1': self.mask(m)},
+                          {'scores': (1, count, count)})[0]
+        return scores[:, :n, :m]  # the real rows and columns: those of the unpadded images
+
+
+def pad(inputs: dict, n: int, count: int) -> dict:
+    """keypoints [1, n, 2], scores [1, n], descriptors [1, D, n] of `inputs` padded with zeros to `count`
+    keypoints (ValueError when n > count); other entries as they are."""
+    if n > count:
+        raise ValueError(f'{n} keypoints, but the static ONNX export takes at most {count} per image: lower '
+                         f'max_keypoints to {count}, or export for more')
+    padded = dict(inputs)
+    for key, axis in (('keypoints', 1), ('scores', 1), ('descriptors', 2)):
+        tensor = inputs[key]
+        shape = list(tensor.shape)
+        shape[axis] = count - n
+        padded[key] = torch.cat([tensor, tensor.new_zeros(shape)], axis)
+    return padded

@@ -192,3 +192,49 @@ def test_refusals_are_one_line(cache, monkeypatch):
     message = str(error.value)
     assert '\n' not in message and message.startswith('exporting superpoint.onnx failed (RuntimeError: Unsupported')
     assert 'backend torch' in message
+
+
+@torch.inference_mode()
+def test_a_static_export_pads_without_changing_anything(tmp_path, images, capsys):
+    """--shape-mode static: fixed shapes; keypoints padded to --max-keypoints with a mask give the matches
+    and scores of the unpadded images (torch), and padded keypoints get match -1 and score 0."""
+    superpoint_file, superglue_file = write_files(tmp_path / 'weights')
+    weights = ['--superpoint-weights', str(superpoint_file), '--superglue-weights', str(superglue_file)]
+    assert main([*weights, '--shape-mode', 'static', '--max-keypoints', '512']) == 2
+    assert 'static shapes need the image size: give --input-size WIDTH HEIGHT' in capsys.readouterr().err
+    assert main([*weights, '--input-size', '640', '480']) == 2
+    assert '--max-keypoints and --input-size fix the shapes of --shape-mode static' in capsys.readouterr().err
+    assert main([*weights, '--shape-mode', 'static', '--max-keypoints', '512', '--input-size', '640', '480',
+                 '--sinkhorn-iterations', '20', '--output', str(tmp_path / 'static')]) == 0
+    sidecar = json.loads((tmp_path / 'static' / SIDECAR).read_text())
+    assert (sidecar['shape_mode'], sidecar['input_size'], sidecar['max_keypoints']) == ('static', [640, 480], 512)
+    for name in FILES:
+        model = onnx.load(str(tmp_path / 'static' / name))
+        onnx.checker.check_model(model)
+        for value in list(model.graph.input) + list(model.graph.output):  # every dimension fixed
+            assert all(d.HasField('dim_value') for d in value.type.tensor_type.shape.dim), (name, value.name)
+
+    superpoint, superglue = models()
+    features = [superpoint(image) for image in images]
+    sg = session(tmp_path / 'static' / 'superglue.onnx')
+    n, m = 300, 512
+    generator = torch.Generator().manual_seed(0)
+    inputs, unpadded = {}, {}
+    for i, (f, real) in enumerate(zip(features, (n, m))):
+        keypoints, scores, descriptors = f['keypoints'][0][None, :real], f['scores'][0][None, :real], \
+            f['descriptors'][0][None, :, :real]
+        unpadded.update({f'keypoints{i}': keypoints, f'scores{i}': scores, f'descriptors{i}': descriptors,
+                         f'image_size{i}': (640, 480)})
+        extra = 512 - real
+        inputs.update({f'keypoints{i}': torch.cat([keypoints, torch.rand(1, extra, 2, generator=generator) * 600], 1),
+                       f'scores{i}': torch.cat([scores, torch.rand(1, extra, generator=generator)], 1),
+                       f'descriptors{i}': torch.cat([descriptors, torch.randn(1, 256, extra, generator=generator)], 2),
+                       f'image_size{i}': torch.tensor([640.0, 480.0]), f'mask{i}': torch.arange(512)[None] < real})
+    matches0, matches1, scores0, scores1 = sg.run(None, {k: v.numpy() for k, v in inputs.items()})
+    expected = superglue(unpadded)
+    assert (matches0[:, n:] == -1).all() and (scores0[:, n:] == 0).all()
+    assert (matches0[:, :n] > -1).sum() > 100
+    for ours, theirs, real in ((matches0, expected['matches0'], n), (matches1, expected['matches1'], m)):
+        assert (ours[:, :real] == theirs.numpy()).mean() > 0.99
+    same = matches0[:, :n] == expected['matches0'].numpy()
+    assert np.abs(scores0[:, :n] - expected['matching_scores0'].numpy())[same].max() < 1e-4

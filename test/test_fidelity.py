@@ -223,9 +223,10 @@ def test_float64_run_computes_the_original_function(runs):
 
 # -- the onnxruntime backend (runtime.py) through the same gate ------------------------------------
 
-@pytest.fixture(scope='module')
-def onnxruntime_backend(superglue, tmp_path_factory):
-    """The onnxruntime backend of this module's models, exported into a cache of the module's own."""
+@pytest.fixture(scope='module', params=['dynamic', 'static'])
+def onnxruntime_backend(superglue, tmp_path_factory, request):
+    """The onnxruntime backend of this module's models, exported into a cache of the module's own, with
+    dynamic shapes or static ones (640x480 images, each side's keypoints padded to 1100 with a mask)."""
     pytest.importorskip('onnxruntime')
     from superglue_ros.runtime import OnnxRuntimeBackend
 
@@ -233,7 +234,8 @@ def onnxruntime_backend(superglue, tmp_path_factory):
     superpoint.load_state_dict(confident_weights()[0])
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv('SUPERGLUE_ROS_ONNX_DIR', str(tmp_path_factory.mktemp('onnx_cache')))
-        yield superpoint.eval(), OnnxRuntimeBackend(superpoint, superglue, torch.device('cpu'))
+        static = (1100, (640, 480)) if request.param == 'static' else None
+        yield superpoint.eval(), OnnxRuntimeBackend(superpoint, superglue, torch.device('cpu'), static=static)
 
 
 @pytest.mark.parametrize('name', PAIRS)
@@ -250,7 +252,7 @@ def test_onnxruntime_is_within_the_original_float32_noise(runs, superglue, onnxr
     data = run['data32']
     encoded = [backend.encode(data[f'keypoints{i}'], data[f'scores{i}'], data[f'descriptors{i}'], data[f'image_size{i}'])
                for i in (0, 1)]
-    scores = backend.score_matrix(*encoded)
+    scores = backend.score_matrix(*encoded, MAX_KEYPOINTS, MAX_KEYPOINTS)
     z_ours = log_optimal_transport(scores, superglue.bin_score, superglue.config['sinkhorn_iterations'])
     ours = superglue.matches_from_scores(scores)
 
@@ -300,3 +302,85 @@ def test_onnxruntime_keypoints_differ_only_at_float32_ties(runs, onnxruntime_bac
         assert (features['descriptors'][0][:, i] - ours['descriptors'][0][:, j]).abs().max() < 1e-5
     print(f'\n[onnxruntime keypoints] {name}: {differing} of {2 * MAX_KEYPOINTS} differ, each a float32 tie')
     assert differing <= 0.01 * 2 * MAX_KEYPOINTS
+
+
+# -- padding masks: padded keypoints change nothing for the real ones --------------------------------
+
+def padded(data: dict, i: int, real: int, size: int) -> tuple:
+    """Image i's first `real` keypoints of data, padded to `size` with arbitrary finite values:
+    (keypoints [1, size, 2], scores [1, size], descriptors [1, D, size], mask [1, size])."""
+    keypoints, scores, descriptors = (data[f'{key}{i}'][..., :real] if key == 'descriptors' else data[f'{key}{i}'][:, :real]
+                                      for key in ('keypoints', 'scores', 'descriptors'))
+    extra = size - real
+    generator = torch.Generator().manual_seed(real + size)
+    mask = torch.arange(size)[None] < real
+    return (torch.cat([keypoints, torch.rand(1, extra, 2, generator=generator) * 640], 1),
+            torch.cat([scores, torch.rand(1, extra, generator=generator)], 1),
+            torch.cat([descriptors, F.normalize(torch.randn(1, descriptors.shape[1], extra, generator=generator), dim=1)], 2),
+            mask)
+
+
+def real_block(z: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """The entries of a padded log assignment that an unpadded one has: [B, n + 1, m + 1]."""
+    rows = torch.cat([z[:, :n], z[:, -1:]], 1)
+    return torch.cat([rows[:, :, :m], rows[:, :, -1:]], 2)
+
+
+def run_padded(superglue: SuperGlue, data: dict, n: int, m: int, size0: int, size1: int) -> tuple:
+    """(log assignment, match outputs) of SuperGlue on n and m real keypoints of data padded to size0, size1."""
+    (*inputs0, mask0), (*inputs1, mask1) = padded(data, 0, n, size0), padded(data, 1, m, size1)
+    encoded = [superglue.encode(*inputs, (640, 480), mask=mask) for inputs, mask in ((inputs0, mask0), (inputs1, mask1))]
+    return superglue.log_assignment(*encoded, mask0, mask1), superglue.match(*encoded, mask0, mask1)
+
+
+def unpadded_run(superglue: SuperGlue, data: dict, n: int, m: int) -> tuple:
+    """(log assignment, match outputs) of SuperGlue on the first n and m keypoints of data."""
+    encoded = [superglue.encode(data[f'keypoints{i}'][:, :real], data[f'scores{i}'][:, :real],
+                                data[f'descriptors{i}'][..., :real], data[f'image_size{i}']) for i, real in ((0, n), (1, m))]
+    return superglue.log_assignment(*encoded), superglue.match(*encoded)
+
+
+@pytest.mark.parametrize('counts', [(1024, 1024, 1100, 1080), (700, 1024, 1024, 1024), (1, 300, 16, 512),
+                                    (0, 500, 64, 512), (500, 0, 512, 8), (0, 0, 4, 4)])
+@torch.inference_mode()
+def test_padded_keypoints_compute_the_unpadded_function(runs, counts):
+    """In float64, real keypoints n, m padded to N, M (masks) give the unpadded assignment to 1e-9 and the
+    same matches; padded keypoints get match -1 and score 0; with no real keypoint on a side, nothing
+    is matched (as without padding)."""
+    n, m, size0, size1 = counts
+    superglue = SuperGlue()
+    superglue.load_state_dict(confident_weights()[1])
+    superglue.eval().double()
+    data = runs('freiburg 0-1')['data64']
+    z, out = run_padded(superglue, data, *counts)
+    for i, (real, size) in enumerate(((n, size0), (m, size1))):
+        assert (out[f'matches{i}'][0, real:] == -1).all() and (out[f'matching_scores{i}'][0, real:] == 0).all()
+    if n == 0 or m == 0:
+        for i in (0, 1):
+            assert (out[f'matches{i}'] == -1).all() and (out[f'matching_scores{i}'] == 0).all()
+        return
+    z_unpadded, unpadded = unpadded_run(superglue, data, n, m)
+    assert (real_block(z, n, m).exp() - z_unpadded.exp()).abs().max() < 1e-9
+    assert torch.isinf(z[0, n:-1]).all() and torch.isinf(z[0, :, m:-1]).all()  # padded rows and columns: -inf
+    assert len(matched(unpadded)) > 0
+    for i, real in ((0, n), (1, m)):
+        assert torch.equal(out[f'matches{i}'][:, :real], unpadded[f'matches{i}'])
+        assert (out[f'matching_scores{i}'][:, :real] - unpadded[f'matching_scores{i}']).abs().max() < 1e-9
+
+
+@torch.inference_mode()
+def test_padded_fp32_is_within_the_original_float32_noise(runs, superglue):
+    """The fidelity gate (test_fp32_is_within_the_original_float32_noise) for 1024 + 1024 keypoints padded
+    to 1100 and 1080: padding's other rounding (masked attention) stays within the original's noise."""
+    run = runs('freiburg 0-1')
+    z_ref, reference = run['reference']
+    z_orig, original = original_superglue(superglue.state_dict(), run['data32'], superglue.config)
+    z, out = run_padded(superglue, run['data32'], 1024, 1024, 1100, 1080)
+    ours = {f'{key}{i}': out[f'{key}{i}'][:, :1024] for i in (0, 1) for key in ('matches', 'matching_scores')}
+    ref_matches = [matched(reference)]
+    original_agreement, our_agreement = (agreement(ref_matches, [matched(x)]) for x in (original, ours))
+    assert our_agreement >= original_agreement - 0.01, (our_agreement, original_agreement)
+    original_error, our_error = score_error(original, reference), score_error(ours, reference)
+    assert our_error <= 2 * original_error, (our_error, original_error)
+    original_error, our_error = keypoint_block_error(z_orig, z_ref), keypoint_block_error(real_block(z, 1024, 1024), z_ref)
+    assert our_error <= 2 * original_error, (our_error, original_error)
