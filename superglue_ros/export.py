@@ -37,13 +37,17 @@ Where the graphs stop, and why (measured on the 2-core development CPU, AMD EPYC
     (SuperPoint.keypoints_from_maps: simple_nms, select_keypoints, sample_descriptors), so there is one
     place for those rules (a detection mask too), and nms_radius, keypoint_threshold and max_keypoints
     stay live settings. The dense network is where the time goes: 640x480, onnxruntime ran it, both
-    heads, in 440 ms against torch's 717 ms, max abs difference 3.8e-5 (issue 14); NMS and top-k on a
-    640x480 map are a few ms in torch, and in a graph they would fix max_keypoints and the radius.
+    heads, in 440 ms against torch's 717 ms, max abs difference 3.8e-5 (issue 14; 125 against 173 ms in
+    benchmarks/benchmark_onnxruntime.py on a quieter machine); NMS and top-k on a 640x480 map take tens
+    of ms in torch (a frame's SuperPoint with selection: 170 ms), and in a graph they would fix
+    max_keypoints and the radius.
   - superglue.onnx runs to matches and scores, for runtimes such as TensorRT that take one graph. The
     onnxruntime backend (runtime.py) runs superglue_encode and superglue_scores instead, then torch's
     Sinkhorn and mutual check (SuperGlue.matches_from_scores): a keyframe's encoding is cached,
     sinkhorn_iterations and match_threshold stay live, and on the CPU torch's exp-domain Sinkhorn is
-    faster than the log-space graph (benchmarks/benchmark_onnxruntime.py prints both).
+    faster than the log-space graph: 35 against 388 ms for 1024 x 1024 keypoints and 100 iterations, while
+    onnxruntime runs the GNN to the score matrix in 311 against torch's 490 ms
+    (benchmarks/benchmark_onnxruntime.py, 2026-12-02).
 
 Exporter: torch.onnx.export with dynamo=False (the TorchScript exporter) and dynamic_axes. The dynamo
 exporter (dynamic_shapes) exports the same graphs with the same results here, but took 54 s for the two
