@@ -69,6 +69,8 @@ class OnnxRuntimeBackend:
         static export, each side padded to K keypoints with a mask (export.py), images of that size."""
         ort = import_onnxruntime()
         self.device = device
+        self.index = device.index if device.index is not None else (
+            torch.cuda.current_device() if device.type == 'cuda' else 0)
         self.static = static
         self.providers = providers_for(device, ort.get_available_providers())
         self.directory = cached_export(superpoint, superglue, log, static)
@@ -83,9 +85,19 @@ class OnnxRuntimeBackend:
         stream = torch.cuda.current_stream(self.device).cuda_stream if self.device.type == 'cuda' else None
         with self._lock:
             if stream not in self._sessions:
-                self._sessions[stream] = {name: self._session(name, stream) for name in
+                self._sessions[stream] = {name: self._load(name, stream) for name in
                                           ('superpoint.onnx', 'superglue_encode.onnx', 'superglue_scores.onnx')}
             return self._sessions[stream]
+
+    def _load(self, name: str, stream: int | None):
+        """_session, or RuntimeUnavailable naming the file and what to do when onnxruntime refuses it."""
+        try:
+            return self._session(name, stream)
+        except Exception as e:  # onnxruntime's own exception types (Fail, InvalidProtobuf, ...)
+            first = (str(e).strip().splitlines() or [''])[0]
+            raise RuntimeUnavailable(f'onnxruntime {self._ort.__version__} cannot load {self.directory / name} '
+                                     f'({type(e).__name__}: {first}): delete {self.directory} to export again, or '
+                                     "use backend 'torch'") from None
 
     def _session(self, name: str, stream: int | None):
         ort = self._ort
@@ -94,7 +106,7 @@ class OnnxRuntimeBackend:
         if self.device.type == 'cpu':
             options.intra_op_num_threads = torch.get_num_threads()
             return ort.InferenceSession(str(self.directory / name), options, providers=self.providers)
-        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        index = self.index
         cuda = {'device_id': index, 'user_compute_stream': str(stream)}
         provider_options = []
         for provider in self.providers:
@@ -128,8 +140,7 @@ class OnnxRuntimeBackend:
         (float32) -> the output tensors, on this device, written by onnxruntime through IO binding."""
         session = self.sessions()[name]
         binding = session.io_binding()
-        kind = 'cuda' if self.device.type == 'cuda' else 'cpu'
-        index = self.device.index or 0
+        kind, index = self.device.type, self.index
         inputs = {k: v.contiguous() for k, v in inputs.items()}  # kept alive until run returns
         for key, tensor in inputs.items():
             binding.bind_input(key, kind, index, ELEMENT_TYPES[tensor.dtype], tuple(tensor.shape), tensor.data_ptr())

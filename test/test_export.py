@@ -9,6 +9,7 @@ follow torch's; every refusal is one line. The fidelity gate of the backend is i
 """
 import json
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -238,3 +239,40 @@ def test_a_static_export_pads_without_changing_anything(tmp_path, images, capsys
         assert (ours[:, :real] == theirs.numpy()).mean() > 0.99
     same = matches0[:, :n] == expected['matches0'].numpy()
     assert np.abs(scores0[:, :n] - expected['matching_scores0'].numpy())[same].max() < 1e-4
+
+
+def test_a_file_onnxruntime_refuses_is_named_in_one_line(cache):
+    superpoint, superglue = models()
+    directory = cached_export(superpoint, superglue)
+    good = (directory / 'superglue_scores.onnx').read_bytes()
+    (directory / 'superglue_scores.onnx').write_bytes(b'not a model')  # sidecar intact: only loading can tell
+    try:
+        with pytest.raises(RuntimeUnavailable) as error:
+            OnnxRuntimeBackend(superpoint, superglue, torch.device('cpu'))
+        message = str(error.value)
+        assert '\n' not in message and f'cannot load {directory / "superglue_scores.onnx"}' in message
+        assert f'delete {directory} to export again' in message
+    finally:
+        (directory / 'superglue_scores.onnx').write_bytes(good)
+
+
+def test_the_cli_runs_either_backend(cache, tmp_path, images, exported):
+    """python -m superglue_ros.match --backend onnxruntime: through the same Matcher, the torch backend's result."""
+    from superglue_ros import match
+
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(tmp_path / f'{i}.png')
+        assert cv2.imwrite(str(paths[-1]), (image[0, 0] * 255).round().to(torch.uint8).numpy())
+    superpoint_file, superglue_file = exported[1]
+    results = {}
+    for backend in ('torch', 'onnxruntime'):
+        out = tmp_path / f'{backend}.json'
+        assert match.main([*map(str, paths), '--superpoint-weights', str(superpoint_file), '--superglue-weights',
+                           str(superglue_file), '--max-keypoints', '256', '--sinkhorn-iterations', '20',
+                           '--backend', backend, '--json', str(out)]) == 0
+        results[backend] = json.loads(out.read_text())
+    torch_run, ort_run = results['torch'], results['onnxruntime']
+    assert ort_run['keypoints0'] == torch_run['keypoints0'] and ort_run['keypoints1'] == torch_run['keypoints1']
+    matches = np.array(torch_run['matches0'])
+    assert (matches > -1).sum() > 100 and (np.array(ort_run['matches0']) == matches).mean() > 0.99
