@@ -13,7 +13,8 @@ torch tensors made here, with no copy through numpy, on the CPU and on CUDA alik
   CUDA   (written, not verified: no GPU nor onnxruntime-gpu on the development machine.) Each CUDA stream
          gets its own sessions, made on its first use, with onnxruntime's `user_compute_stream` set to
          that stream: a camera's CameraPipeline enqueues onnxruntime's kernels on its own streams, ordered
-         with the torch work around them, as the torch backend does. TensorrtExecutionProvider first when
+         with the torch work around them, as the torch backend does; runs do not wait for the device
+         (run option disable_synchronize_execution_providers, with IO binding and that stream). TensorrtExecutionProvider first when
          onnxruntime has it (fp32; shape profiles over the keypoint axes up to MAX_PROFILE_KEYPOINTS, so no
          engine is rebuilt while frames flow; engines cached beside the exported files, in a directory
          named by the onnxruntime version, as engines do not carry across TensorRT versions or devices),
@@ -78,6 +79,9 @@ class OnnxRuntimeBackend:
         self._ort = ort
         self._sessions = {}  # CUDA stream handle (None on the CPU) -> {file name: InferenceSession}
         self._lock = threading.Lock()
+        self._run_options = ort.RunOptions()
+        if device.type == 'cuda':  # no host wait at the end of a run: the camera's stream orders what follows
+            self._run_options.add_run_config_entry('disable_synchronize_execution_providers', '1')
         self.sessions()  # load now: a file onnxruntime refuses fails at start-up, not at the first frame
 
     def sessions(self) -> dict:
@@ -147,7 +151,7 @@ class OnnxRuntimeBackend:
         results = [torch.empty(shape, dtype=torch.float32, device=self.device) for shape in outputs.values()]
         for key, tensor in zip(outputs, results):
             binding.bind_output(key, kind, index, np.float32, tuple(tensor.shape), tensor.data_ptr())
-        session.run_with_iobinding(binding)
+        session.run_with_iobinding(binding, self._run_options)
         return results
 
     def superpoint_maps(self, image: Tensor) -> tuple[Tensor, Tensor]:
