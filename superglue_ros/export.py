@@ -54,10 +54,11 @@ exporter (dynamic_shapes) exports the same graphs with the same results here, bu
 SuperGlue stages and 116 s for superglue.onnx, against 2 to 3 s (2026-12-02, this machine): too long for
 a node's first start. The models stay plain PyTorch; two lines in them know about an export
 (torch.onnx.is_in_onnx_export: SuperPoint skips its oneDNN layout, Sinkhorn takes the log-space updates,
-which need no host read).
+which need no host read), and SuperGlue's keypoint normalisation takes the image size as a tensor too.
 
-Errors: ExportError (one line: what failed and what to do) for an export that fails, a directory that
-cannot be written, an export directory made for other weights or settings.
+Errors: ExportError (one line: what failed and what to do) for an export that fails or a directory that
+cannot be written. An export directory made for other weights or settings, or incomplete, is detected
+by its sidecar and exported again (cached_export), with one line saying why.
 """
 import argparse
 import hashlib
@@ -76,7 +77,7 @@ from .models import SuperGlue, SuperPoint
 from .settings import SETTINGS, check_all
 
 FORMAT = 1            # of the sidecar and the files; part of the cache key
-OPSET = 17            # TorchScript exporter: opset 17 has LayerNormalization; nothing here needs more
+OPSET = 17            # read by onnxruntime, TensorRT 8.6+ and OpenVINO; the graphs need nothing newer
 SIDECAR = 'export.json'
 FILES = ('superpoint.onnx', 'superglue.onnx', 'superglue_encode.onnx', 'superglue_scores.onnx')
 BAKED_SETTINGS = ('sinkhorn_iterations', 'match_threshold')  # superglue.onnx fixes them
@@ -261,8 +262,11 @@ def export(superpoint: SuperPoint, superglue: SuperGlue, directory: Path, opset:
     their current settings (superglue's sinkhorn_iterations and match_threshold are baked into
     superglue.onnx); static: None (dynamic axes) or (max_keypoints, (width, height)) (graphs()). The models are exported in float32 on the CPU, from copies: the given ones are not
     changed. Each file passes onnx.checker.check_model. Returns the sidecar content. ExportError."""
-    import onnx
-
+    try:
+        import onnx
+    except ImportError:
+        raise ExportError('the ONNX export needs the onnx package (pip install onnx onnxscript), or use backend '
+                          "'torch'") from None
     content = describe(superpoint, superglue, opset, sources, static)
     directory = Path(directory)
     try:
@@ -289,7 +293,10 @@ def export(superpoint: SuperPoint, superglue: SuperGlue, directory: Path, opset:
                               f'opset {opset}: try another --opset, or backend torch') from None
     content['files'] = list(FILES)
     content['key'] = key_of(content)
-    (directory / SIDECAR).write_text(json.dumps(content, indent=2) + '\n')
+    try:
+        (directory / SIDECAR).write_text(json.dumps(content, indent=2) + '\n')
+    except OSError as e:
+        raise ExportError(f'cannot write {directory / SIDECAR}: {e.strerror or e}') from None
     return content
 
 
@@ -358,9 +365,10 @@ def cached_export(superpoint: SuperPoint, superglue: SuperGlue, log=None, static
             shutil.rmtree(directory, ignore_errors=True)
         try:
             staging.rename(directory)
-        except OSError:  # another process renamed its export there first: use it if it is the one
+        except OSError as e:  # another process renamed its export there first: use it if it is the one
             if mismatch(read_sidecar(directory), expected, directory) is not None:
-                raise
+                raise ExportError(f'cannot put the export in {directory}: {e.strerror or e}; set '
+                                  'SUPERGLUE_ROS_ONNX_DIR to a writable directory') from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory

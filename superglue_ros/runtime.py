@@ -14,14 +14,15 @@ torch tensors made here, with no copy through numpy, on the CPU and on CUDA alik
          gets its own sessions, made on its first use, with onnxruntime's `user_compute_stream` set to
          that stream: a camera's CameraPipeline enqueues onnxruntime's kernels on its own streams, ordered
          with the torch work around them, as the torch backend does; runs do not wait for the device
-         (run option disable_synchronize_execution_providers, with IO binding and that stream). TensorrtExecutionProvider first when
-         onnxruntime has it (fp32; shape profiles over the keypoint axes up to MAX_PROFILE_KEYPOINTS, so no
-         engine is rebuilt while frames flow; engines cached beside the exported files, in a directory
-         named by the onnxruntime version, as engines do not carry across TensorRT versions or devices),
-         then CUDAExecutionProvider.
+         (run option disable_synchronize_execution_providers, with IO binding and that stream).
+         TensorrtExecutionProvider first when onnxruntime has it (fp32; shape profiles over the keypoint
+         axes up to MAX_PROFILE_KEYPOINTS, so no engine is rebuilt while frames flow; engines cached beside
+         the exported files, in a directory named by the onnxruntime version and the GPU, as engines do not
+         carry across TensorRT versions or devices), then CUDAExecutionProvider.
 
-Errors (one line each, RuntimeError subclasses): RuntimeUnavailable when onnxruntime is not installed or
-lacks the provider the device needs, or precision is not fp32; export.ExportError when the export fails.
+Errors (one line each): RuntimeUnavailable when onnxruntime is not installed, lacks the provider the
+device needs or cannot load an exported file; export.ExportError when the export fails (Matcher refuses
+a precision other than fp32 with a ValueError).
 """
 import threading
 
@@ -32,7 +33,7 @@ from torch import Tensor
 from .export import cached_export
 from .models import SuperGlue, SuperPoint
 
-MAX_PROFILE_KEYPOINTS = 4096  # TensorRT shape profiles: keypoints per image (max_keypoints -1 beyond: rebuilt)
+MAX_PROFILE_KEYPOINTS = 4096  # TensorRT shape profiles: keypoints per image (beyond: TensorRT builds another engine)
 ELEMENT_TYPES = {torch.float32: np.float32, torch.int64: np.int64, torch.bool: np.bool_}
 
 
@@ -41,6 +42,7 @@ class RuntimeUnavailable(RuntimeError):
 
 
 def import_onnxruntime():
+    """The onnxruntime module, or RuntimeUnavailable saying how to install it."""
     try:
         import onnxruntime
     except ImportError:
