@@ -11,7 +11,6 @@ import json
 
 import cv2
 import numpy as np
-import onnx
 import pytest
 import torch
 
@@ -26,6 +25,7 @@ from superglue_ros.models import SuperGlue, SuperPoint
 from superglue_ros.random_weights import write_files
 from superglue_ros.runtime import OnnxRuntimeBackend, RuntimeUnavailable, providers_for
 
+onnx = pytest.importorskip('onnx')
 ort = pytest.importorskip('onnxruntime')
 
 

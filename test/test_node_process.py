@@ -426,6 +426,7 @@ def test_the_onnxruntime_backend_over_dds(context, weight_files, full_frames, tm
     from superglue_ros.matcher import Matcher
     from superglue_ros.pipeline import match_pair
 
+    pytest.importorskip('onnxruntime')
     monkeypatch.setenv('SUPERGLUE_ROS_ONNX_DIR', str(tmp_path))
     settings = {'resize': [320, 240], 'max_keypoints': 256, 'sinkhorn_iterations': 20}
     specs = (weight_files['superpoint_weights'], weight_files['superglue_weights'])
