@@ -201,7 +201,7 @@ class Matcher:
             model.set_precision(self.precision)  # ValueError where the device has no fast kernels for it
         self.max_matching_memory_mb = defaults('matcher')['max_matching_memory_mb']
         self.runtime = None if self.backend == 'torch' else OnnxRuntimeBackend(
-            self.superpoint, self.superglue, self.device, log)
+            self.superpoint, self.superglue, self.device, log, image_size=self.resize)
 
     @classmethod
     def from_weights(cls, superpoint_weights, superglue_weights, device='auto', resize=None, precision='fp32',

@@ -62,19 +62,42 @@ def providers_for(device: torch.device, available: list[str]) -> list[str]:
     return [p for p in ('TensorrtExecutionProvider', 'CUDAExecutionProvider') if p in available]
 
 
+def tensorrt_profiles(name: str, dim: int, image_size: tuple[int, int] | None, static: tuple | None) -> dict:
+    """TensorRT provider options with the shape profiles of exported file `name`: the keypoint axes (1 to
+    MAX_PROFILE_KEYPOINTS, 1024 the optimum, the presets' max_keypoints) and SuperPoint's image (image_size
+    (width, height), one image; unknown without a resize: left to TensorRT, which builds an engine for the
+    first size it sees). {} for a static export: its shapes are fixed, one engine each."""
+    if static is not None:
+        return {}
+    shapes = {}
+    if name == 'superpoint.onnx' and image_size is not None:
+        shapes = {k: f'image:1x1x{image_size[1]}x{image_size[0]}' for k in range(3)}
+    elif name == 'superglue_encode.onnx':
+        shapes = {k: f'keypoints:1x{k}x2,scores:1x{k},descriptors:1x{dim}x{k}' for k in (1, 1024, MAX_PROFILE_KEYPOINTS)}
+    elif name == 'superglue_scores.onnx':
+        shapes = {k: f'encoded0:1x{dim}x{k},encoded1:1x{dim}x{k}' for k in (1, 1024, MAX_PROFILE_KEYPOINTS)}
+    if not shapes:
+        return {}
+    low, opt, high = shapes.values()
+    return {'trt_profile_min_shapes': low, 'trt_profile_opt_shapes': opt, 'trt_profile_max_shapes': high}
+
+
 class OnnxRuntimeBackend:
     """Sessions of the exported files for one Matcher (its models on its device). Methods take and return
     torch tensors on the Matcher's device, as the torch models' methods they stand for do."""
 
     def __init__(self, superpoint: SuperPoint, superglue: SuperGlue, device: torch.device, log=None,
-                 static: tuple | None = None):
+                 static: tuple | None = None, image_size: tuple[int, int] | None = None):
         """static: None (dynamic shapes, what Matcher runs), or (max_keypoints K, (width, height)): the
-        static export, each side padded to K keypoints with a mask (export.py), images of that size."""
+        static export, each side padded to K keypoints with a mask (export.py), images of that size.
+        image_size: (width, height) of every image when known (Matcher's resize): SuperPoint's TensorRT
+        shape profile."""
         ort = import_onnxruntime()
         self.device = device
         self.index = device.index if device.index is not None else (
             torch.cuda.current_device() if device.type == 'cuda' else 0)
         self.static = static
+        self.image_size = image_size
         self.providers = providers_for(device, ort.get_available_providers())
         self.directory = cached_export(superpoint, superglue, log, static)
         self.dim = superglue.config['descriptor_dim']
@@ -120,26 +143,11 @@ class OnnxRuntimeBackend:
                 engines = self.directory / f'tensorrt-ort{ort.__version__}-{torch.cuda.get_device_name(index)}'
                 engines.mkdir(exist_ok=True)
                 provider_options.append({**cuda, 'trt_fp16_enable': False, 'trt_engine_cache_enable': True,
-                                         'trt_engine_cache_path': str(engines), **self._profiles(name)})
+                                         'trt_engine_cache_path': str(engines), **tensorrt_profiles(name, self.dim, self.image_size, self.static)})
             else:
                 provider_options.append(cuda)
         return ort.InferenceSession(str(self.directory / name), options, providers=self.providers,
                                     provider_options=provider_options)
-
-    def _profiles(self, name: str) -> dict:
-        """TensorRT shape profiles of the keypoint axes (1 to MAX_PROFILE_KEYPOINTS, 1024 the optimum, the
-        presets' max_keypoints); SuperPoint's image axes are left to TensorRT (one size per camera)."""
-        dim, shapes = self.dim, {}
-        if self.static is not None:
-            return {}  # fixed shapes: one engine
-        if name == 'superglue_encode.onnx':
-            shapes = {k: f'keypoints:1x{k}x2,scores:1x{k},descriptors:1x{dim}x{k}' for k in (1, 1024, MAX_PROFILE_KEYPOINTS)}
-        elif name == 'superglue_scores.onnx':
-            shapes = {k: f'encoded0:1x{dim}x{k},encoded1:1x{dim}x{k}' for k in (1, 1024, MAX_PROFILE_KEYPOINTS)}
-        if not shapes:
-            return {}
-        low, opt, high = shapes.values()
-        return {'trt_profile_min_shapes': low, 'trt_profile_opt_shapes': opt, 'trt_profile_max_shapes': high}
 
     def run(self, name: str, inputs: dict[str, Tensor], outputs: dict[str, tuple]) -> list[Tensor]:
         """Run file `name` of the current stream's sessions: inputs {name: tensor}, outputs {name: shape}

@@ -23,7 +23,7 @@ from superglue_ros.export import FILES, SIDECAR, ExportError, cached_export, exp
 from superglue_ros.matcher import Matcher
 from superglue_ros.models import SuperGlue, SuperPoint
 from superglue_ros.random_weights import write_files
-from superglue_ros.runtime import OnnxRuntimeBackend, RuntimeUnavailable, providers_for
+from superglue_ros.runtime import OnnxRuntimeBackend, RuntimeUnavailable, providers_for, tensorrt_profiles
 
 onnx = pytest.importorskip('onnx')
 ort = pytest.importorskip('onnxruntime')
@@ -276,3 +276,17 @@ def test_the_cli_runs_either_backend(cache, tmp_path, images, exported):
     assert ort_run['keypoints0'] == torch_run['keypoints0'] and ort_run['keypoints1'] == torch_run['keypoints1']
     matches = np.array(torch_run['matches0'])
     assert (matches > -1).sum() > 100 and (np.array(ort_run['matches0']) == matches).mean() > 0.99
+
+
+def test_tensorrt_profiles_cover_the_keypoint_axes_and_the_resize():
+    """The TensorRT shape profiles (unverified here: no GPU): every dynamic input of each file, no engine
+    rebuild for 1 to 4096 keypoints, SuperPoint fixed at the resize."""
+    scores = tensorrt_profiles('superglue_scores.onnx', 256, None, None)
+    assert scores == {'trt_profile_min_shapes': 'encoded0:1x256x1,encoded1:1x256x1',
+                      'trt_profile_opt_shapes': 'encoded0:1x256x1024,encoded1:1x256x1024',
+                      'trt_profile_max_shapes': 'encoded0:1x256x4096,encoded1:1x256x4096'}
+    encode = tensorrt_profiles('superglue_encode.onnx', 256, None, None)['trt_profile_max_shapes']
+    assert encode == 'keypoints:1x4096x2,scores:1x4096,descriptors:1x256x4096'
+    assert set(tensorrt_profiles('superpoint.onnx', 256, (640, 480), None).values()) == {'image:1x1x480x640'}
+    assert tensorrt_profiles('superpoint.onnx', 256, None, None) == {}
+    assert tensorrt_profiles('superglue_scores.onnx', 256, None, (512, (640, 480))) == {}
