@@ -49,11 +49,14 @@ class ResourceError(RuntimeError):
 
 def is_out_of_memory(error: BaseException) -> bool:
     """torch.cuda.OutOfMemoryError, MemoryError, a CPU allocator failure (a RuntimeError of c10's
-    DefaultCPUAllocator) or OpenCV's (cv2.error with code StsNoMem, e.g. from cv2.resize)."""
+    DefaultCPUAllocator), OpenCV's (cv2.error with code StsNoMem, e.g. from cv2.resize) or onnxruntime's
+    (its own exception types, not RuntimeErrors: 'Failed to allocate memory' of its arena allocator)."""
     if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
         return True
     if isinstance(error, cv2.error):
         return error.code == cv2.Error.StsNoMem
+    if type(error).__module__.startswith('onnxruntime'):
+        return 'Failed to allocate memory' in str(error)
     return isinstance(error, RuntimeError) and any(
         text in str(error) for text in ("can't allocate memory", 'DefaultCPUAllocator', 'out of memory'))
 

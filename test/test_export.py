@@ -290,3 +290,20 @@ def test_tensorrt_profiles_cover_the_keypoint_axes_and_the_resize():
     assert set(tensorrt_profiles('superpoint.onnx', 256, (640, 480), None).values()) == {'image:1x1x480x640'}
     assert tensorrt_profiles('superpoint.onnx', 256, None, None) == {}
     assert tensorrt_profiles('superglue_scores.onnx', 256, None, (512, (640, 480))) == {}
+
+
+def test_onnxruntime_running_out_of_memory_is_a_resource_error():
+    """onnxruntime's allocation failure (its own exception type) becomes the one-line ResourceError of the
+    frame path, as torch's does."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import RuntimeException
+
+    from superglue_ros.matcher import ResourceError, memory_guard
+
+    error = RuntimeException('[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running '
+                             'MatMul node. Status Message: Failed to allocate memory for requested buffer of size 4096')
+    with pytest.raises(ResourceError, match=r'^out of host memory while matching 9 x 9 keypoints on cpu: lower x$'):
+        with memory_guard(torch.device('cpu'), 'matching 9 x 9 keypoints', 'x'):
+            raise error
+    with pytest.raises(RuntimeException):  # any other onnxruntime failure is not one
+        with memory_guard(torch.device('cpu'), 'matching', 'x'):
+            raise RuntimeException('[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions')
