@@ -51,8 +51,8 @@ Where the graphs stop, and why (measured on the 2-core development CPU, AMD EPYC
 
 Exporter: torch.onnx.export with dynamo=False (the TorchScript exporter) and dynamic_axes. The dynamo
 exporter (dynamic_shapes) exports the same graphs with the same results here, but took 54 s for the two
-SuperGlue stages and 116 s for superglue.onnx, against 2 to 3 s (2026-12-02, this machine): too long for
-a node's first start. The models stay plain PyTorch; two lines in them know about an export
+SuperGlue stages and 116 s for superglue.onnx, against 2 to 3 s (2026-12-02, the 2-core development
+machine, separate exploratory runs under load: indicative): too long for a node's first start. The models stay plain PyTorch; two lines in them know about an export
 (torch.onnx.is_in_onnx_export: SuperPoint skips its oneDNN layout, Sinkhorn takes the log-space updates,
 which need no host read), and SuperGlue's keypoint normalisation takes the image size as a tensor too.
 
