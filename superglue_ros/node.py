@@ -58,6 +58,7 @@ from std_srvs.srv import Trigger
 from superglue_ros.msg import Keyframe, Matches, StereoMatches
 from superglue_ros.srv import MatchImages
 
+from .export import ExportError
 from .features import FeatureVelocity
 from .geometry import Calibration, Verification
 from .image import ImageError, read_mask
@@ -70,6 +71,7 @@ from .ros.image_conversion import (ImageConversionError, compressed_msg_to_numpy
 from .ros.qos import AdaptiveSubscription
 from .ros.messages import (features_message, fill_match_images_response, keyframe_message, match_picture,
                            matches_message, stamp_to_seconds, stereo_matches_message, stereo_picture)
+from .runtime import RuntimeUnavailable
 from .settings import mask_paths, names, stereo_pairs_of
 from .stereo import LEFT, NO_TRACK, PAIR_QUEUE_SIZE, RIGHT, StampPairer, StereoGeometry, StereoVerification, stamp_ns
 from .tracking import KeyframePolicy
@@ -475,7 +477,8 @@ class SuperGlueNode(Node):
         rigs = dict(stereo_pairs_of(v['stereo_pairs'], v['cameras']))  # left -> right; ValueError: before the weights
         self.matcher = Matcher.from_weights(
             v['superpoint_weights'], v['superglue_weights'], device=v['device'], resize=v['resize'],
-            precision=v['precision'], **{name: v[name] for name in Matcher.MODEL_SETTINGS})
+            precision=v['precision'], backend=v['backend'], log=self.get_logger().info,
+            **{name: v[name] for name in Matcher.MODEL_SETTINGS})
         self.verification = Verification.from_settings(v)
         self.stereo = StereoVerification.from_settings(v)
         policy = KeyframePolicy.from_settings(v)
@@ -499,7 +502,9 @@ class SuperGlueNode(Node):
                            else camera.image_topic for camera in self.cameras)
         logger.info(f'matching {topics} on {self.matcher.device} (superglue_weights={v["superglue_weights"]!r}, '
                     f'superpoint_weights={v["superpoint_weights"] or "from superglue_weights"!r}, '
-                    f'resize={self.matcher.resize}, precision={self.matcher.precision}, {self.matcher.settings})')
+                    f'resize={self.matcher.resize}, precision={self.matcher.precision}, backend={self.matcher.backend}'
+                    + (f' ({self.matcher.runtime.directory})' if self.matcher.runtime else '')
+                    + f', {self.matcher.settings})')
         if message_filters is None:
             logger.info('message_filters is not installed: Matches.camera_info is the latest camera_info '
                         'received, not the one with the image stamp')
@@ -608,7 +613,7 @@ def main(args=None) -> int:
         return 1
     try:
         node = SuperGlueNode()
-    except (WeightsError, ValueError) as e:  # parameters.ParameterError is a ValueError
+    except (WeightsError, ValueError, ExportError, RuntimeUnavailable) as e:  # ParameterError is a ValueError
         logger.fatal(f'cannot start: {e}')
         rclpy.try_shutdown()
         return 1

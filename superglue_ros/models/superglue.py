@@ -60,10 +60,13 @@ def run_mlp(layers: nn.Sequential, rows: Tensor, half: HalfWeights | None = None
     return rows
 
 
-def normalize_keypoints(keypoints: Tensor, image_size: tuple[int, int]) -> Tensor:
-    """Pixels [B, N, 2] -> centred on the image and scaled by 0.7 of its larger side."""
-    # made on the device: new_tensor() would copy from the host and stall it until the stream is idle
-    size = torch.stack([keypoints.new_full((), v) for v in image_size])  # (width, height)
+def normalize_keypoints(keypoints: Tensor, image_size: tuple[int, int] | Tensor) -> Tensor:
+    """Pixels [B, N, 2] -> centred on the image and scaled by 0.7 of its larger side; image_size
+    (width, height), as numbers or a tensor [2]."""
+    if torch.is_tensor(image_size):  # [2] (an input of the ONNX export, export.py)
+        size = image_size.to(keypoints)
+    else:  # made on the device: new_tensor() would copy from the host and stall it until the stream is idle
+        size = torch.stack([keypoints.new_full((), v) for v in image_size])
     return (keypoints - size / 2) / (size.max() * 0.7)
 
 
@@ -90,13 +93,14 @@ class MultiHeadedAttention(nn.Module):
         self.merge = nn.Conv1d(d_model, d_model, kernel_size=1)
         self.proj = nn.ModuleList([nn.Conv1d(d_model, d_model, kernel_size=1) for _ in range(3)])
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, half: HalfWeights | None = None) -> Tensor:
-        # query [B, N, D], key and value [B, M, D] -> [B, N, D]
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, half: HalfWeights | None = None,
+                key_mask: Tensor | None = None) -> Tensor:
+        # query [B, N, D], key and value [B, M, D], key_mask None or [B, 1, 1, M] (attention_mask) -> [B, N, D]
         b, n, _ = query.shape
         # [B, N, D] -> [B, N, d, heads] -> [B, heads, N, d], contiguous for the attention kernel
         q, k, v = (linear(x, proj, half).unflatten(2, (self.head_dim, self.num_heads)).permute(0, 3, 1, 2)
                    .contiguous() for proj, x in zip(self.proj, (query, key, value)))
-        message = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(d)) v: [B, heads, N, d]
+        message = F.scaled_dot_product_attention(q, k, v, key_mask)  # softmax(q k^T / sqrt(d)) v: [B, heads, N, d]
         return linear(message.permute(0, 2, 3, 1).reshape(b, n, -1), self.merge, half)
 
 
@@ -108,12 +112,14 @@ class AttentionalPropagation(nn.Module):
         self.attn = MultiHeadedAttention(num_heads, feature_dim)
         self.mlp = mlp([feature_dim * 2, feature_dim * 2, feature_dim])
 
-    def forward(self, x: Tensor, source: Tensor, half: HalfWeights | None = None) -> Tensor:
+    def forward(self, x: Tensor, source: Tensor, half: HalfWeights | None = None,
+                source_mask: Tensor | None = None) -> Tensor:
         """x [B, D, N], source [B, D, M] -> update of x [B, D, N]. Computed on points as rows (the
         transposed views [B, N, D]: the kernel-1 convolutions become plain matrix products), so the
-        result is a [B, D, N] view of a [B, N, D] tensor."""
+        result is a [B, D, N] view of a [B, N, D] tensor. source_mask: attention_mask() of source's
+        padding mask (None: every source point is real)."""
         x, source = x.transpose(1, 2), source.transpose(1, 2)
-        message = self.attn(x, source, source, half)
+        message = self.attn(x, source, source, half, source_mask)
         return run_mlp(self.mlp, torch.cat([x, message], dim=2), half).transpose(1, 2)
 
 
@@ -123,24 +129,36 @@ class AttentionalGNN(nn.Module):
         self.names = list(layer_names)
         self.layers = nn.ModuleList([AttentionalPropagation(feature_dim, num_heads) for _ in self.names])
 
-    def forward(self, desc0: Tensor, desc1: Tensor, first: int = 0,
-                half: HalfWeights | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, desc0: Tensor, desc1: Tensor, first: int = 0, half: HalfWeights | None = None,
+                mask0: Tensor | None = None, mask1: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Layers first, first + 1, ...: 'self' attends within an image, 'cross' to the other one.
         Both images are updated from the same (previous) state. With half, each layer runs in its
-        dtype and its update is added to the states in their own (float32) precision."""
+        dtype and its update is added to the states in their own (float32) precision. mask0 / mask1:
+        padding masks [B, N] / [B, M] (True: a real keypoint); padded points are never attended to."""
+        keys0, keys1 = attention_mask(mask0), attention_mask(mask1)
         for layer, name in zip(self.layers[first:], self.names[first:]):
             x0, x1 = (desc0, desc1) if half is None else (desc0.to(half.dtype), desc1.to(half.dtype))
-            src0, src1 = (x1, x0) if name == 'cross' else (x0, x1)
-            desc0, desc1 = desc0 + layer(x0, src0, half), desc1 + layer(x1, src1, half)
+            (src0, keys_of0), (src1, keys_of1) = ((x1, keys1), (x0, keys0)) if name == 'cross' else ((x0, keys0), (x1, keys1))
+            desc0, desc1 = desc0 + layer(x0, src0, half, keys_of0), desc1 + layer(x1, src1, half, keys_of1)
         return desc0, desc1
 
 
+def attention_mask(mask: Tensor | None) -> Tensor | None:
+    """Padding mask [B, M] (True: a real keypoint) -> scaled_dot_product_attention's attn_mask [B, 1, 1, M]
+    for keys of that image. An image with no real keypoint lets all of them be attended to (its padding):
+    attention needs one key, and with no real keypoint on a side nothing is matched anyway."""
+    if mask is None:
+        return None
+    return (mask | ~mask.any(1, keepdim=True))[:, None, None]
+
+
 def log_sinkhorn_iterations(couplings: Tensor, log_mu: Tensor, log_nu: Tensor, iters: int) -> Tensor:
-    """Sinkhorn normalisation in log space, the original's: rows sum to exp(log_mu), columns to exp(log_nu)."""
-    u, v = torch.zeros_like(log_mu), torch.zeros_like(log_nu)
+    """Sinkhorn normalisation in log space, the original's: rows sum to exp(log_mu), columns to exp(log_nu).
+    A row or column of zero marginal (log -inf: padding) gets potential -inf, also where all are zero."""
+    u, v = torch.zeros_like(log_mu), torch.where(log_nu > -torch.inf, 0, log_nu)  # v = 0 where the marginal is not 0
     for _ in range(iters):
-        u = log_mu - torch.logsumexp(couplings + v.unsqueeze(1), dim=2)
-        v = log_nu - torch.logsumexp(couplings + u.unsqueeze(2), dim=1)
+        u = torch.where(log_mu > -torch.inf, log_mu - torch.logsumexp(couplings + v.unsqueeze(1), dim=2), log_mu)
+        v = torch.where(log_nu > -torch.inf, log_nu - torch.logsumexp(couplings + u.unsqueeze(2), dim=1), log_nu)
     return couplings + u.unsqueeze(2) + v.unsqueeze(1)
 
 
@@ -151,17 +169,18 @@ def exp_sinkhorn_iterations(couplings: Tensor, log_mu: Tensor, log_nu: Tensor, i
     instead of two exp passes over the matrix. K's entries are in [exp(-span of couplings), 1] with a 1
     in every row and column. In float64 (float32 sums of 1000 terms would double the original's float32
     error, test_fidelity.py); the result in couplings' dtype. None when the span exceeds EXP_SPAN or a
-    scaling leaves the normal range (one host read decides): then the log-space updates are needed."""
+    scaling of a row or column of nonzero marginal leaves the normal range (one host read decides):
+    then the log-space updates are needed."""
     c = couplings.double()
     a = c.amax(2, keepdim=True)                         # [B, M, 1]
     b = (c - a).amax(1, keepdim=True)                   # [B, 1, N], <= 0
     kernel = (c - a).sub_(b).exp_()
     mu, nu = log_mu.double().exp().unsqueeze(2), log_nu.double().exp().unsqueeze(1)
-    exp_v = b.exp()                                     # v = 0 to start, as in the log-space updates
+    exp_v = torch.where(nu > 0, b.exp(), 0)             # v = 0 to start, as in the log-space updates
     for _ in range(iters):
-        exp_u = mu / (kernel @ exp_v.transpose(1, 2))   # [B, M, 1]
-        exp_v = nu / (exp_u.transpose(1, 2) @ kernel)   # [B, 1, N]
-    scalings = torch.cat([exp_u.flatten(), exp_v.flatten()])
+        exp_u = torch.where(mu > 0, mu / (kernel @ exp_v.transpose(1, 2)), 0)  # [B, M, 1]
+        exp_v = torch.where(nu > 0, nu / (exp_u.transpose(1, 2) @ kernel), 0)  # [B, 1, N]
+    scalings = torch.cat([exp_u[mu > 0], exp_v[nu > 0], c.new_ones(1)])
     if not ((c.amax() - c.amin() <= EXP_SPAN) & (scalings.amin() >= torch.finfo(c.dtype).tiny)
             & scalings.isfinite().all()):
         return None
@@ -171,7 +190,10 @@ def exp_sinkhorn_iterations(couplings: Tensor, log_mu: Tensor, log_nu: Tensor, i
 def sinkhorn(couplings: Tensor, log_mu: Tensor, log_nu: Tensor, iters: int) -> Tensor:
     """log_sinkhorn_iterations, on the CPU through exp_sinkhorn_iterations (about 6x faster there, within
     the original's float32 rounding; its host read is free on the CPU). On a GPU the log-space updates run
-    as they are: fast there, and with no host read between the GNN and Sinkhorn of a camera's stream."""
+    as they are: fast there, and with no host read between the GNN and Sinkhorn of a camera's stream.
+    In an ONNX export: the log-space updates (a graph with no host read)."""
+    if torch.onnx.is_in_onnx_export():
+        return log_sinkhorn_iterations(couplings, log_mu, log_nu, iters)
     if couplings.device.type == 'cpu' and iters > 0:
         z = exp_sinkhorn_iterations(couplings, log_mu, log_nu, iters)
         if z is not None:
@@ -179,20 +201,30 @@ def sinkhorn(couplings: Tensor, log_mu: Tensor, log_nu: Tensor, iters: int) -> T
     return log_sinkhorn_iterations(couplings, log_mu, log_nu, iters)
 
 
-def log_optimal_transport(scores: Tensor, alpha: Tensor, iters: int) -> Tensor:
+def log_optimal_transport(scores: Tensor, alpha: Tensor, iters: int, mask0: Tensor | None = None,
+                          mask1: Tensor | None = None) -> Tensor:
     """Optimal transport with a dustbin row and column of score alpha.
 
-    scores [B, M, N] -> log assignment [B, M + 1, N + 1], scaled so that a certain match is 1."""
+    scores [B, M, N] -> log assignment [B, M + 1, N + 1], scaled so that a certain match is 1.
+    mask0 [B, M], mask1 [B, N]: padding masks (True: a real keypoint; None: all real). Padded rows and
+    columns get zero marginals (their entries -inf), the dustbins the other side's real count, and the
+    normalisation is by the real counts: the real entries are those of the unpadded problem."""
     b, m, n = scores.shape
-    ms, ns = scores.new_full((), m), scores.new_full((), n)  # on the device: no host stall (see normalize_keypoints)
+    real0 = scores.new_ones((b, m), dtype=torch.bool) if mask0 is None else mask0
+    real1 = scores.new_ones((b, n), dtype=torch.bool) if mask1 is None else mask1
+    if mask0 is not None or mask1 is not None:  # padded entries: any finite value, 0 keeps the span small
+        scores = scores.masked_fill(~(real0[:, :, None] & real1[:, None]), 0)
+    # counts on the device: no host stall (see normalize_keypoints)
+    ms, ns = real0.sum(1, keepdim=True).to(scores), real1.sum(1, keepdim=True).to(scores)  # [B, 1]
     alpha = alpha.to(scores)
     couplings = torch.cat([torch.cat([scores, alpha.expand(b, m, 1)], -1),
                            torch.cat([alpha.expand(b, 1, n), alpha.expand(b, 1, 1)], -1)], 1)
-    norm = -(ms + ns).log()
-    log_mu = torch.cat([norm.expand(m), ns.log()[None] + norm])  # each point 1, the dustbin the other side's count
-    log_nu = torch.cat([norm.expand(n), ms.log()[None] + norm])
-    z = sinkhorn(couplings, log_mu[None].expand(b, -1), log_nu[None].expand(b, -1), iters)
-    return z - norm  # probabilities times M + N
+    norm = -(ms + ns).clamp(min=1).log()  # [B, 1]; (clamped: 0 with no real keypoint on either side)
+    none = scores.new_full((), -torch.inf)
+    log_mu = torch.cat([torch.where(real0, norm, none), ns.log() + norm], 1)  # each point 1, the dustbin the other side's count
+    log_nu = torch.cat([torch.where(real1, norm, none), ms.log() + norm], 1)
+    z = sinkhorn(couplings, log_mu, log_nu, iters)
+    return z - norm[:, :, None]  # probabilities times M + N
 
 
 class SuperGlue(nn.Module):
@@ -247,9 +279,12 @@ class SuperGlue(nn.Module):
         dtype = check_precision(name, self.bin_score.device if check_hardware else None)
         self.half_weights = None if dtype == torch.float32 else self._half_by_dtype.setdefault(dtype, HalfWeights(dtype))
 
-    def encode(self, keypoints: Tensor, scores: Tensor, descriptors: Tensor, image_size: tuple[int, int]) -> Tensor:
+    def encode(self, keypoints: Tensor, scores: Tensor, descriptors: Tensor, image_size: tuple[int, int],
+               mask: Tensor | None = None) -> Tensor:
         """keypoints [B, N, 2] pixels, scores [B, N], descriptors [B, D, N], image_size (width, height)
-        -> [B, D, N]: descriptors plus keypoint encoding, then the first GNN layer if it is 'self'."""
+        -> [B, D, N]: descriptors plus keypoint encoding, then the first GNN layer if it is 'self'.
+        mask: None, or bool [B, N], True for a real keypoint, False for padding (any finite values):
+        padded points are not attended to, so the real points' encodings are those without them."""
         b, n = scores.shape
         if keypoints.shape != (b, n, 2) or descriptors.shape != (b, self.config['descriptor_dim'], n):
             raise ValueError(f'SuperGlue.encode expects keypoints [B, N, 2], scores [B, N], descriptors '
@@ -263,39 +298,71 @@ class SuperGlue(nn.Module):
         if self.encoded_layers:
             half = self.half_weights
             x = desc if half is None else desc.to(half.dtype)
-            desc = desc + self.gnn.layers[0](x, x, half)
+            desc = desc + self.gnn.layers[0](x, x, half, attention_mask(mask))
         return desc
 
-    def log_assignment(self, encoded0: Tensor, encoded1: Tensor) -> Tensor:
+    def score_matrix(self, encoded0: Tensor, encoded1: Tensor, mask0: Tensor | None = None,
+                     mask1: Tensor | None = None) -> Tensor:
+        """Two encode() outputs [B, D, N], [B, D, M] (N, M >= 1) -> score matrix [B, N, M] (float32, or
+        float64 for a float64 model): remaining GNN layers, final projection, scaled dot products.
+        mask0 [B, N], mask1 [B, M]: padding masks as in encode() (padded points are not attended to)."""
+        desc0, desc1 = (e.transpose(1, 2).contiguous().transpose(1, 2) for e in (encoded0, encoded1))  # as rows
+        desc0, desc1 = self.gnn(desc0, desc1, first=self.encoded_layers, half=self.half_weights,
+                                mask0=mask0, mask1=mask1)
+        mdesc0, mdesc1 = (linear(d.transpose(1, 2), self.final_proj) for d in (desc0, desc1))  # [B, N, D]
+        # optimal transport in (at least) float32, also for a half-precision model: 100 iterations need it
+        return full_precision(mdesc0 @ mdesc1.transpose(1, 2) / self.config['descriptor_dim'] ** 0.5)
+
+    def log_assignment(self, encoded0: Tensor, encoded1: Tensor, mask0: Tensor | None = None,
+                       mask1: Tensor | None = None) -> Tensor:
         """Two encode() outputs [B, D, N], [B, D, M] (N, M >= 1) -> log assignment [B, N + 1, M + 1]
         (float32, or float64 for a float64 model; last row and column: the dustbins), the input of
-        match()'s mutual check: remaining GNN layers, final projection, score matrix, Sinkhorn."""
-        desc0, desc1 = (e.transpose(1, 2).contiguous().transpose(1, 2) for e in (encoded0, encoded1))  # as rows
-        desc0, desc1 = self.gnn(desc0, desc1, first=self.encoded_layers, half=self.half_weights)
-        mdesc0, mdesc1 = (linear(d.transpose(1, 2), self.final_proj) for d in (desc0, desc1))  # [B, N, D]
-        scores = mdesc0 @ mdesc1.transpose(1, 2) / self.config['descriptor_dim'] ** 0.5  # [B, N, M]
-        # optimal transport in (at least) float32, also for a half-precision model: 100 iterations need it
-        return log_optimal_transport(full_precision(scores), self.bin_score, self.config['sinkhorn_iterations'])
+        match()'s mutual check: score_matrix, then Sinkhorn. mask0 [B, N], mask1 [B, M]: padding masks
+        as in encode(); padded rows and columns are -inf and the others those of the unpadded images
+        (log_optimal_transport)."""
+        return log_optimal_transport(self.score_matrix(encoded0, encoded1, mask0, mask1), self.bin_score,
+                                     self.config['sinkhorn_iterations'], mask0, mask1)
 
-    def match(self, encoded0: Tensor, encoded1: Tensor) -> dict:
+    def match(self, encoded0: Tensor, encoded1: Tensor, mask0: Tensor | None = None,
+              mask1: Tensor | None = None) -> dict:
         """Two encode() outputs [B, D, N], [B, D, M] -> 'matches0' [B, N] (index in image 1, -1 = none),
-        'matches1' [B, M], 'matching_scores0' [B, N], 'matching_scores1' [B, M] (float32)."""
+        'matches1' [B, M], 'matching_scores0' [B, N], 'matching_scores1' [B, M] (float32).
+        mask0 [B, N], mask1 [B, M]: padding masks as in encode() (the same ones): a padded keypoint gets
+        match -1 and score 0, and the real ones those of the unpadded images. Computed with no host read
+        and no branch on tensor values (exportable to ONNX at fixed N, M)."""
         b, _, n = encoded0.shape
         m = encoded1.shape[2]
+        scores = (self.score_matrix(encoded0, encoded1, mask0, mask1) if n and m
+                  else encoded0.new_zeros((b, n, m), dtype=torch.float))
+        return self.matches_from_scores(scores, mask0, mask1)
+
+    def matches_from_scores(self, scores: Tensor, mask0: Tensor | None = None, mask1: Tensor | None = None) -> dict:
+        """match() from the score matrix [B, N, M] (score_matrix; mask0, mask1 as there): Sinkhorn with
+        this model's bin score and sinkhorn_iterations, then the mutual check at match_threshold. Every
+        backend's score matrix goes through here (matcher.py: also one computed by onnxruntime)."""
+        b, n, m = scores.shape
         if n == 0 or m == 0:
-            return {'matches0': encoded0.new_full((b, n), -1, dtype=torch.long),
-                    'matches1': encoded1.new_full((b, m), -1, dtype=torch.long),
-                    'matching_scores0': encoded0.new_zeros((b, n), dtype=torch.float),
-                    'matching_scores1': encoded1.new_zeros((b, m), dtype=torch.float)}
+            return {'matches0': scores.new_full((b, n), -1, dtype=torch.long),
+                    'matches1': scores.new_full((b, m), -1, dtype=torch.long),
+                    'matching_scores0': scores.new_zeros((b, n), dtype=torch.float),
+                    'matching_scores1': scores.new_zeros((b, m), dtype=torch.float)}
         config = self.config
         check_superglue_config(config)
-        scores = self.log_assignment(encoded0, encoded1)
+        scores = log_optimal_transport(scores, self.bin_score, config['sinkhorn_iterations'], mask0, mask1)[:, :-1, :-1]
+        if mask0 is not None or mask1 is not None:  # padded entries never win a maximum
+            real0 = mask0[:, :, None] if mask0 is not None else True
+            real1 = mask1[:, None] if mask1 is not None else True
+            scores = scores.masked_fill(~(real0 & real1), -torch.inf)
 
         # mutual nearest neighbours in the assignment, above the threshold
-        max0, max1 = scores[:, :-1, :-1].max(2), scores[:, :-1, :-1].max(1)
+        max0, max1 = scores.max(2), scores.max(1)
         indices0, indices1 = max0.indices, max1.indices
         mutual0 = torch.arange(n, device=scores.device)[None] == indices1.gather(1, indices0)
         mutual1 = torch.arange(m, device=scores.device)[None] == indices0.gather(1, indices1)
+        if mask0 is not None:
+            mutual0 = mutual0 & mask0
+        if mask1 is not None:
+            mutual1 = mutual1 & mask1
         zero = scores.new_zeros(())
         mscores0 = torch.where(mutual0, max0.values.exp(), zero)
         mscores1 = torch.where(mutual1, mscores0.gather(1, indices1), zero)

@@ -119,9 +119,10 @@ class SuperPoint(nn.Module):
         x = image
         if self.half_weights:  # channels-last: the layout of the fast half-precision kernels (AMX, tensor cores)
             x = x.to(self.half_weights.dtype, memory_format=torch.channels_last)
-        elif x.device.type == 'cpu' and x.dtype == torch.float32:
+        elif x.device.type == 'cpu' and x.dtype == torch.float32 and not torch.onnx.is_in_onnx_export():
             # oneDNN's blocked layout: the kernels that the default layout runs too (the same values bit for
-            # bit), without a layout conversion around every convolution, and oneDNN's max-pooling
+            # bit), without a layout conversion around every convolution, and oneDNN's max-pooling (not in
+            # an ONNX export, which records plain convolutions)
             x = x.to_mkldnn()
         for conv_a, conv_b, pool in ((self.conv1a, self.conv1b, True), (self.conv2a, self.conv2b, True),
                                      (self.conv3a, self.conv3b, True), (self.conv4a, self.conv4b, False)):
@@ -133,6 +134,11 @@ class SuperPoint(nn.Module):
 
     def keypoint_scores(self, features: Tensor) -> Tensor:
         """Dense detection scores after NMS: [B, 128, h, w] -> [B, 8h, 8w], float32 (or float64)."""
+        return simple_nms(self.dense_scores(features), self.config['nms_radius'])
+
+    def dense_scores(self, features: Tensor) -> Tensor:
+        """Dense detection scores before NMS: [B, 128, h, w] -> [B, 8h, 8w], float32 (or float64); where
+        an ONNX export of SuperPoint stops (export.py)."""
         # convPb, softmax and NMS in (at least) float32: thresholds, NMS and top-k need exact ties and order
         hidden = self.conv(self.convPa, features).relu_()
         scores = full_precision(self.convPb(hidden.to(self.convPb.weight.dtype)))
@@ -140,8 +146,7 @@ class SuperPoint(nn.Module):
         b, _, h, w = scores.shape
         # depth to space: channel (r, c) of cell (i, j) is pixel (8i + r, 8j + c)
         scores = scores.permute(0, 2, 3, 1).reshape(b, h, w, CELL, CELL)
-        scores = scores.permute(0, 1, 3, 2, 4).reshape(b, h * CELL, w * CELL)
-        return simple_nms(scores, self.config['nms_radius'])
+        return scores.permute(0, 1, 3, 2, 4).reshape(b, h * CELL, w * CELL)
 
     def descriptor_map(self, features: Tensor) -> Tensor:
         """Dense descriptors: [B, 128, h, w] -> [B, D, h, w], L2-normalised, float32 (or float64)."""
@@ -160,12 +165,19 @@ class SuperPoint(nn.Module):
         if mask is not None and tuple(mask.shape) != (image.shape[0], *image.shape[2:]):
             raise ValueError(f'the detection mask must be [B, H, W] = {[image.shape[0], *image.shape[2:]]} like the '
                              f'image batch, got {list(mask.shape)}')
+        features = self.encode(image)
+        return self.keypoints_from_maps(self.dense_scores(features), self.descriptor_map(features), mask)
+
+    def keypoints_from_maps(self, dense_scores: Tensor, descriptor_map: Tensor, mask: Tensor | None = None) -> dict:
+        """The keypoints of the dense maps, as forward() returns them: dense_scores [B, H, W] before NMS
+        (dense_scores), descriptor_map [B, D, H / 8, W / 8] (descriptor_map), mask None or [B, H, W] bool
+        -> NMS, select_keypoints and sample_descriptors per image. Every backend's maps go through here
+        (matcher.py: also those computed by onnxruntime), so the detection settings and rules live in this
+        one place."""
         config = self.config  # one snapshot: configure() replaces it as a whole
         check_superpoint_config(config)
-
-        features = self.encode(image)
-        keypoints, scores = select_keypoints(self.keypoint_scores(features), config, mask)
-        descriptors = [sample_descriptors(k, d) for k, d in zip(keypoints, self.descriptor_map(features))]
+        keypoints, scores = select_keypoints(simple_nms(dense_scores, config['nms_radius']), config, mask)
+        descriptors = [sample_descriptors(k, d) for k, d in zip(keypoints, descriptor_map)]
         return {'keypoints': keypoints, 'scores': scores, 'descriptors': descriptors}
 
 
