@@ -307,3 +307,19 @@ def test_onnxruntime_running_out_of_memory_is_a_resource_error():
     with pytest.raises(RuntimeException):  # any other onnxruntime failure is not one
         with memory_guard(torch.device('cpu'), 'matching', 'x'):
             raise RuntimeException('[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions')
+
+
+def test_a_detection_mask_works_the_same_in_both_backends(cache, images):
+    """masks (issue 15) go through SuperPoint.keypoints_from_maps -> select_keypoints in either backend: the
+    onnxruntime backend's keypoints under a mask are the torch backend's, none in the masked area."""
+    from superglue_ros.pipeline import CameraPipeline
+
+    frame = (images[0][0, 0] * 255).to(torch.uint8).numpy()
+    mask = np.ones(frame.shape, bool)
+    mask[:, :200] = False
+    keypoints = {}
+    for backend in ('torch', 'onnxruntime'):
+        camera = CameraPipeline(Matcher(*models(), device='cpu', backend=backend), mask=mask)
+        keypoints[backend] = camera.process(frame, 1.0).frame_features.keypoints_original()
+    assert len(keypoints['torch']) == 512 and keypoints['torch'][:, 0].min() >= 200
+    np.testing.assert_array_equal(keypoints['onnxruntime'], keypoints['torch'])
