@@ -6,6 +6,7 @@
     for result in camera.process_stream(frames):     # (image, stamp_s) in, FrameResult out, in order
         publish(result)
     pair = match_pair(matcher, image0, image1)       # two given images, no keyframe (the match service)
+    pair = match_keyframes(matcher, camera.keyframes, 3, 41)  # two stored keyframes, their stored features
 
 The path of one frame (submit, then collect):
   host     Matcher.upload: validation; grey + resize on the host only when a resize is set
@@ -45,6 +46,7 @@ from torch import Tensor
 from .geometry import Calibration, Verification
 from .image import ImageError
 from .matcher import Features, Matcher, StageClock
+from .keyframes import KeyframeStore
 from .tracking import Correspondences, FrameResult, Keyframe, KeyframePolicy, KeyframeTracker
 
 
@@ -99,6 +101,41 @@ def match_pair(matcher: Matcher, image0: np.ndarray, image1: np.ndarray, color_o
     timings = {stage: features0.timings_ms[stage] + features1.timings_ms[stage] for stage in ('preprocess', 'superpoint')}
     return PairResult(correspondences, features0, features1,
                       {**timings, **match.timings_ms, 'verify': (end - verifying) * 1e3, 'total': (end - start) * 1e3})
+
+
+@dataclass
+class KeyframePairResult:
+    """Two stored keyframes matched with each other (match_keyframes): pair.correspondences in pixels of
+    the keyframe images as given, k-th keypoint of keyframe0 <-> k-th of keyframe1."""
+    pair: PairResult
+    keyframe0: Keyframe
+    keyframe1: Keyframe
+
+    @property
+    def track_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        """[K] uint64 track ids of each correspondence's keypoint in keyframe0 and in keyframe1."""
+        c = self.pair.correspondences
+        return self.keyframe0.track_ids[c.indices0], self.keyframe1.track_ids[c.indices1]
+
+
+def match_keyframes(matcher: Matcher, keyframes: KeyframeStore, keyframe_id0: int, keyframe_id1: int,
+                    verification: Verification | None = None) -> KeyframePairResult:
+    """Match two keyframes of a camera's store with SuperGlue on their stored features (no image, no
+    extraction; KeyframeStore.for_matching), then verify() the correspondences with the keyframes'
+    calibrations. KeyError naming an unknown or evicted id; ResourceError as Matcher.match. Runs on the
+    caller's thread and current stream; the camera's frames are not held up by it (the store's lock
+    is held only to look the keyframes up)."""
+    start = time.perf_counter()
+    keyframe0, features0 = keyframes.for_matching(keyframe_id0, matcher.device)
+    keyframe1, features1 = keyframes.for_matching(keyframe_id1, matcher.device)
+    match = matcher.match(features0, features1)
+    verifying = time.perf_counter()
+    correspondences = verify(Correspondences.from_matches(match.matches0, match.matching_scores0,
+                                                          keyframe0.keypoints, keyframe1.keypoints),
+                             verification or Verification(), keyframe0.calibration, keyframe1.calibration)
+    end = time.perf_counter()
+    timings = {**match.timings_ms, 'verify': (end - verifying) * 1e3, 'total': (end - start) * 1e3}
+    return KeyframePairResult(PairResult(correspondences, features0, features1, timings), keyframe0, keyframe1)
 
 
 class _UploadSlot:
@@ -159,14 +196,16 @@ class CameraPipeline:
     geometry.Verification (default off). depth: frames in flight at most; 2 (the default on a GPU):
     frame N+1's SuperPoint overlaps frame N's SuperGlue; 1 (the default on the CPU, where nothing
     runs concurrently and a second frame in flight only delays the first one's result): no overlap.
+    keyframes: the camera's keyframe store (keyframes.KeyframeStore; default: one of the default size).
     """
 
     def __init__(self, matcher: Matcher, policy: KeyframePolicy | None = None,
-                 verification: Verification | None = None, depth: int | None = None):
+                 verification: Verification | None = None, depth: int | None = None,
+                 keyframes: KeyframeStore | None = None):
         if not isinstance(matcher, Matcher):
             raise TypeError(f'CameraPipeline needs a superglue_ros.matcher.Matcher, got {type(matcher).__name__}')
         self.matcher = matcher
-        self.tracker = KeyframeTracker(policy)
+        self.tracker = KeyframeTracker(policy, keyframes)
         self.verification = Verification() if verification is None else verification
         self.cuda = matcher.device.type == 'cuda'
         depth = (2 if self.cuda else 1) if depth is None else depth
@@ -204,6 +243,11 @@ class CameraPipeline:
     def request_new_keyframe(self):
         """The next frame to be matched becomes the keyframe (reason 'requested'); returns at once."""
         self.tracker.request_new_keyframe()
+
+    @property
+    def keyframes(self) -> KeyframeStore:
+        """The camera's keyframe store; its newest entry is the keyframe frames are matched against."""
+        return self.tracker.keyframes
 
     @property
     def pending(self) -> int:

@@ -80,7 +80,8 @@ class Setting:
 
     scope: who reads it ('superpoint' / 'superglue': the model's live config; 'matcher': the
     Matcher; 'tracker': tracking.KeyframePolicy; 'verification': geometry.Verification;
-    'weights'; 'node': the ROS node only). live: may change while running (otherwise a ROS
+    'keyframes': keyframes.KeyframeStore; 'loop': keyframes.LoopPolicy; 'weights'; 'node': the ROS
+    node only). live: may change while running (otherwise a ROS
     parameter is read-only). cli: a flag of `python -m superglue_ros.match`.
     """
     name: str
@@ -190,6 +191,21 @@ _ROWS = [
             'node', live=False),
     Setting('match_image_max_lines', 300, 'an integer >= 0', _integer(0),
             'Most correspondences drawn on ~/match_image (the most confident); 0: none', 'node'),
+    # -- loop closure: keyframe store and loop candidates (keyframes.py) ----------------------
+    # 500 keyframes of 1024 keypoints hold about 270 MiB (fp16 descriptors): the store's memory is on /diagnostics
+    Setting('keyframe_store_size', 500, 'an integer >= 1', _integer(1),
+            'Keyframes kept per camera for ~/match_keyframes and loop candidates; when full, the oldest is '
+            'evicted. The newest is the keyframe frames are matched against',
+            'keyframes', live=False),
+    Setting('loop_candidates_k', 5, 'an integer >= 0', _integer(0),
+            'Most loop candidates published on ~/loop_candidates for each new keyframe, most similar first; '
+            '0: none (the message is still published, empty)', 'loop'),
+    Setting('loop_exclude_recent', 10, 'an integer >= 0', _integer(0),
+            'The most recent keyframes before a new keyframe that are never its loop candidates (they overlap it '
+            'anyway: that is odometry, not a loop)', 'loop'),
+    Setting('loop_min_score', 0.0, 'a number in [-1, 1]', _number(-1, 1),
+            'Similarity of the global descriptors (cosine, -1..1) below which a keyframe is not a loop candidate',
+            'loop'),
 ]
 SETTINGS: dict[str, Setting] = {row.name: row for row in _ROWS}
 

@@ -1,5 +1,5 @@
-"""ROS messages from the pipeline's results: Matches, Keyframe, the MatchImages response and the
-~/match_image picture. Arrays are copied into the messages as raw bytes (array.array.frombytes),
+"""ROS messages from the pipeline's results: Matches, Keyframe, LoopCandidates, the MatchImages and
+MatchKeyframes responses and the ~/match_image picture. Arrays are copied into the messages as raw bytes (array.array.frombytes),
 not element by element: a keyframe's descriptors are 256 floats per keypoint.
 """
 import array
@@ -7,9 +7,12 @@ import array
 import numpy as np
 from sensor_msgs.msg import CameraInfo
 
-from superglue_ros.msg import Keyframe, Matches
+from builtin_interfaces.msg import Time
+from std_msgs.msg import Header
+from superglue_ros.msg import Keyframe, LoopCandidates, Matches
 
-from ..pipeline import PairResult
+from ..keyframes import LoopCandidates as Candidates
+from ..pipeline import KeyframePairResult, PairResult
 from ..tracking import FrameResult
 from ..image import to_bgr8
 from ..visualization import draw_matches
@@ -62,6 +65,34 @@ def keyframe_message(result: FrameResult, camera: str, header, image_size: tuple
         descriptor_dim=descriptors.shape[0],
         descriptors=_array('f', descriptors.T.reshape(-1), np.float32),  # keypoint-major
         camera_info=camera_info or CameraInfo())
+
+
+def loop_candidates_message(candidates: Candidates, camera: str, header) -> LoopCandidates:
+    """LoopCandidates of `camera`'s new keyframe; header: that keyframe image's std_msgs/Header."""
+    return LoopCandidates(header=header, camera=camera, keyframe_id=candidates.keyframe_id,
+                          candidate_ids=_array('Q', candidates.ids, np.uint64),
+                          scores=_array('f', candidates.scores, np.float32))
+
+
+def seconds_to_stamp(stamp_s: float) -> Time:
+    """A stamp in seconds (float64: exact to about 0.3 microseconds today) as builtin_interfaces/Time."""
+    nanoseconds = round(stamp_s * 1e9)
+    return Time(sec=nanoseconds // 10 ** 9, nanosec=nanoseconds % 10 ** 9)
+
+
+def fill_match_keyframes_response(result: KeyframePairResult, headers: tuple, response):
+    """MatchKeyframes.Response filled with the correspondences of two stored keyframes (success set by the
+    caller). headers: the std_msgs/Header of each keyframe image as stored (KeyframeStore.header), or None:
+    then the stamp from the keyframe's stamp_s and no frame_id."""
+    fill_match_images_response(result.pair, response)
+    c = result.pair.correspondences
+    response.header0, response.header1 = (header if header is not None else Header(stamp=seconds_to_stamp(k.stamp_s))
+                                           for header, k in zip(headers, (result.keyframe0, result.keyframe1)))
+    response.track_ids0, response.track_ids1 = (_array('Q', ids, np.uint64) for ids in result.track_ids)
+    response.verified_with = c.verified_with
+    response.points0_normalized = _array('f', c.normalized0.reshape(-1), np.float32)
+    response.points1_normalized = _array('f', c.normalized1.reshape(-1), np.float32)
+    return response
 
 
 def fill_match_images_response(pair: PairResult, response):
