@@ -53,6 +53,29 @@ def track_statistics(records: list[dict]) -> dict:
             'across_keyframes': sum(len(ids) > 1 for ids in keyframes.values())}
 
 
+LOOP_OVERLAP = 0.3  # a loop candidate is correct when it sees at least this fraction of the keyframe's image
+
+
+def loop_figures(candidates: dict[int, list[tuple[int, float]]], positives: dict[int, set[int]]) -> dict:
+    """Recall and precision of loop candidates against the ground truth.
+
+    candidates: keyframe id -> its published candidates [(keyframe id, score)], most similar first.
+    positives: keyframe id -> the earlier keyframe ids it may be matched to (a candidate could be: not
+      among the excluded recent ones) that truly overlap it (LOOP_OVERLAP). recall@k: of the keyframes that
+      have a positive, the share whose first k candidates hold one; precision: the share of all published
+      candidates that are positives."""
+    queries = [k for k in candidates if positives.get(k)]
+    published = [(k, c) for k in candidates for c, _ in candidates[k]]
+    correct = sum(c in positives.get(k, ()) for k, c in published)
+
+    def recall(n):
+        return (sum(any(c in positives[k] for c, _ in candidates[k][:n]) for k in queries) / len(queries)
+                if queries else None)
+    return {'keyframes': len(candidates), 'with_a_true_loop': len(queries), 'recall_at_1': recall(1),
+            'recall_at_5': recall(5), 'candidates_published': len(published), 'candidates_correct': correct,
+            'precision': correct / len(published) if published else None}
+
+
 def summarize(records: list[dict], frames_published: int, match_images: int, meaningless: bool,
               settings: dict, threshold_px: float | None, publisher_error: str | None = None,
               skipped: list[dict] | None = None) -> dict:
