@@ -213,9 +213,9 @@ class KeyframeStore:
             if vector is None or self._vectors is None:
                 return LoopCandidates(keyframe_id, np.zeros(0, np.uint64), np.zeros(0, np.float32))
             self._vectors[row], self._row_ids[row] = vector, keyframe_id
-            eligible = np.flatnonzero((self._row_ids >= 0) & (self._row_ids < keyframe_id - policy.exclude_recent))
-            scores = self._vectors[eligible] @ vector                                     # [E]
-            ids = self._row_ids[eligible]
+            scores = self._vectors @ vector                                               # [size], no copy
+            eligible = (self._row_ids >= 0) & (self._row_ids < keyframe_id - policy.exclude_recent)
+            scores, ids = scores[eligible], self._row_ids[eligible]
         keep = scores >= policy.min_score
         scores, ids = scores[keep], ids[keep]
         best = np.argsort(-scores, kind='stable')[:policy.candidates_k]

@@ -149,3 +149,16 @@ def test_command_line(tmp_path, capsys):
     assert synthetic.main([str(tmp_path), '--frames', '2', '--size', '96', '64', '--rate', '4']) == 0
     assert 'wrote 2 frames' in capsys.readouterr().out
     assert load_sequence(tmp_path).rate_hz == 4.0
+
+
+def test_the_revisit_path_comes_back_over_its_start(tmp_path):
+    """The camera circles away from its start, over other places, and back: the overlap (ground truth of
+    loop closure) of the last frames with the first is large, of the frames half way round none."""
+    revisit = generate_sequence(tmp_path, num_frames=40, size=(320, 240), path='revisit')
+    assert json.loads((tmp_path / SEQUENCE_FILE).read_text())['path'] == 'revisit'
+    assert revisit.overlap(0, 0) == pytest.approx(1.0)
+    assert revisit.overlap(0, 1) > 0.5                       # neighbours overlap
+    assert max(revisit.overlap(0, j) for j in range(10, 19)) == 0.0   # half way round: another place
+    assert max(revisit.overlap(j, 0) for j in range(26, 32)) > 0.7    # a lap later: back over the start
+    with pytest.raises(ValueError, match='path must be one of smooth, revisit'):
+        generate_sequence(tmp_path, num_frames=4, path='spiral')
