@@ -1,6 +1,7 @@
 """Loop candidates: recall and precision on the synthetic revisit sequence, and the retrieval cost.
 
     python benchmarks/benchmark_loop.py [--frames 120] [--every 2] [--keypoints 1024] [--sizes 100 1000 10000]
+        [--threads 1]
 
 1. Recall. The synthetic 'revisit' sequence (demo/synthetic.py: a camera circling over a textured plane,
    back over its start) at 640x480; every --every-th frame is a keyframe, its SuperPoint features
@@ -115,7 +116,8 @@ def recall(args):
         bow[k] = [(int(j), float(scores[j])) for j in order]
 
     for name, candidates, ms in (('VLAD (KeyframeStore)', vlad, vlad_ms), ('BoW incremental, tf-idf', bow, bow_ms)):
-        print(f'\n{name}: {np.mean(ms):.1f} ms per keyframe (mean over {len(ms)})'
+        print(f'\n{name}: per keyframe median {np.median(ms):.1f} ms, max {np.max(ms):.1f} ms (keyframe '
+              f'{int(np.argmax(ms))}) over {len(ms)}'
               + (f', {len(bow_model.words)} words' if candidates is bow else ''))
         print('| loop_min_score | recall@1 | recall@5 | candidates published (top 5) | precision |')
         print('|---|---|---|---|---|')
@@ -163,7 +165,9 @@ def main():
     parser.add_argument('--thresholds', type=float, nargs='+', default=[-1.0, 0.1, 0.2, 0.3, 0.4, 0.5])
     parser.add_argument('--sizes', type=int, nargs='+', default=[100, 1000, 10000])
     parser.add_argument('--repeats', type=int, default=20)
+    parser.add_argument('--threads', type=int, default=1, help='torch threads (default 1: the machine is shared)')
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     print(f'# benchmark_loop, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {cpu_name()}, '
           f'{torch.get_num_threads()} torch threads, torch {torch.__version__}')
     print('random weights (confident, seeded): trained weights will give other figures')
