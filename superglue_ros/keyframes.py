@@ -213,7 +213,7 @@ class KeyframeStore:
             if vector is None or self._vectors is None:
                 return LoopCandidates(keyframe_id, np.zeros(0, np.uint64), np.zeros(0, np.float32))
             self._vectors[row], self._row_ids[row] = vector, keyframe_id
-            scores = self._vectors @ vector                                               # [size], no copy
+            scores = (torch.from_numpy(self._vectors) @ torch.from_numpy(vector)).numpy()  # [size], torch's threads
             eligible = (self._row_ids >= 0) & (self._row_ids < keyframe_id - policy.exclude_recent)
             scores, ids = scores[eligible], self._row_ids[eligible]
         keep = scores >= policy.min_score
