@@ -346,8 +346,10 @@ class SuperGlueNode(Node):
     # -- shared service ---------------------------------------------------------------------------
 
     def _service_failed(self, service: str, error: Exception, expected: bool, response, doing: str):
-        """Count a failed request of `service` and answer it with one line (success=false)."""
-        reason = str(error) if expected else f'{type(error).__name__}: {error}'
+        """Count a failed request of `service` and answer it with one line (success=false); an unexpected
+        error is also logged, with its type."""
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)  # no repr quotes
+        reason = message if expected else f'{type(error).__name__}: {message}'
         with self._service_lock:
             counts = self._service_counts[service]
             counts['failures'] += 1
@@ -396,8 +398,7 @@ class SuperGlueNode(Node):
             headers = keyframes.header(request.keyframe_id0), keyframes.header(request.keyframe_id1)
         except Exception as e:  # unknown ids and cameras, ResourceError, anything unexpected: an answer
             expected = isinstance(e, (KeyError, ResourceError))
-            return self._service_failed('match_keyframes', e.args[0] if isinstance(e, KeyError) else e, expected,
-                                        response, doing)
+            return self._service_failed('match_keyframes', e, expected, response, doing)
         self._service_answered('match_keyframes')
         fill_match_keyframes_response(result, headers, response)
         response.success = True

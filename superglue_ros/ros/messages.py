@@ -1,6 +1,6 @@
 """ROS messages from the pipeline's results: Matches, Keyframe, LoopCandidates, the MatchImages and
-MatchKeyframes responses and the ~/match_image picture. Arrays are copied into the messages as raw bytes (array.array.frombytes),
-not element by element: a keyframe's descriptors are 256 floats per keypoint.
+MatchKeyframes responses and the ~/match_image picture. Arrays are copied into the messages as raw bytes
+(array.array.frombytes), not element by element: a keyframe's descriptors are 256 floats per keypoint.
 """
 import array
 
