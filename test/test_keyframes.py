@@ -128,3 +128,23 @@ def test_loop_candidates_leave_out_recent_keyframes_and_find_the_revisited_start
     assert len(camera.process(revisit.image(0), 40.0).loop_candidates.ids) == 0
     with pytest.raises(TypeError, match='keyframes.LoopPolicy'):
         camera.keyframes.policy = {'loop_min_score': 0.5}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_store_on_cuda_moves_older_keyframes_to_the_host_and_matches_them(revisit):
+    """On a GPU the newest keyframe's features stay on the device, older ones move to the host, and
+    match_keyframes gives the same before and after the move."""
+    matcher = Matcher(random_superpoint(), random_superglue(), device='cuda', resize=(320, 240))
+    matcher.configure(max_keypoints=256, sinkhorn_iterations=20)
+    camera = CameraPipeline(matcher, EVERY, keyframes=KeyframeStore(10))
+    for i in (0, 2):
+        camera.process(revisit.image(i), float(i))
+    assert camera.keyframes.newest.features.descriptors.device.type == 'cuda'
+    newest = match_keyframes(matcher, camera.keyframes, 0, 1)
+    camera.process(revisit.image(4), 4.0)
+    assert camera.keyframes.get(1).features.descriptors.device.type == 'cpu'
+    stored = match_keyframes(matcher, camera.keyframes, 0, 1)
+    assert len(stored.pair.correspondences.confidence) > 20
+    for name in ('indices0', 'indices1', 'confidence'):
+        np.testing.assert_array_equal(getattr(newest.pair.correspondences, name),
+                                      getattr(stored.pair.correspondences, name), err_msg=name)
