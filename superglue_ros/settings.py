@@ -203,7 +203,7 @@ _ROWS = [
     Setting('loop_exclude_recent', 10, 'an integer >= 0', _integer(0),
             'The most recent keyframes before a new keyframe that are never its loop candidates (they overlap it '
             'anyway: that is odometry, not a loop)', 'loop'),
-    # 0.3: recall@1 0.86 at precision 0.86 on the synthetic revisit sequence with random weights (docs/BENCHMARKS.md)
+    # 0.3: recall@1 0.86 at precision 0.85 on the synthetic revisit sequence with random weights (docs/BENCHMARKS.md)
     Setting('loop_min_score', 0.3, 'a number in [-1, 1]', _number(-1, 1),
             'Similarity of the global descriptors (cosine, -1..1) below which a keyframe is not a loop candidate',
             'loop'),
