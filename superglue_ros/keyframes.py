@@ -5,11 +5,12 @@
     keyframe, features = store.for_matching(id, device)   # stored features, ready for Matcher.match
 
 Store. Every keyframe a camera takes is kept under its id (tracking.Keyframe: keypoints, track ids,
-calibration, stamp; the node adds the image's header: its exact stamp and frame_id). The newest entry is the tracker's current
+calibration, stamp; the node adds the image's header: its exact stamp and frame_id), with a float16
+host copy of its descriptors made when it is added. The newest entry is the tracker's current
 keyframe itself, with its features on the matcher's device (the keyframe frames are matched
 against). When a newer keyframe arrives, the older one's features move to the host: keypoints and
-scores in float32, descriptors in float16 (half the bytes; a 1024-keypoint keyframe holds about
-0.55 MiB). At most `size` keyframes are kept; the oldest is evicted first (a loop closes onto a
+scores in float32, descriptors the float16 copy (half the bytes; a 1024-keypoint keyframe holds
+about 0.55 MiB). At most `size` keyframes are kept; the oldest is evicted first (a loop closes onto a
 place seen long ago, but a robot's memory is bounded: `memory_bytes()` is on /diagnostics).
 
 Matching stored keyframes (pipeline.match_keyframes) uses Features rebuilt from the store on the
@@ -246,7 +247,8 @@ class KeyframeStore:
         with self._lock:
             entry = self._entry(keyframe_id)
             keyframe, features = entry.keyframe, entry.keyframe.features
-        return keyframe, Features(features.keypoints.to(device, torch.float32), features.scores.to(device, torch.float32),
+        return keyframe, Features(features.keypoints.to(device, torch.float32),
+                                  features.scores.to(device, torch.float32),
                                   entry.descriptors.to(device, torch.float32), features.image_size, features.scale,
                                   keypoints_host=features.keypoints_host)
 
