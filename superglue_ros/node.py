@@ -10,19 +10,21 @@ Per camera (parameter `cameras`; '' is the unnamed camera, a name such as left p
               them. QoS follows the publisher's reliability (ros/qos.py); qos_overrides./<topic>.subscription.*
               parameters fix it instead.
   publishes   ~/matches (Matches, every processed frame), ~/keyframe (Keyframe, each new keyframe),
-              ~/match_image (bgr8 keyframe | frame, drawn only while subscribed), with publish_features
-              ~/features (sensor_msgs/PointCloud, VINS layout: features.py); ~/left/matches, ...
+              ~/match_image (bgr8 keyframe | frame, drawn only while subscribed), ~/loop_candidates
+              (LoopCandidates, each new keyframe), with publish_features ~/features (sensor_msgs/PointCloud,
+              VINS layout: features.py); ~/left/matches, ...
   service     ~/new_keyframe (std_srvs/Trigger); ~/left/new_keyframe, ...
-  runs        its own mailbox, worker thread, CameraPipeline (its own CUDA streams on a GPU), keyframe,
-              statistics and /diagnostics status.
+  runs        its own mailbox, worker thread, CameraPipeline (its own CUDA streams on a GPU), keyframe
+              store (keyframes.py), statistics and /diagnostics status.
 A stereo rig (parameter `stereo_pairs`, e.g. ['left:right']) is its left camera as above, plus the right
 camera's image and camera_info subscriptions: left and right images are paired by stamp (message_filters'
 TimeSynchronizer / ApproximateTimeSynchronizer where installed, else stereo.StampPairer) into the rig's one
 mailbox of pairs; the left camera's pipeline takes both (pipeline.py). It also publishes
 ~/left_right/stereo_matches (StereoMatches) and ~/left_right/match_image (left | right, while subscribed).
 Shared by all cameras: one copy of the weights (one Matcher), the parameters (ros/parameters.py,
-derived from settings.py), the service ~/match_images (MatchImages: two given images) and the
-/diagnostics publisher (1 Hz).
+derived from settings.py), the services ~/match_images (MatchImages: two given images) and
+~/match_keyframes (MatchKeyframes: two stored keyframes of a camera, by id), and the /diagnostics
+publisher (1 Hz).
 
 The path of one image: subscription callback -> the camera's one-slot mailbox (a frame still waiting
 there is replaced by the newer one and counted as dropped, so latency stays at most about two
@@ -55,22 +57,24 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
-from superglue_ros.msg import Keyframe, Matches, StereoMatches
-from superglue_ros.srv import MatchImages
+from superglue_ros.msg import Keyframe, LoopCandidates, Matches, StereoMatches
+from superglue_ros.srv import MatchImages, MatchKeyframes
 
 from .export import ExportError
 from .features import FeatureVelocity
 from .geometry import Calibration, Verification
 from .image import ImageError, read_mask
+from .keyframes import KeyframeStore, LoopPolicy
 from .matcher import Matcher, ResourceError
-from .pipeline import CameraPipeline, match_pair
+from .pipeline import CameraPipeline, match_keyframes, match_pair
 from .ros import parameters
 from .ros.diagnostics import LOG_EVERY_S, Statistics, diagnostic_status, rejection_kind
 from .ros.image_conversion import (ImageConversionError, compressed_msg_to_numpy, image_msg_to_numpy,
                                    numpy_to_image_msg)
 from .ros.qos import AdaptiveSubscription
-from .ros.messages import (features_message, fill_match_images_response, keyframe_message, match_picture,
-                           matches_message, stamp_to_seconds, stereo_matches_message, stereo_picture)
+from .ros.messages import (features_message, fill_match_images_response, fill_match_keyframes_response,
+                           keyframe_message, loop_candidates_message, match_picture, matches_message,
+                           stamp_to_seconds, stereo_matches_message, stereo_picture)
 from .runtime import RuntimeUnavailable
 from .settings import mask_paths, names, stereo_pairs_of
 from .stereo import LEFT, NO_TRACK, PAIR_QUEUE_SIZE, RIGHT, StampPairer, StereoGeometry, StereoVerification, stamp_ns
@@ -162,10 +166,12 @@ class Camera:
     """One camera of the node (module doc): topics, mailbox, worker thread, pipeline, statistics."""
 
     def __init__(self, node: 'SuperGlueNode', name: str, matcher: Matcher, policy: KeyframePolicy,
-                 verification: Verification, stereo: StereoVerification | None = None, mask=None, right_mask=None):
+                 verification: Verification, keyframes: KeyframeStore, stereo: StereoVerification | None = None,
+                 mask=None, right_mask=None):
         self.node, self.name = node, name
         prefix = f'{name}/' if name else ''
-        self.pipeline = CameraPipeline(matcher, policy, verification, mask=mask, right_mask=right_mask, stereo=stereo)
+        self.pipeline = CameraPipeline(matcher, policy, verification, mask=mask, right_mask=right_mask, stereo=stereo,
+                                       keyframes=keyframes)
         self.stats = Statistics()
         self.mailbox = Mailbox()
         self._keyframe = None  # (header, (image, color_order)) of the keyframe; worker thread only
@@ -175,6 +181,7 @@ class Camera:
         self.camera_info = CameraInfoSource(node, f'{prefix}camera_info')
         self._matches_pub = node.create_publisher(Matches, f'~/{prefix}matches', 10)
         self._keyframe_pub = node.create_publisher(Keyframe, f'~/{prefix}keyframe', 10)
+        self._loop_candidates_pub = node.create_publisher(LoopCandidates, f'~/{prefix}loop_candidates', 10)
         self._match_image_pub = node.create_publisher(Image, f'~/{prefix}match_image', 1)
         self._features = self._features_pub = None
         self._said_uncalibrated = False  # publish_features without a calibration: said once
@@ -282,8 +289,10 @@ class Camera:
         if self._features is not None:
             self._publish_features(result, calibration, msg.header)
         if result.is_new_keyframe:
+            self.pipeline.keyframes.set_header(result.new_keyframe_id, msg.header)
             self._keyframe_pub.publish(keyframe_message(result, self.name, msg.header,
                                                         (image[0].shape[1], image[0].shape[0]), frame.camera_info))
+            self._loop_candidates_pub.publish(loop_candidates_message(result.loop_candidates, self.name, msg.header))
         if self._match_image_pub.get_subscription_count() > 0:
             picture = match_picture(keyframe_image, image, result, self.node.values['match_image_max_lines'],
                                     [f'Keyframe {result.keyframe_id}, frame {result.frame_index}',
@@ -320,8 +329,13 @@ class Camera:
         """A rig publishes its pair's StereoMatches and picture (Rig)."""
 
     def diagnostics(self, device: str) -> DiagnosticStatus:
-        return diagnostic_status(self.stats.report(), self.status_name, self.image_topic, self.camera_info.topic,
-                                 device, self.mailbox.dropped)
+        status = diagnostic_status(self.stats.report(), self.status_name, self.image_topic, self.camera_info.topic,
+                                   device, self.mailbox.dropped)
+        keyframes = self.pipeline.keyframes
+        status.values += [KeyValue(key='keyframes stored', value=str(len(keyframes))),
+                          KeyValue(key='keyframes evicted', value=str(keyframes.evicted)),
+                          KeyValue(key='keyframe store memory (bytes)', value=str(keyframes.memory_bytes()))]
+        return status
 
 
 def to_numpy(msg) -> tuple:
@@ -335,7 +349,8 @@ class Rig(Camera):
     stamp, and ~/<left>_<right>/stereo_matches and ~/<left>_<right>/match_image."""
 
     def __init__(self, node: 'SuperGlueNode', left: str, right: str, matcher: Matcher, policy: KeyframePolicy,
-                 verification: Verification, stereo: StereoVerification, mask=None, right_mask=None):
+                 verification: Verification, keyframes: KeyframeStore, stereo: StereoVerification, mask=None,
+                 right_mask=None):
         self.right_name, self.rig_name = right, f'{left}_{right}'.replace('/', '_')
         tolerance_s = node.values['stereo_sync_tolerance_s']
         self.pairer = StampPairer(tolerance_s)  # without message_filters
@@ -349,7 +364,7 @@ class Rig(Camera):
                 message_filters.ApproximateTimeSynchronizer(self._sources, PAIR_QUEUE_SIZE, tolerance_s)
                 if tolerance_s > 0 else message_filters.TimeSynchronizer(self._sources, PAIR_QUEUE_SIZE))
             self._synchronizer.registerCallback(self._on_pair)
-        super().__init__(node, left, matcher, policy, verification, stereo, mask, right_mask)
+        super().__init__(node, left, matcher, policy, verification, keyframes, stereo, mask, right_mask)
         self.right_camera_info = CameraInfoSource(node, f'{right}/camera_info')
         self._right_sub = self._subscribe_image(right, self._on_right_image)
         self.right_image_topic = self._right_sub.topic_name
@@ -481,19 +496,25 @@ class SuperGlueNode(Node):
             **{name: v[name] for name in Matcher.MODEL_SETTINGS})
         self.verification = Verification.from_settings(v)
         self.stereo = StereoVerification.from_settings(v)
-        policy = KeyframePolicy.from_settings(v)
-        self.cameras = [Rig(self, name, rigs[name], self.matcher, policy, self.verification, self.stereo,
+        policy, loop = KeyframePolicy.from_settings(v), LoopPolicy.from_settings(v)
+
+        def store():
+            return KeyframeStore(v['keyframe_store_size'], loop)
+
+        self.cameras = [Rig(self, name, rigs[name], self.matcher, policy, self.verification, store(), self.stereo,
                             masks.get(name), masks.get(rigs[name]))
-                        if name in rigs else Camera(self, name, self.matcher, policy, self.verification,
+                        if name in rigs else Camera(self, name, self.matcher, policy, self.verification, store(),
                                                     mask=masks.get(name))
                         for name in v['cameras'] if name not in rigs.values()]
         self.add_on_set_parameters_callback(parameters.validate)
         self.add_post_set_parameters_callback(self._after_set_parameters)
 
         self._service_lock = threading.Lock()
-        self._service_counts = {'requests': 0, 'failures': 0, 'last failure': ''}
-        services = MutuallyExclusiveCallbackGroup()  # match_images waits for the models: not on the image path
+        self._service_counts = {service: {'requests': 0, 'failures': 0, 'last failure': ''}
+                                for service in ('match_images', 'match_keyframes')}
+        services = MutuallyExclusiveCallbackGroup()  # they wait for the models: not on the image path
         self.create_service(MatchImages, '~/match_images', self._on_match_images, callback_group=services)
+        self.create_service(MatchKeyframes, '~/match_keyframes', self._on_match_keyframes, callback_group=services)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
@@ -547,13 +568,33 @@ class SuperGlueNode(Node):
         if set(values) & set(names('verification')):
             self.verification = Verification.from_settings(self.values)
         self.stereo = StereoVerification.from_settings(self.values)
-        policy = KeyframePolicy.from_settings(self.values)
+        policy, loop = KeyframePolicy.from_settings(self.values), LoopPolicy.from_settings(self.values)
         for camera in self.cameras:
             camera.pipeline.policy, camera.pipeline.verification = policy, self.verification
             camera.pipeline.stereo = self.stereo
+            camera.pipeline.keyframes.policy = loop
         self.get_logger().info(f'parameters changed: {values}')
 
     # -- shared service ---------------------------------------------------------------------------
+
+    def _service_failed(self, service: str, error: Exception, expected: bool, response, doing: str):
+        """Count a failed request of `service` and answer it with one line (success=false); an unexpected
+        error is also logged, with its type."""
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)  # no repr quotes
+        reason = message if expected else f'{type(error).__name__}: {message}'
+        with self._service_lock:
+            counts = self._service_counts[service]
+            counts['failures'] += 1
+            counts['last failure'] = reason
+            counts['requests'] += 1
+        if not expected:
+            self.get_logger().error(f'~/{service} failed: {reason}', throttle_duration_sec=LOG_THROTTLE_S)
+        response.success, response.message = False, f'{doing}: {reason}'
+        return response
+
+    def _service_answered(self, service: str):
+        with self._service_lock:
+            self._service_counts[service]['requests'] += 1
 
     def _on_match_images(self, request, response):
         try:
@@ -565,34 +606,50 @@ class SuperGlueNode(Node):
                     raise ImageConversionError(f'{name}: {e}') from None
             pair = match_pair(self.matcher, images[0][0], images[1][0], images[0][1], images[1][1], self.verification)
         except Exception as e:  # bad images, ResourceError, anything unexpected: an answer, never a dead node
-            expected = isinstance(e, (ImageConversionError, ImageError, ResourceError))
-            reason = str(e) if expected else f'{type(e).__name__}: {e}'
-            with self._service_lock:
-                self._service_counts['failures'] += 1
-                self._service_counts['last failure'] = reason
-                self._service_counts['requests'] += 1
-            if not expected:
-                self.get_logger().error(f'~/match_images failed: {reason}', throttle_duration_sec=LOG_THROTTLE_S)
-            response.success, response.message = False, f'cannot match these images: {reason}'
-            return response
-        with self._service_lock:
-            self._service_counts['requests'] += 1
+            return self._service_failed('match_images', e, isinstance(e, (ImageConversionError, ImageError,
+                                                                          ResourceError)),
+                                        response, 'cannot match these images')
+        self._service_answered('match_images')
         fill_match_images_response(pair, response)
         response.success = True
         response.message = f'{len(pair.correspondences.confidence)} matches in {pair.timings_ms["total"]:.0f} ms'
+        return response
+
+    def _on_match_keyframes(self, request, response):
+        """Two stored keyframes of a camera matched on their stored features (pipeline.match_keyframes): the
+        camera threads go on meanwhile, sharing the models (no lock is held during SuperGlue)."""
+        doing = f'cannot match keyframes {request.keyframe_id0} and {request.keyframe_id1} of camera {request.camera!r}'
+        try:
+            camera = next((c for c in self.cameras if c.name == request.camera), None)
+            if camera is None:
+                raise KeyError(f"this node has no camera {request.camera!r}; its cameras: "
+                               f"{', '.join(repr(c.name) for c in self.cameras)}")
+            keyframes = camera.pipeline.keyframes
+            result = match_keyframes(self.matcher, keyframes, request.keyframe_id0, request.keyframe_id1,
+                                     self.verification)
+            headers = keyframes.header(request.keyframe_id0), keyframes.header(request.keyframe_id1)
+        except Exception as e:  # unknown ids and cameras, ResourceError, anything unexpected: an answer
+            expected = isinstance(e, (KeyError, ResourceError))
+            return self._service_failed('match_keyframes', e, expected, response, doing)
+        self._service_answered('match_keyframes')
+        fill_match_keyframes_response(result, headers, response)
+        response.success = True
+        response.message = (f'{len(result.pair.correspondences.confidence)} matches in '
+                            f'{result.pair.timings_ms["total"]:.0f} ms')
         return response
 
     def _publish_diagnostics(self):
         device = str(self.matcher.device)
         statuses = [camera.diagnostics(device) for camera in self.cameras]
         with self._service_lock:
-            counts = dict(self._service_counts)
-        level = DiagnosticStatus.WARN if counts['failures'] else DiagnosticStatus.OK
-        message = (f'{counts["failures"]} of {counts["requests"]} requests failed, last: {counts["last failure"]}'
-                   if counts['failures'] else f'{counts["requests"]} requests answered')
-        statuses.append(DiagnosticStatus(level=level, name=f'{self.get_name()}: match_images', message=message,
-                                         hardware_id=device,
-                                         values=[KeyValue(key=k, value=str(v)) for k, v in counts.items()]))
+            all_counts = {service: dict(counts) for service, counts in self._service_counts.items()}
+        for service, counts in all_counts.items():
+            level = DiagnosticStatus.WARN if counts['failures'] else DiagnosticStatus.OK
+            message = (f'{counts["failures"]} of {counts["requests"]} requests failed, last: {counts["last failure"]}'
+                       if counts['failures'] else f'{counts["requests"]} requests answered')
+            statuses.append(DiagnosticStatus(level=level, name=f'{self.get_name()}: {service}', message=message,
+                                             hardware_id=device,
+                                             values=[KeyValue(key=k, value=str(v)) for k, v in counts.items()]))
         header = Header(stamp=self.get_clock().now().to_msg())
         self._diagnostics_pub.publish(DiagnosticArray(header=header, status=statuses))
 

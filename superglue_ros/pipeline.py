@@ -6,6 +6,7 @@
     for result in camera.process_stream(frames):     # (image, stamp_s) in, FrameResult out, in order
         publish(result)
     pair = match_pair(matcher, image0, image1)       # two given images, no keyframe (the match service)
+    pair = match_keyframes(matcher, camera.keyframes, 3, 41)  # two stored keyframes, their stored features
 
 The path of one frame (submit, then collect):
   host     Matcher.upload: validation; grey + resize on the host only when a resize is set
@@ -54,6 +55,7 @@ from .image import ImageError, mask_at
 from .matcher import Features, Matcher, StageClock
 from .pose import relative_pose
 from .stereo import StereoGeometry, StereoVerification
+from .keyframes import KeyframeStore
 from .tracking import Correspondences, FrameResult, Keyframe, KeyframePolicy, KeyframeTracker
 
 
@@ -113,6 +115,41 @@ def match_pair(matcher: Matcher, image0: np.ndarray, image1: np.ndarray, color_o
     timings = {stage: features0.timings_ms[stage] + features1.timings_ms[stage] for stage in ('preprocess', 'superpoint')}
     return PairResult(correspondences, features0, features1,
                       {**timings, **match.timings_ms, 'verify': (end - verifying) * 1e3, 'total': (end - start) * 1e3})
+
+
+@dataclass
+class KeyframePairResult:
+    """Two stored keyframes matched with each other (match_keyframes): pair.correspondences in pixels of
+    the keyframe images as given, k-th keypoint of keyframe0 <-> k-th of keyframe1."""
+    pair: PairResult
+    keyframe0: Keyframe
+    keyframe1: Keyframe
+
+    @property
+    def track_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        """[K] uint64 track ids of each correspondence's keypoint in keyframe0 and in keyframe1."""
+        c = self.pair.correspondences
+        return self.keyframe0.track_ids[c.indices0], self.keyframe1.track_ids[c.indices1]
+
+
+def match_keyframes(matcher: Matcher, keyframes: KeyframeStore, keyframe_id0: int, keyframe_id1: int,
+                    verification: Verification | None = None) -> KeyframePairResult:
+    """Match two keyframes of a camera's store with SuperGlue on their stored features (no image, no
+    extraction; KeyframeStore.for_matching), then verify() the correspondences with the keyframes'
+    calibrations. KeyError naming an unknown or evicted id; ResourceError as Matcher.match. Runs on the
+    caller's thread and current stream; the camera's frames are not held up by it (the store's lock
+    is held only to look the keyframes up)."""
+    start = time.perf_counter()
+    keyframe0, features0 = keyframes.for_matching(keyframe_id0, matcher.device)
+    keyframe1, features1 = keyframes.for_matching(keyframe_id1, matcher.device)
+    match = matcher.match(features0, features1)
+    verifying = time.perf_counter()
+    correspondences = verify(Correspondences.from_matches(match.matches0, match.matching_scores0,
+                                                          keyframe0.keypoints, keyframe1.keypoints),
+                             verification or Verification(), keyframe0.calibration, keyframe1.calibration)
+    end = time.perf_counter()
+    timings = {**match.timings_ms, 'verify': (end - verifying) * 1e3, 'total': (end - start) * 1e3}
+    return KeyframePairResult(PairResult(correspondences, features0, features1, timings), keyframe0, keyframe1)
 
 
 class _UploadSlot:
@@ -181,16 +218,17 @@ class CameraPipeline:
     right_mask: the same for a rig's right camera.
     stereo: stereo.StereoVerification of the left-right matches when this is a rig's left camera
     (default: the settings' defaults).
+    keyframes: the camera's keyframe store (keyframes.KeyframeStore; default: one of the default size).
     """
 
     def __init__(self, matcher: Matcher, policy: KeyframePolicy | None = None,
                  verification: Verification | None = None, depth: int | None = None,
                  mask: np.ndarray | None = None, right_mask: np.ndarray | None = None,
-                 stereo: StereoVerification | None = None):
+                 stereo: StereoVerification | None = None, keyframes: KeyframeStore | None = None):
         if not isinstance(matcher, Matcher):
             raise TypeError(f'CameraPipeline needs a superglue_ros.matcher.Matcher, got {type(matcher).__name__}')
         self.matcher = matcher
-        self.tracker = KeyframeTracker(policy)
+        self.tracker = KeyframeTracker(policy, keyframes)
         self.verification = Verification() if verification is None else verification
         self.stereo = StereoVerification() if stereo is None else stereo
         self.cuda = matcher.device.type == 'cuda'
@@ -242,6 +280,11 @@ class CameraPipeline:
     def request_new_keyframe(self):
         """The next frame to be matched becomes the keyframe (reason 'requested'); returns at once."""
         self.tracker.request_new_keyframe()
+
+    @property
+    def keyframes(self) -> KeyframeStore:
+        """The camera's keyframe store; its newest entry is the keyframe frames are matched against."""
+        return self.tracker.keyframes
 
     @property
     def pending(self) -> int:

@@ -109,7 +109,8 @@ class Setting:
 
     scope: who reads it ('superpoint' / 'superglue': the model's live config; 'matcher': the
     Matcher; 'tracker': tracking.KeyframePolicy; 'verification': geometry.Verification;
-    'weights'; 'stereo': stereo.StereoVerification; 'node': the ROS node only). live: may change while running (otherwise a ROS
+    'keyframes': keyframes.KeyframeStore; 'loop': keyframes.LoopPolicy; 'stereo': stereo.StereoVerification;
+    'weights'; 'node': the ROS node only). live: may change while running (otherwise a ROS
     parameter is read-only). cli: a flag of `python -m superglue_ros.match`.
     """
     name: str
@@ -255,6 +256,22 @@ _ROWS = [
     Setting('stereo_row_threshold_px', 2.0, 'a number of pixels > 0', _number(0, low_open=True),
             'Rectified rig: a left-right match is an inlier when its rows differ by at most this (|y_left - '
             'y_right|, pixels of the images as given) and its disparity is positive', 'stereo'),
+    # -- loop closure: keyframe store and loop candidates (keyframes.py) ----------------------
+    # 500 keyframes of 1024 keypoints hold about 270 MiB (fp16 descriptors): the store's memory is on /diagnostics
+    Setting('keyframe_store_size', 500, 'an integer >= 1', _integer(1),
+            'Keyframes kept per camera for ~/match_keyframes and loop candidates; when full, the oldest is '
+            'evicted. The newest is the keyframe frames are matched against',
+            'keyframes', live=False),
+    Setting('loop_candidates_k', 5, 'an integer >= 0', _integer(0),
+            'Most loop candidates published on ~/loop_candidates for each new keyframe, most similar first; '
+            '0: none (the message is still published, empty)', 'loop'),
+    Setting('loop_exclude_recent', 10, 'an integer >= 0', _integer(0),
+            'The most recent keyframes before a new keyframe that are never its loop candidates (they overlap it '
+            'anyway: that is odometry, not a loop)', 'loop'),
+    # 0.3: recall@1 0.86 at precision 0.85 on the synthetic revisit sequence with random weights (docs/BENCHMARKS.md)
+    Setting('loop_min_score', 0.3, 'a number in [-1, 1]', _number(-1, 1),
+            'Similarity of the global descriptors (cosine, -1..1) below which a keyframe is not a loop candidate',
+            'loop'),
 ]
 SETTINGS: dict[str, Setting] = {row.name: row for row in _ROWS}
 

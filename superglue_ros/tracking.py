@@ -16,6 +16,9 @@ keypoints, and returns the FrameResult. Every keyframe rule lives here and only 
                             verification is on) inherits that keypoint's track id; every other
                             keypoint gets a new id. Ids are never reused within a camera, as the
                             feature trackers of VINS-Mono and rtabmap number their landmarks.
+  keyframe store            the keyframe is the newest entry of the camera's KeyframeStore
+                            (keyframes.py), which keeps the earlier ones and names each new
+                            keyframe's loop candidates (FrameResult.loop_candidates).
 
 Threads: keyframe_for() and update() belong to the camera's frame thread; request_new_keyframe()
 and the policy setter may be called from any thread.
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
+from .keyframes import KeyframeStore, LoopCandidates
 from .matcher import Features
 from .pose import RelativePose
 from .settings import check, defaults
@@ -148,16 +152,20 @@ class FrameResult:
     # milliseconds per stage, filled by the pipeline: 'preprocess', 'upload', 'superpoint', 'superglue',
     # 'download', 'verify', 'total' (see pipeline.py)
     timings_ms: dict = field(default_factory=dict)
+    # the new keyframe's loop candidates among the camera's earlier keyframes (keyframes.py); None when
+    # this frame is not a new keyframe
+    loop_candidates: LoopCandidates | None = None
 
 
 class KeyframeTracker:
-    """Keyframe state of one camera (module doc). policy: KeyframePolicy, replaceable live."""
+    """Keyframe state of one camera (module doc). policy: KeyframePolicy, replaceable live.
+    keyframes: the camera's KeyframeStore (default: one of the default size)."""
 
-    def __init__(self, policy: KeyframePolicy | None = None):
+    def __init__(self, policy: KeyframePolicy | None = None, keyframes: KeyframeStore | None = None):
         self.policy = KeyframePolicy() if policy is None else policy
+        self.keyframes = KeyframeStore() if keyframes is None else keyframes
         self._request = threading.Lock()   # guards _requested only
         self._requested = False
-        self.keyframe: Keyframe | None = None
         self._next_keyframe_id = 0
         self._next_track_id = 0
         self._frame_index = 0
@@ -172,6 +180,11 @@ class KeyframeTracker:
         if not isinstance(policy, KeyframePolicy):
             raise TypeError(f'policy must be a tracking.KeyframePolicy, got {type(policy).__name__}')
         self._policy = policy
+
+    @property
+    def keyframe(self) -> Keyframe | None:
+        """The current keyframe: the newest entry of the keyframe store."""
+        return self.keyframes.newest
 
     def request_new_keyframe(self):
         """The next frame to be matched becomes the keyframe (reason 'requested'); returns at once."""
@@ -199,6 +212,8 @@ class KeyframeTracker:
         depth ([N] float32 metres per frame keypoint, NaN where unknown: the left image of a stereo rig;
         None otherwise), kept with the frame when it becomes the keyframe (Keyframe.depth)."""
         keyframe, policy = self.keyframe, self.policy
+        # as matched: a new keyframe moves the old one's features to the host (keyframes.py)
+        keyframe_features = frame if keyframe is None else keyframe.features
         frame_keypoints = frame.keypoints_original()
         direct = correspondences is None
         if direct:
@@ -219,7 +234,7 @@ class KeyframeTracker:
                 reason = ''
         track_ids = np.zeros(0, np.uint64) if direct else keyframe.track_ids[correspondences.indices0]
 
-        new_track_ids = None
+        new_track_ids = loop_candidates = None
         if reason:
             new_track_ids = np.full(len(frame_keypoints), np.iinfo(np.uint64).max, np.uint64)
             if not direct:
@@ -228,17 +243,18 @@ class KeyframeTracker:
             fresh = new_track_ids == np.iinfo(np.uint64).max
             new_track_ids[fresh] = self._next_track_id + np.arange(fresh.sum(), dtype=np.uint64)
             self._next_track_id += int(fresh.sum())
-            self.keyframe = Keyframe(self._next_keyframe_id, float(stamp_s), frame, frame_keypoints,
-                                     new_track_ids, calibration, depth)
+            new_keyframe = Keyframe(self._next_keyframe_id, float(stamp_s), frame, frame_keypoints,
+                                    new_track_ids, calibration, depth)
+            loop_candidates = self.keyframes.add(new_keyframe)
             self._next_keyframe_id += 1
             if direct:
-                keyframe = self.keyframe  # the (empty) correspondences refer to the frame itself
+                keyframe, keyframe_features = new_keyframe, frame  # the (empty) correspondences refer to the frame
 
         result = FrameResult(
             frame_index=self._frame_index, stamp_s=float(stamp_s),
             keyframe_id=keyframe.id, keyframe_stamp_s=keyframe.stamp_s,
-            is_new_keyframe=bool(reason), new_keyframe_id=self.keyframe.id if reason else None,
-            keyframe_reason=reason, keyframe_features=keyframe.features, frame_features=frame,
+            is_new_keyframe=bool(reason), new_keyframe_id=new_keyframe.id if reason else None,
+            keyframe_reason=reason, keyframe_features=keyframe_features, frame_features=frame,
             keyframe_points=correspondences.points0, frame_points=correspondences.points1,
             confidence=correspondences.confidence,
             keyframe_indices=correspondences.indices0, frame_indices=correspondences.indices1,
@@ -247,7 +263,7 @@ class KeyframeTracker:
             frame_points_normalized=correspondences.normalized1,
             verified_with=correspondences.verified_with, relative_pose=correspondences.pose,
             keyframe_keypoint_count=len(keyframe.keypoints), frame_keypoint_count=len(frame_keypoints),
-            new_keyframe_track_ids=new_track_ids)
+            new_keyframe_track_ids=new_track_ids, loop_candidates=loop_candidates)
         self._frame_index += 1
         self._last_stamp_s = float(stamp_s)
         return result

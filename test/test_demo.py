@@ -425,3 +425,44 @@ def test_stamps_and_camera_info_messages():
                                   'k': [500, 0, 319.5, 0, 500, 239.5, 0, 0, 1], 'r': [1, 0, 0, 0, 1, 0, 0, 0, 1],
                                   'p': [500, 0, 319.5, 0, 0, 500, 239.5, 0, 0, 0, 1, 0]}, 640, 480, header)
     assert calibrated.k[2] == 319.5 and calibrated.p[5] == 500 and calibrated.distortion_model == 'plumb_bob'
+
+
+def test_loop_summary_recall_and_precision():
+    loops = [{'keyframe_id': 0, 'source_frame': 0, 'candidates': [], 'true_loops': [], 'candidate_frames': []},
+             {'keyframe_id': 5, 'source_frame': 20, 'candidates': [(1, 0.5), (0, 0.4)], 'true_loops': [0],
+              'candidate_frames': [4, 0]},
+             {'keyframe_id': 6, 'source_frame': 24, 'candidates': [(1, 0.6)], 'true_loops': [1],
+              'candidate_frames': [4]},
+             {'keyframe_id': 7, 'source_frame': 28, 'candidates': [(2, 0.3)], 'true_loops': [],
+              'candidate_frames': [8]}]
+    summary = summary_io.loop_summary(loops)
+    assert summary['figures'] == {'keyframes': 4, 'with_a_true_loop': 2, 'recall_at_1': 0.5, 'recall_at_5': 1.0,
+                                  'candidates_published': 4, 'candidates_correct': 2, 'precision': 0.5}
+    text = summary_io.markdown(summary_io.summarize([record(0.0, 0, matched=False, new=True)], 1, 0, False, {}, None,
+                                                    loops=loops))
+    assert '| 5 (20) | 1 (4) 0.50, 0 (0) 0.40 | 0 |' in text
+    assert ('loop candidates: 4 for 4 keyframes; 2 keyframes revisit an earlier place: recall@1 0.500, recall@5 1.000; '
+            "precision 0.500 (2 of 4 candidates see >= 0.3 of the keyframe's image)") in text
+    no_truth = summary_io.loop_summary([{'keyframe_id': 0, 'candidates': [], 'source_frame': None}])
+    assert no_truth['figures'] is None
+
+
+@pytest.mark.timeout(DEMO_TIMEOUT_S + 30)
+def test_demo_reports_the_loop_candidates_of_a_revisit(tmp_path):
+    """--path revisit: the summary scores the node's ~/loop_candidates against the ground-truth overlap."""
+    output = tmp_path / 'out'
+    result = run_demo(['--random-weights', '--path', 'revisit', '--frames', 40, '--rate', 4, '--max-keypoints', 128,
+                       '--device', 'cpu', '--param', 'keyframe_min_matches:=100000', '--param',
+                       'loop_exclude_recent:=3', '--param', 'loop_min_score:=-1.0', '--output', output,
+                       '--idle-timeout', 30], tmp_path)
+    summary = check_run(result, output, tmp_path, published=40)
+    loops = summary['loop_candidates']
+    keyframes = [r for r in summary['frames'] if r['is_new_keyframe']]
+    assert [loop['keyframe_id'] for loop in loops['keyframes']] == list(range(len(keyframes)))
+    for loop in loops['keyframes']:
+        assert all(k < loop['keyframe_id'] - 3 for k, _ in loop['candidates'])
+        assert len(loop['candidates']) == min(max(loop['keyframe_id'] - 3, 0), 5)  # loop_min_score -1: all pass
+    figures = loops['figures']
+    assert figures['with_a_true_loop'] >= 1, 'the last keyframes fly over the first ones'
+    assert 0 <= figures['recall_at_1'] <= figures['recall_at_5'] <= 1
+    assert 'loop candidates: ' in result.stdout and '## Loop candidates' in (output / 'summary.md').read_text()

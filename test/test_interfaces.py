@@ -1,4 +1,5 @@
-"""The generated ROS interfaces (msg/Matches, msg/Keyframe, srv/MatchImages) as built by `make setup`.
+"""The generated ROS interfaces (msg/Matches, msg/Keyframe, msg/LoopCandidates, srv/MatchImages,
+srv/MatchKeyframes) as built by `make setup`.
 
 Every check runs in a child process with the environment of `. .venv/bin/activate && . install/setup.bash`,
 the way a user's shell gets it, so this file itself imports no ROS package.
@@ -24,8 +25,8 @@ ROS_DOMAIN_ID = os.environ.get('ROS_DOMAIN_ID') or str(os.getpid() % 100 + 1)
 # Runs inside the install environment. Builds each interface with every field set to a non-default value.
 CHILD_COMMON = textwrap.dedent('''
     import array, json, sys
-    from superglue_ros.msg import Keyframe, Matches, StereoMatches
-    from superglue_ros.srv import MatchImages
+    from superglue_ros.msg import Keyframe, LoopCandidates, Matches, StereoMatches
+    from superglue_ros.srv import MatchImages, MatchKeyframes
 
     def header(msg, sec, frame_id):
         msg.stamp.sec, msg.stamp.nanosec, msg.frame_id = sec, 500, frame_id
@@ -101,6 +102,27 @@ CHILD_COMMON = textwrap.dedent('''
         r.keypoint_count0, r.keypoint_count1 = 100, 120
         return r
 
+    def make_loop_candidates():
+        c = LoopCandidates()
+        header(c.header, 10, 'camera')
+        c.camera, c.keyframe_id, c.candidate_ids, c.scores = 'left', 40, [2 ** 63 + 1, 3], [0.5, 0.25]
+        return c
+
+    def make_keyframes_request():
+        return MatchKeyframes.Request(camera='left', keyframe_id0=3, keyframe_id1=2 ** 64 - 1)
+
+    def make_keyframes_response():
+        r = MatchKeyframes.Response()
+        r.success, r.message = True, 'ok'
+        header(r.header0, 10, 'camera')
+        header(r.header1, 11, 'camera')
+        r.points0, r.points1, r.confidence = [1.0, 2.0], [3.0, 4.0], [0.5]
+        r.indices0, r.indices1, r.track_ids0, r.track_ids1 = [4], [9], [2 ** 63 + 2], [7]
+        r.inlier, r.verified_with = [1], 'essential'
+        r.points0_normalized, r.points1_normalized = [0.1, 0.2], [0.3, 0.4]
+        r.keypoint_count0, r.keypoint_count1 = 100, 120
+        return r
+
     def to_plain(value):
         """Message -> nested dict of JSON types."""
         if hasattr(value, 'get_fields_and_field_types'):
@@ -117,7 +139,9 @@ CHILD_FIELDS = CHILD_COMMON + textwrap.dedent('''
 
     report = {}
     for name, make in [('Matches', make_matches), ('Keyframe', make_keyframe), ('StereoMatches', make_stereo_matches),
-                       ('MatchImages.Request', make_request), ('MatchImages.Response', make_response)]:
+                       ('MatchImages.Request', make_request), ('MatchImages.Response', make_response),
+                       ('LoopCandidates', make_loop_candidates), ('MatchKeyframes.Request', make_keyframes_request),
+                       ('MatchKeyframes.Response', make_keyframes_response)]:
         msg = make()
         default = to_plain(type(msg)())
         filled = to_plain(msg)
@@ -229,17 +253,13 @@ def test_source_and_install_package_merge(ros_env, tmp_path):
 
 def test_interfaces_have_every_declared_field(ros_env, tmp_path):
     report = json.loads(run_child(CHILD_FIELDS, ros_env, tmp_path).splitlines()[-1])
-    srv = (REPO_ROOT / 'srv' / 'MatchImages.srv').read_text().split('---')
-    request_file, response_file = tmp_path / 'request.msg', tmp_path / 'response.msg'
-    request_file.write_text(srv[0])
-    response_file.write_text(srv[1])
-    declared = {
-        'Matches': msg_field_names(REPO_ROOT / 'msg' / 'Matches.msg'),
-        'Keyframe': msg_field_names(REPO_ROOT / 'msg' / 'Keyframe.msg'),
-        'StereoMatches': msg_field_names(REPO_ROOT / 'msg' / 'StereoMatches.msg'),
-        'MatchImages.Request': msg_field_names(request_file),
-        'MatchImages.Response': msg_field_names(response_file),
-    }
+    declared = {name: msg_field_names(REPO_ROOT / 'msg' / f'{name}.msg')
+                for name in ('Matches', 'Keyframe', 'StereoMatches', 'LoopCandidates')}
+    for service in ('MatchImages', 'MatchKeyframes'):
+        for half, text in zip(('Request', 'Response'), (REPO_ROOT / 'srv' / f'{service}.srv').read_text().split('---')):
+            path = tmp_path / f'{service}.{half}.msg'
+            path.write_text(text)
+            declared[f'{service}.{half}'] = msg_field_names(path)
     for name, fields in declared.items():
         assert report[name]['fields'] == fields, f'{name}: generated fields differ from the definition'
         assert report[name]['left_default'] == [], f'{name}: fields the test did not set'

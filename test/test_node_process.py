@@ -561,5 +561,84 @@ def test_the_onnxruntime_backend_over_dds(context, weight_files, full_frames, tm
             expected_pairs = set(zip(expected.indices0.tolist(), expected.indices1.tolist()))
             assert len(pairs) > 20 and len(pairs & expected_pairs) >= 0.95 * len(expected_pairs), (
                 len(pairs), len(expected_pairs), len(pairs & expected_pairs))
+
+
+# -- loop closure: ~/loop_candidates and ~/match_keyframes over DDS (issue 16) ----------------------
+
+def test_match_keyframes_over_dds_equals_the_pipeline_on_the_stored_features(context, weight_files, tmp_path):
+    """640x480 frames of the synthetic revisit sequence from a reliable publisher in this process, every one
+    a keyframe, to the node in its own process (one torch thread, as here): ~/match_keyframes on two stored
+    keyframes gives, bit for bit, the correspondences of match_keyframes on a CameraPipeline fed the same
+    frames in this process; an evicted id and an unknown camera are one-line refusals; each keyframe's loop
+    candidates arrive; the store's size and memory are on /diagnostics."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from superglue_ros.demo.synthetic import generate_sequence
+    from superglue_ros.geometry import Verification
+    from superglue_ros.keyframes import KeyframeStore, LoopPolicy
+    from superglue_ros.matcher import Matcher
+    from superglue_ros.msg import LoopCandidates
+    from superglue_ros.pipeline import CameraPipeline, match_keyframes
+    from superglue_ros.srv import MatchKeyframes
+    from superglue_ros.tracking import KeyframePolicy
+
+    sequence = generate_sequence(tmp_path / 'revisit', num_frames=30, path='revisit')
+    images = [sequence.image(i) for i in (0, 3, 6, 9, 12)]
+    settings = {**FULL_SETTINGS, 'keyframe_min_matches': '100000', 'geometric_verification': 'fundamental',
+                'keyframe_store_size': '3', 'loop_candidates_k': '2', 'loop_exclude_recent': '1'}
+    node = NodeProcess(f'/test_loop_{os.getpid()}', {**settings, **weight_files}, env={'OMP_NUM_THREADS': '1'})
+    driver = Driver(context, node)
+    candidates, diagnostics = Inbox('~/loop_candidates'), Inbox('/diagnostics')
+    driver.helper.create_subscription(LoopCandidates, 'superglue/loop_candidates', candidates, 100)
+    driver.helper.create_subscription(DiagnosticArray, '/diagnostics', diagnostics, 100)
+    try:
+        sent = [driver.send('', numpy_to_image_msg(image, 'bgr8'), 'revisit_camera') for image in images]
+        assert [m.is_new_keyframe for m in sent] == [True] * 5
+        client = driver.helper.create_client(MatchKeyframes, 'superglue/match_keyframes')
+        response = call_service(client, MatchKeyframes.Request(camera='', keyframe_id0=2, keyframe_id1=4), WAIT_S)
+        assert response.success, response.message
+
+        matcher = Matcher.from_weights(weight_files['superpoint_weights'], weight_files['superglue_weights'],
+                                       device='cpu', resize=[320, 240], max_keypoints=256, sinkhorn_iterations=20)
+        camera = CameraPipeline(matcher, KeyframePolicy(min_matches=100000), Verification('fundamental'),
+                                keyframes=KeyframeStore(3, LoopPolicy(candidates_k=2, exclude_recent=1)))
+        here = [camera.process(image, float(m.header.stamp.sec)) for image, m in zip(images, sent)]
+        reference = match_keyframes(matcher, camera.keyframes, 2, 4, Verification('fundamental'))
+        c = reference.pair.correspondences
+        print(f'\n[match_keyframes] {response.message}; here: {len(c.confidence)} matches, '
+              f'{int(c.inlier.sum())} inliers')
+        assert len(c.confidence) > 20
+        for field, expected, dtype in (
+                ('points0', c.points0.reshape(-1), np.float32), ('points1', c.points1.reshape(-1), np.float32),
+                ('confidence', c.confidence, np.float32), ('indices0', c.indices0, np.int32),
+                ('indices1', c.indices1, np.int32), ('track_ids0', reference.track_ids[0], np.uint64),
+                ('track_ids1', reference.track_ids[1], np.uint64), ('inlier', c.inlier, np.uint8)):
+            received = np.asarray(getattr(response, field), dtype)
+            assert received.tobytes() == np.asarray(expected, dtype).tobytes(), field
+        assert response.verified_with == 'fundamental' and len(response.points0_normalized) == 0
+        assert (response.keypoint_count0, response.keypoint_count1) == reference.pair.keypoint_counts
+        assert (response.header0.stamp.sec, response.header0.frame_id) == (sent[2].header.stamp.sec, 'revisit_camera')
+
+        for request, says in (((0, 4, ''), 'keyframe 0 is evicted'), ((2, 4, 'left'), "this node has no camera 'left'")):
+            refused = call_service(client, MatchKeyframes.Request(keyframe_id0=request[0], keyframe_id1=request[1],
+                                                                  camera=request[2]), WAIT_S)
+            assert not refused.success and says in refused.message and '\n' not in refused.message, refused.message
+
+        received = candidates.wait(5, WAIT_S)
+        assert [m.keyframe_id for m in received] == [0, 1, 2, 3, 4]
+        for m, result in zip(received, here):
+            assert list(m.candidate_ids) == result.loop_candidates.ids.tolist()
+            assert np.asarray(m.scores, np.float32).tobytes() == result.loop_candidates.scores.tobytes()
+            assert m.header.frame_id == 'revisit_camera' and all(i < m.keyframe_id - 1 for i in m.candidate_ids)
+        assert set(received[-1].candidate_ids) <= {2}  # 0 and 1 are evicted, 3 is the recent one left out
+
+        def store_status(message):  # this node's camera, once all five keyframes are in
+            for status in message.status:
+                values = {v.key: v.value for v in status.values}
+                if values.get('image topic') == f'{node.namespace}/image' and values.get('keyframes evicted') == '2':
+                    return values
+            return None
+        values = store_status(diagnostics.wait_for(store_status, 'the keyframe store on /diagnostics', WAIT_S))
+        assert values['keyframes stored'] == '3'
+        assert int(values['keyframe store memory (bytes)']) == camera.keyframes.memory_bytes()
     finally:
         driver.close()

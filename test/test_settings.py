@@ -11,6 +11,7 @@ from rclpy.parameter import Parameter
 
 from superglue_ros import match as cli
 from superglue_ros.geometry import Verification
+from superglue_ros.keyframes import KeyframeStore, LoopPolicy
 from superglue_ros.matcher import Matcher
 from superglue_ros.models import SuperGlue, SuperPoint
 from superglue_ros.random_weights import random_superglue, random_superpoint
@@ -51,6 +52,10 @@ SAMPLES = {
     'stereo_sync_tolerance_s': ([0, 0.005, 1], [-0.001, float('nan'), 'x']),
     'stereo_rectified': ([True, False], [1, 'true']),
     'stereo_row_threshold_px': ([0.5, 2], [0, -1.0, float('inf')]),
+    'keyframe_store_size': ([1, 500, 10000], [0, -1, 2.5, True]),
+    'loop_candidates_k': ([0, 5, 100], [-1, 1.5]),
+    'loop_exclude_recent': ([0, 10], [-1, 2.0]),
+    'loop_min_score': ([-1, 0.0, 0.2, 1], [1.5, -1.01, float('nan'), 'x']),
 }
 
 
@@ -121,10 +126,12 @@ def test_matcher_start_up_settings(models):
 
 @pytest.mark.parametrize('cls, name', [(KeyframePolicy, name) for name in names('tracker')]
                          + [(Verification, name) for name in names('verification')]
-                         + [(StereoVerification, name) for name in names('stereo')])
-def test_keyframe_policy_and_verification_refuse_with_the_same_message(cls, name):
-    assert set(cls.SETTINGS.values()) == set(names({KeyframePolicy: 'tracker', Verification: 'verification',
-                                                    StereoVerification: 'stereo'}[cls]))
+                         + [(StereoVerification, name) for name in names('stereo')]
+                         + [(LoopPolicy, name) for name in names('loop')])
+def test_keyframe_policy_verification_and_loop_policy_refuse_with_the_same_message(cls, name):
+    scope = {KeyframePolicy: 'tracker', Verification: 'verification', StereoVerification: 'stereo',
+             LoopPolicy: 'loop'}[cls]
+    assert set(cls.SETTINGS.values()) == set(names(scope))
     field = {v: k for k, v in cls.SETTINGS.items()}[name]
     assert getattr(cls(), field) == SETTINGS[name].default
     good, bad = SAMPLES[name]
@@ -135,6 +142,15 @@ def test_keyframe_policy_and_verification_refuse_with_the_same_message(cls, name
 
 
 # -- ROS parameters ---------------------------------------------------------------------------
+
+def test_keyframe_store_size_is_the_table():
+    assert names('keyframes') == ('keyframe_store_size',)
+    assert KeyframeStore().size == SETTINGS['keyframe_store_size'].default
+    for value in SAMPLES['keyframe_store_size'][0]:
+        assert KeyframeStore(value).size == value
+    for value in SAMPLES['keyframe_store_size'][1]:
+        assert refusal(KeyframeStore, value) == refusal(check, 'keyframe_store_size', value)
+
 
 def test_ros_parameters_are_the_table(context):
     node = Node('superglue', context=context)

@@ -186,3 +186,16 @@ def test_panel_sequence_gives_the_true_relative_pose(tmp_path):
     metric = verify(c, Verification('essential', threshold_px=0.5), calibration, calibration,
                     in_camera(i)[:, 2].astype(np.float32)).pose
     assert metric.source == 'pnp' and np.linalg.norm(metric.translation - translation) < 1e-3
+
+
+def test_the_revisit_path_comes_back_over_its_start(tmp_path):
+    """The camera circles away from its start, over other places, and back: the overlap (ground truth of
+    loop closure) of the last frames with the first is large, of the frames half way round none."""
+    revisit = generate_sequence(tmp_path, num_frames=40, size=(320, 240), path='revisit')
+    assert json.loads((tmp_path / SEQUENCE_FILE).read_text())['path'] == 'revisit'
+    assert revisit.overlap(0, 0) == pytest.approx(1.0)
+    assert revisit.overlap(0, 1) > 0.5                       # neighbours overlap
+    assert max(revisit.overlap(0, j) for j in range(10, 19)) == 0.0   # half way round: another place
+    assert max(revisit.overlap(j, 0) for j in range(26, 32)) > 0.7    # a lap later: back over the start
+    with pytest.raises(ValueError, match='path must be one of smooth, revisit'):
+        generate_sequence(tmp_path, num_frames=4, path='spiral')

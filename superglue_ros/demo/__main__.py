@@ -2,10 +2,12 @@
 
     python -m superglue_ros.demo [--source DIR|VIDEO|BAG] [--output DIR] [--rate HZ] [--random-weights]
         [--preset indoor|outdoor] [--device auto|cpu|cuda] [--max-keypoints N] [--param NAME:=VALUE ...]
-        [--qos reliable|best_effort] [--compressed jpeg|png]
+        [--qos reliable|best_effort] [--compressed jpeg|png] [--path smooth|revisit]
 
 Default source: the synthetic sequence (synthetic.py), generated into OUTPUT/sequence, whose
-ground-truth homographies give the match precision. Steps:
+ground-truth homographies give the match precision; with --path revisit the camera circles back over
+its start, and the summary also scores the node's loop candidates (~/loop_candidates) against the
+ground-truth overlap of the keyframes. Steps:
   1. check the weights (official presets from the cache; each loaded as the node will load it: missing
      or corrupt ones say what to do and exit 2 before starting anything); --random-weights writes
      confident random weights to a temp dir;
@@ -15,7 +17,7 @@ ground-truth homographies give the match precision. Steps:
      keypoints, 20 Sinkhorn iterations; the node's own defaults are the original release's: every
      keypoint, 100 iterations); the demo's flags and --param come after it on the command line, so
      they win;
-  3. subscribe to /superglue/matches and /superglue/match_image in this process;
+  3. subscribe to /superglue/matches, /superglue/match_image and /superglue/loop_candidates in this process;
   4. start `python -m superglue_ros.demo.publisher SOURCE` (OUTPUT/publisher.log): a camera driver,
      reliable keep last 10 as REP 2003 asks (--qos best_effort: a sensor-data driver), raw bgr8 or, with
      --compressed, CompressedImage on image/compressed (the node then gets image_transport:=compressed);
@@ -44,10 +46,10 @@ import numpy as np
 
 from ..image import to_bgr8
 from ..ros.image_conversion import COMPRESSED_CODECS
-from ..settings import SETTINGS, check
+from ..settings import SETTINGS, check, defaults
 from . import summary as summary_io
 from .sources import SourceError, open_source
-from .synthetic import DEFAULTS as SYNTHETIC_DEFAULTS, generate_sequence
+from .synthetic import DEFAULTS as SYNTHETIC_DEFAULTS, PATHS, generate_sequence
 
 NODE_NAME = 'superglue'
 PRESETS = ('indoor', 'outdoor')  # config/<preset>.yaml: one camera each (config/stereo.yaml has two)
@@ -73,6 +75,9 @@ def parse_args(argv):
     add('--frames', type=int, default=SYNTHETIC_DEFAULTS['num_frames'], metavar='N',
         help='length of the synthetic sequence (default: %(default)s)')
     add('--seed', type=int, default=0, help='seed of the synthetic sequence (default: 0)')
+    add('--path', choices=PATHS, default=SYNTHETIC_DEFAULTS['path'],
+        help="camera path of the synthetic sequence: 'smooth' stays over one place, 'revisit' circles back over "
+             'its start (the summary then scores the loop candidates; use --frames 90 or more) (default: smooth)')
     add('--random-weights', action='store_true',
         help='confident random weights instead of the official ones (offline): everything runs, but the matches '
              'are MEANINGLESS, and every output says so')
@@ -293,12 +298,14 @@ def nanoseconds(stamp) -> int:
 # -- the run -------------------------------------------------------------------------------------
 
 class Collector:
-    """Subscribes to the node's matches and match images; keeps one record per Matches."""
+    """Subscribes to the node's matches, match images and loop candidates; keeps one record per Matches
+    and per LoopCandidates."""
 
     def __init__(self, node, output: Path, sequence, threshold_px: float, meaningless: bool):
         self.node, self.output, self.sequence = node, output, sequence
         self.threshold_px, self.meaningless = threshold_px, meaningless
         self.records, self.images = [], {}  # images: stamp ns -> file name
+        self.loops = []                     # per LoopCandidates: keyframe_id, stamp_ns, candidates [(id, score)]
         self.last_message = time.monotonic()
         self.lock = threading.Lock()
         self.subscriptions = []
@@ -309,11 +316,12 @@ class Collector:
             for index, stamp in enumerate(sequence.stamps):
                 self.frame_of[nanoseconds(to_time(float(stamp)))] = index
 
-    def subscribe(self, matches_type, image_type):
+    def subscribe(self, matches_type, image_type, loop_type):
         """Reliable subscriptions, keep last 100: the node publishes reliably (rclpy's default QoS), and a
         deep history keeps every Matches while this process's executor is busy writing match images."""
         for topic, type_, callback in ((f'/{NODE_NAME}/matches', matches_type, self.on_matches),
-                                       (f'/{NODE_NAME}/match_image', image_type, self.on_match_image)):
+                                       (f'/{NODE_NAME}/match_image', image_type, self.on_match_image),
+                                       (f'/{NODE_NAME}/loop_candidates', loop_type, self.on_loop_candidates)):
             self.subscriptions.append(self.node.create_subscription(type_, topic, callback, 100))
 
     def connected(self) -> bool:
@@ -358,6 +366,29 @@ class Collector:
             self.last_message = time.monotonic()
         say(f"{line}, latency {msg.latency_ms:.0f} ms, dropped so far {msg.dropped_frames}"
             + (f' [{summary_io.MEANINGLESS}]' if self.meaningless else ''))
+
+    def on_loop_candidates(self, msg):
+        with self.lock:
+            self.loops.append({'keyframe_id': msg.keyframe_id, 'stamp_ns': nanoseconds(msg.header.stamp),
+                               'candidates': list(zip(msg.candidate_ids.tolist(), msg.scores.tolist()))})
+
+    def finished_loops(self, exclude_recent: int) -> list[dict]:
+        """The loop candidates received, each keyframe with its frame of the sequence and, where the sequence
+        has ground truth, the earlier keyframes (not among the exclude_recent before it) that truly overlap it
+        (summary.loop_summary)."""
+        with self.lock:
+            loops = [dict(loop) for loop in self.loops]
+        frames = {loop['keyframe_id']: self.frame_of.get(loop['stamp_ns']) for loop in loops}
+        for loop in loops:
+            frame = frames[loop['keyframe_id']]
+            loop['source_frame'] = frame
+            if frame is None or self.sequence is None:
+                continue
+            loop['true_loops'] = [k for k, other in frames.items() if other is not None
+                                  and k < loop['keyframe_id'] - exclude_recent
+                                  and self.sequence.overlap(frame, other) >= summary_io.LOOP_OVERLAP]
+            loop['candidate_frames'] = [frames.get(k) for k, _ in loop['candidates']]
+        return loops
 
     def on_match_image(self, msg):
         from ..ros.image_conversion import image_msg_to_numpy
@@ -412,7 +443,7 @@ def drive(args, own, collector: Collector, commands: dict, output: Path, env: di
     a failure (1, with the reason printed). When the publisher fails part way, the node still answers
     the frames it published (1). Started processes are put in `processes`."""
     from sensor_msgs.msg import Image
-    from superglue_ros.msg import Matches
+    from superglue_ros.msg import LoopCandidates, Matches
     deadline = time.monotonic() + args.timeout
     node_log, publisher_log = output / 'node.log', output / 'publisher.log'
 
@@ -425,7 +456,7 @@ def drive(args, own, collector: Collector, commands: dict, output: Path, env: di
         return own.count_publishers(f'/{NODE_NAME}/matches') > 0 and own.count_subscribers(image_topic) > 0
     if not wait_for(node_up, node, 'the node', min(args.startup_timeout, args.timeout), node_log):
         return 1
-    collector.subscribe(Matches, Image)
+    collector.subscribe(Matches, Image, LoopCandidates)
     if not wait_for(collector.connected, node, "the node's topics", 30.0, node_log):
         return 1
 
@@ -534,7 +565,8 @@ def run(args, weights: tuple[str, str], meaningless: bool, source, output: Path,
                        if publisher.returncode else None)
     summary = summary_io.summarize(records, report['published'] if report else 0, len(collector.images),
                                    meaningless, settings, args.threshold if source.sequence is not None else None,
-                                   publisher_error, report.get('skipped') if report else None)
+                                   publisher_error, report.get('skipped') if report else None,
+                                   collector.finished_loops(exclude_recent(args)))
     json_path, md_path = summary_io.write_summary(summary, output)
     say('summary' + (f' - {summary_io.MEANINGLESS}' if meaningless else '') + ':')
     for line in summary_io.overview(summary):
@@ -546,11 +578,18 @@ def run(args, weights: tuple[str, str], meaningless: bool, source, output: Path,
     return status
 
 
+def exclude_recent(args) -> int:
+    """The node's loop_exclude_recent: a --param's value, else the default (the presets leave it)."""
+    given = [param.split(':=', 1)[1] for param in args.param if param.split(':=')[0] == 'loop_exclude_recent']
+    return int(given[-1]) if given else defaults('loop')['loop_exclude_recent']
+
+
 def prepare_source(args, output: Path):
     if args.source is None:
         directory = output / 'sequence'
-        say(f'generating the synthetic sequence ({args.frames} frames, seed {args.seed}) in {directory}')
-        generate_sequence(directory, num_frames=args.frames, seed=args.seed)
+        say(f'generating the synthetic sequence ({args.frames} frames, seed {args.seed}, path {args.path}) in '
+            f'{directory}')
+        generate_sequence(directory, num_frames=args.frames, seed=args.seed, path=args.path)
         return open_source(directory)
     return open_source(args.source, topic=args.topic)
 

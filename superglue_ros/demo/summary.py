@@ -53,9 +53,43 @@ def track_statistics(records: list[dict]) -> dict:
             'across_keyframes': sum(len(ids) > 1 for ids in keyframes.values())}
 
 
+LOOP_OVERLAP = 0.3  # a loop candidate is correct when it sees at least this fraction of the keyframe's image
+
+
+def loop_figures(candidates: dict[int, list[tuple[int, float]]], positives: dict[int, set[int]]) -> dict:
+    """Recall and precision of loop candidates against the ground truth.
+
+    candidates: keyframe id -> its published candidates [(keyframe id, score)], most similar first.
+    positives: keyframe id -> the earlier keyframe ids it may be matched to (a candidate could be: not
+      among the excluded recent ones) that truly overlap it (LOOP_OVERLAP). recall@k: of the keyframes that
+      have a positive, the share whose first k candidates hold one; precision: the share of all published
+      candidates that are positives."""
+    queries = [k for k in candidates if positives.get(k)]
+    published = [(k, c) for k in candidates for c, _ in candidates[k]]
+    correct = sum(c in positives.get(k, ()) for k, c in published)
+
+    def recall(n):
+        return (sum(any(c in positives[k] for c, _ in candidates[k][:n]) for k in queries) / len(queries)
+                if queries else None)
+    return {'keyframes': len(candidates), 'with_a_true_loop': len(queries), 'recall_at_1': recall(1),
+            'recall_at_5': recall(5), 'candidates_published': len(published), 'candidates_correct': correct,
+            'precision': correct / len(published) if published else None}
+
+
+def loop_summary(loops: list[dict]) -> dict:
+    """The loop candidates of a run: loops, one per LoopCandidates received, with keys keyframe_id,
+    source_frame, candidates [(keyframe id, score)] and, where the source has ground truth, true_loops (the
+    earlier keyframe ids that overlap it, Collector.finished_loops) and candidate_frames. figures:
+    loop_figures() where there is ground truth, else None."""
+    truth = [loop for loop in loops if 'true_loops' in loop]
+    figures = loop_figures({loop['keyframe_id']: loop['candidates'] for loop in truth},
+                           {loop['keyframe_id']: set(loop['true_loops']) for loop in truth}) if truth else None
+    return {'keyframes': loops, 'figures': figures}
+
+
 def summarize(records: list[dict], frames_published: int, match_images: int, meaningless: bool,
               settings: dict, threshold_px: float | None, publisher_error: str | None = None,
-              skipped: list[dict] | None = None) -> dict:
+              skipped: list[dict] | None = None, loops: list[dict] | None = None) -> dict:
     """The summary of a run.
 
     records: one dict per Matches received, in arrival order, with keys stamp, keyframe_id, matched
@@ -68,6 +102,7 @@ def summarize(records: list[dict], frames_published: int, match_images: int, mea
     threshold_px: the precision threshold when the source has ground truth, else None.
     publisher_error: why the publisher stopped early (its error line), or None when it published everything.
     skipped: the source frames the publisher could not decode, [{'index', 'reason'}] (its report).
+    loops: the loop candidates received (loop_summary), or None.
     """
     matched = [r for r in records if r['matched']]
     verified = [r for r in matched if r.get('inliers') is not None]
@@ -91,6 +126,7 @@ def summarize(records: list[dict], frames_published: int, match_images: int, mea
         'verified_with': sorted({r['verified_with'] for r in verified}),
         'tracks': track_statistics(matched),
         'precision': None,
+        'loop_candidates': loop_summary(loops or []),
         'frames': [{k: v for k, v in r.items() if k != 'track_ids'} for r in records],
     }
     if threshold_px is not None:
@@ -149,6 +185,7 @@ def overview(summary: dict) -> list[str]:
         f"{tracks['across_keyframes']} continued past a new keyframe",
         f"keyframes taken: {summary['keyframes']}",
         f"match precision: {precision_line}",
+        f"loop candidates: {_loop_line(summary.get('loop_candidates'))}",
         f"match images saved: {summary['match_images']}",
     ]
     if summary['meaningless']:
@@ -162,6 +199,22 @@ def overview(summary: dict) -> list[str]:
         lines.insert(int(summary['meaningless']), f"the publisher stopped early, after {summary['frames_published']} "
                                                   f"frames: {summary['publisher_error']}")
     return lines
+
+
+def _loop_line(loops: dict | None) -> str:
+    if not loops or not loops['keyframes']:
+        return 'none received'
+    published = sum(len(loop['candidates']) for loop in loops['keyframes'])
+    line = f"{published} for {len(loops['keyframes'])} keyframes"
+    f = loops['figures']
+    if f is None:
+        return line + ' (the source has no ground truth)'
+    if f['recall_at_1'] is None:
+        return line + f'; no keyframe revisits an earlier place (ground truth; the revisit path does: --path revisit)'
+    precision = 'n/a' if f['precision'] is None else f"{f['precision']:.3f}"
+    return (line + f"; {f['with_a_true_loop']} keyframes revisit an earlier place: recall@1 {f['recall_at_1']:.3f}, "
+            f"recall@5 {f['recall_at_5']:.3f}; precision {precision} ({f['candidates_correct']} of "
+            f"{f['candidates_published']} candidates see >= {LOOP_OVERLAP:g} of the keyframe's image)")
 
 
 def markdown(summary: dict) -> str:
@@ -182,6 +235,18 @@ def markdown(summary: dict) -> str:
         lines.append(f"| {r['stamp']:.6f} | {r.get('source_frame', '')} | {keyframe} | "
                      f"{'yes' if r['is_new_keyframe'] else ''} | {r['matches'] if r['matched'] else '-'} | {correct} | "
                      f"{inliers} | {r['latency_ms']:.1f} | {r['match_image'] or ''} |")
+    loops = (summary.get('loop_candidates') or {}).get('keyframes') or []
+    if loops:
+        lines += ['', '## Loop candidates', '', 'keyframe id (frame of the sequence): candidates as id (frame) score, '
+                  'most similar first; true loops: the earlier keyframes that overlap it (ground truth).', '',
+                  '| keyframe | candidates | true loops |', '|---|---|---|']
+        for loop in loops:
+            frames = loop.get('candidate_frames') or [None] * len(loop['candidates'])
+            candidates = ', '.join(f"{k}{'' if f is None else f' ({f})'} {score:.2f}"
+                                   for (k, score), f in zip(loop['candidates'], frames))
+            source = '' if loop.get('source_frame') is None else f" ({loop['source_frame']})"
+            lines.append(f"| {loop['keyframe_id']}{source} | {candidates} | "
+                         f"{', '.join(map(str, loop.get('true_loops', [])))} |")
     return '\n'.join(lines) + '\n'
 
 

@@ -1,13 +1,19 @@
 """Synthetic sequence with exact ground truth: a textured plane seen by a moving pinhole camera.
 
     python -m superglue_ros.demo.synthetic DIR [--frames 30] [--size 640 480] [--seed 0] [--rate 10] [--panel]
+        [--path smooth|revisit]
 
 The scene is the plane Z = 0 of the world frame, covered by a procedural texture (multi-scale
 colour noise, polygons, ellipses, lines, checkerboards and text, so that a corner detector finds
 many keypoints everywhere). The camera (x right, y down, z forward) starts DISTANCE m in front of
-the plane and moves along a smooth path: translation, zoom (distance), yaw, pitch and roll are
-sums of slow sines with seeded phases. Every frame is the texture warped by the exact
-plane-to-image homography, so the homography between any two frames is known exactly.
+the plane and moves along one of two paths:
+  smooth   translation, zoom (distance), yaw, pitch and roll are sums of slow sines with seeded
+           phases: the camera stays over one place (matching against a keyframe);
+  revisit  the camera circles over the plane, REVISIT_RADIUS m around a centre, for REVISIT_LAPS
+           laps, with the smooth path's sines on top: it leaves its start, sees other places, and
+           comes back over the places it saw first (loop closure; Sequence.overlap is the truth).
+Every frame is the texture warped by the exact plane-to-image homography, so the homography
+between any two frames is known exactly.
 
 With panel=True (--panel) a second textured plane, a PANEL_SIZE panel parallel to the first and
 PANEL_DEPTH m in front of it, hides the middle of the view: the scene has two depths, so the relative
@@ -16,7 +22,7 @@ a two-fold ambiguity). Sequence.relative_pose(i, j) gives the true pose; the hom
 the background plane only.
 
 Written into DIR: 000000.png, 000001.png, ... (bgr8) and sequence.json:
-    width, height, rate_hz, seed
+    width, height, rate_hz, seed, path
     camera_info      sensor_msgs/CameraInfo fields: k [9], d, r [9], p [12], distortion_model
     plane            normal and offset of the plane in the world frame (n . X = 0)
     frames[i]        file, stamp (s), homography (3x3: frame 0 pixels -> frame i pixels, of the plane
@@ -41,7 +47,7 @@ import numpy as np
 
 SEQUENCE_FILE = 'sequence.json'
 FORMAT = 'superglue_ros synthetic sequence 1'
-DEFAULTS = {'num_frames': 30, 'size': (640, 480), 'seed': 0, 'rate_hz': 10.0}
+DEFAULTS = {'num_frames': 30, 'size': (640, 480), 'seed': 0, 'rate_hz': 10.0, 'path': 'smooth'}
 START_STAMP = 1_700_000_000.0  # s; a fixed epoch keeps the files reproducible, and stamps look real
 DISTANCE = 2.0                 # m, camera to plane at rest
 MARGIN = 16                    # px of texture kept around the union of all views
@@ -54,6 +60,9 @@ PATH_FRAMES = 30  # the sines have 0.3 to 0.9 periods per this many frames
 PANEL_DEPTH = 0.8          # m in front of the plane Z = 0 (towards the camera), with panel=True
 PANEL_SIZE = (1.0, 0.7)    # m, centred on the camera path's mean position
 STEREO_BASELINE = 0.25  # m, left to right camera of stereo_sequence(): 64 px of disparity at rest (640x480)
+PATHS = ('smooth', 'revisit')
+REVISIT_RADIUS = 2.0  # m: the circle (12.6 m) is about five view widths long, its diameter 1.6 of them
+REVISIT_LAPS = 1.4    # the last 0.4 lap flies over the first places again
 
 
 @dataclass
@@ -81,6 +90,14 @@ class Sequence:
         rotation_i, rotation_j = self.rotations[i], self.rotations[j]
         return rotation_i @ rotation_j.T, rotation_i @ (self.positions[j] - self.positions[i])
 
+    def overlap(self, i: int, j: int) -> float:
+        """Fraction of frame i's image that frame j also sees (0..1), by the exact homography."""
+        width, height = int(self.camera_info['width']), int(self.camera_info['height'])
+        corners = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], np.float32)
+        in_i = cv2.perspectiveTransform(corners[:, None], self.homography(j, i))[:, 0]
+        area, _ = cv2.intersectConvexConvex(corners, in_i.astype(np.float32))
+        return float(area) / float((width - 1) * (height - 1))
+
     def image(self, i: int) -> np.ndarray:
         image = cv2.imread(str(self.files[i]), cv2.IMREAD_COLOR)
         if image is None:
@@ -95,21 +112,27 @@ def intrinsics(size: tuple[int, int]) -> np.ndarray:
     return np.array([[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2], [0, 0, 1]])
 
 
-def camera_path(num_frames: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Smooth camera motion: rotations [N, 3, 3] (world -> camera) and centres [N, 3].
+def camera_path(num_frames: int, seed: int, path: str = 'smooth') -> tuple[np.ndarray, np.ndarray]:
+    """Camera motion (module doc): rotations [N, 3, 3] (world -> camera) and centres [N, 3].
 
-    Each component is a sum of two sines of the frame index (so with the same seed, the path of a
-    shorter sequence is the start of a longer one's); frequencies and phases come from the seed."""
+    Each component is a sum of two sines of the frame index (so with the same seed, the smooth path of a
+    shorter sequence is the start of a longer one's); frequencies and phases come from the seed. 'revisit'
+    adds a circle of REVISIT_LAPS laps over the whole sequence, starting at the smooth path's start."""
     rng = np.random.default_rng(seed)
     t = np.arange(num_frames)[:, None] / PATH_FRAMES
     freqs = rng.uniform(0.3, 0.9, (2, len(MOTION)))
     phases = rng.uniform(0, 2 * np.pi, (2, len(MOTION)))
     waves = 0.5 * (np.sin(2 * np.pi * freqs[0] * t + phases[0]) + np.sin(2 * np.pi * freqs[1] * t + phases[1]))
+    circle = path == 'revisit'
     path = dict(zip(MOTION, (waves * np.array(list(MOTION.values()))).T))  # name -> [N]
 
     yaw, pitch, roll = (np.radians(path[k]) for k in ('yaw', 'pitch', 'roll'))
     rotations = np.stack([rotation_z(r) @ rotation_x(p) @ rotation_y(y) for y, p, r in zip(yaw, pitch, roll)])
     positions = np.stack([path['x'], path['y'], -DISTANCE * (1 + path['zoom'])], axis=1)
+    if circle:
+        angle = 2 * np.pi * REVISIT_LAPS * np.arange(num_frames) / max(num_frames - 1, 1)
+        positions[:, 0] += REVISIT_RADIUS * (np.cos(angle) - 1)
+        positions[:, 1] += REVISIT_RADIUS * np.sin(angle)
     return rotations, positions
 
 
@@ -232,9 +255,10 @@ def render_panel(image: np.ndarray, K, rotation, position, corners: np.ndarray, 
 
 
 def generate_sequence(directory, num_frames: int = DEFAULTS['num_frames'], size=DEFAULTS['size'],
-                      seed: int = DEFAULTS['seed'], rate_hz: float = DEFAULTS['rate_hz'], panel: bool = False) -> Sequence:
+                      seed: int = DEFAULTS['seed'], rate_hz: float = DEFAULTS['rate_hz'], panel: bool = False,
+                      path: str = DEFAULTS['path']) -> Sequence:
     """Write the sequence (PNG frames + sequence.json) into directory and return it. panel: a second
-    plane in front of the first (module doc), for true relative poses.
+    plane in front of the first (module doc), for true relative poses. path: one of PATHS.
 
     Deterministic: the same arguments give the same files. Existing frames of an earlier sequence
     in directory are removed first, so the directory holds exactly this sequence."""
@@ -245,13 +269,15 @@ def generate_sequence(directory, num_frames: int = DEFAULTS['num_frames'], size=
         raise ValueError(f'image size must be at least 64x64 pixels, got {width}x{height}')
     if not rate_hz > 0:
         raise ValueError(f'rate_hz must be > 0, got {rate_hz}')
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {', '.join(PATHS)}, got {path!r}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for old in directory.glob('[0-9][0-9][0-9][0-9][0-9][0-9].png'):
         old.unlink()
 
     K = intrinsics((width, height))
-    rotations, positions = camera_path(num_frames, seed)
+    rotations, positions = camera_path(num_frames, seed, path)
     from_texture, texture_size = scene_homographies(K, rotations, positions, (width, height))
     texture = make_texture(texture_size, seed)
     corners = None
@@ -275,7 +301,7 @@ def generate_sequence(directory, num_frames: int = DEFAULTS['num_frames'], size=
     projection = np.column_stack([K, np.zeros(3)])
     camera_info = {'width': width, 'height': height, 'distortion_model': 'plumb_bob', 'd': [0.0] * 5,
                    'k': K.ravel().tolist(), 'r': np.eye(3).ravel().tolist(), 'p': projection.ravel().tolist()}
-    description = {'format': FORMAT, 'width': width, 'height': height, 'rate_hz': rate_hz, 'seed': seed,
+    description = {'format': FORMAT, 'width': width, 'height': height, 'rate_hz': rate_hz, 'seed': seed, 'path': path,
                    'camera_info': camera_info, 'plane': {'normal': [0.0, 0.0, 1.0], 'offset': 0.0},
                    'frames': frames}
     if panel:
@@ -381,9 +407,13 @@ def main(argv=None) -> int:
                         help='frame rate of the stamps in Hz (default: 10)')
     parser.add_argument('--panel', action='store_true',
                         help='a second textured plane in front of the first: a scene with two depths, for relative poses')
+    parser.add_argument('--path', choices=PATHS, default=DEFAULTS['path'],
+                        help='camera path: smooth (stays over one place) or revisit (circles back over its start); '
+                             'default: smooth')
     args = parser.parse_args(argv)
     try:
-        sequence = generate_sequence(args.directory, args.frames, tuple(args.size), args.seed, args.rate, args.panel)
+        sequence = generate_sequence(args.directory, args.frames, tuple(args.size), args.seed, args.rate,
+                                     panel=args.panel, path=args.path)
     except ValueError as e:
         parser.error(str(e))
     print(f'wrote {len(sequence)} frames and {SEQUENCE_FILE} to {args.directory}')

@@ -1,17 +1,19 @@
-"""ROS messages from the pipeline's results: Matches, Keyframe, StereoMatches, the MatchImages response
-and the ~/match_image pictures. Arrays are copied into the messages as raw bytes (array.array.frombytes),
-not element by element: a keyframe's descriptors are 256 floats per keypoint.
+"""ROS messages from the pipeline's results: Matches, Keyframe, StereoMatches, LoopCandidates, the MatchImages
+and MatchKeyframes responses and the ~/match_image pictures. Arrays are copied into the messages as raw bytes
+(array.array.frombytes), not element by element: a keyframe's descriptors are 256 floats per keypoint.
 """
 import array
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Point32, Pose, Quaternion
 from sensor_msgs.msg import CameraInfo, ChannelFloat32, PointCloud
-
-from superglue_ros.msg import Keyframe, Matches, StereoMatches
+from std_msgs.msg import Header
+from superglue_ros.msg import Keyframe, LoopCandidates, Matches, StereoMatches
 
 from ..features import TrackedFeatures
-from ..pipeline import PairResult
+from ..keyframes import LoopCandidates as Candidates
+from ..pipeline import KeyframePairResult, PairResult
 from ..pose import RelativePose
 from ..stereo import StereoResult
 from ..tracking import FrameResult
@@ -99,6 +101,8 @@ def features_message(header, features: list[TrackedFeatures]) -> PointCloud:
                       points=[Point32(x=float(x), y=float(y), z=1.0) for x, y in normalized.tolist()],
                       channels=[ChannelFloat32(name=name, values=_array('f', values, np.float32))
                                 for name, values in zip(FEATURE_CHANNELS, columns)])
+
+
 def stereo_matches_message(result: FrameResult, left_camera: str, right_camera: str, header, right_header,
                            latency_ms: float, dropped_pairs: int, unpaired_frames: int) -> StereoMatches:
     """StereoMatches of one processed pair: `result` is the left image's, with its StereoResult."""
@@ -118,6 +122,34 @@ def stereo_matches_message(result: FrameResult, left_camera: str, right_camera: 
         verified_with=c.verified_with, baseline_m=float(stereo.baseline_m),
         left_keypoint_count=result.frame_keypoint_count, right_keypoint_count=len(stereo.right_features.scores),
         latency_ms=float(latency_ms), dropped_pairs=dropped_pairs, unpaired_frames=unpaired_frames)
+
+
+def loop_candidates_message(candidates: Candidates, camera: str, header) -> LoopCandidates:
+    """LoopCandidates of `camera`'s new keyframe; header: that keyframe image's std_msgs/Header."""
+    return LoopCandidates(header=header, camera=camera, keyframe_id=candidates.keyframe_id,
+                          candidate_ids=_array('Q', candidates.ids, np.uint64),
+                          scores=_array('f', candidates.scores, np.float32))
+
+
+def seconds_to_stamp(stamp_s: float) -> Time:
+    """A stamp in seconds (float64: exact to about 0.3 microseconds today) as builtin_interfaces/Time."""
+    nanoseconds = round(stamp_s * 1e9)
+    return Time(sec=nanoseconds // 10 ** 9, nanosec=nanoseconds % 10 ** 9)
+
+
+def fill_match_keyframes_response(result: KeyframePairResult, headers: tuple, response):
+    """MatchKeyframes.Response filled with the correspondences of two stored keyframes (success set by the
+    caller). headers: the std_msgs/Header of each keyframe image as stored (KeyframeStore.header), or None:
+    then the stamp from the keyframe's stamp_s and no frame_id."""
+    fill_match_images_response(result.pair, response)
+    c = result.pair.correspondences
+    response.header0, response.header1 = (header if header is not None else Header(stamp=seconds_to_stamp(k.stamp_s))
+                                           for header, k in zip(headers, (result.keyframe0, result.keyframe1)))
+    response.track_ids0, response.track_ids1 = (_array('Q', ids, np.uint64) for ids in result.track_ids)
+    response.verified_with = c.verified_with
+    response.points0_normalized = _array('f', c.normalized0.reshape(-1), np.float32)
+    response.points1_normalized = _array('f', c.normalized1.reshape(-1), np.float32)
+    return response
 
 
 def fill_match_images_response(pair: PairResult, response):

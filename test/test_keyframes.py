@@ -1,0 +1,150 @@
+"""The keyframe store (superglue_ros.keyframes) and match_keyframes: the tracker's keyframe is the store's
+newest entry, older ones move to the host, the bound evicts the oldest, the memory is counted, unknown ids
+are named; loop candidates leave out the recent keyframes and find a revisited place; match_keyframes
+equals Matcher.match on the stored features, before and after a keyframe moved to the host.
+
+Features come from confident random weights on synthetic frames (demo/synthetic.py) at 320x240.
+"""
+import numpy as np
+import pytest
+import torch
+
+from superglue_ros.demo.synthetic import generate_sequence
+from superglue_ros.geometry import Verification
+from superglue_ros.keyframes import STORED_DESCRIPTORS, KeyframeStore, LoopPolicy
+from superglue_ros.matcher import Features, Matcher
+from superglue_ros.pipeline import CameraPipeline, match_keyframes
+from superglue_ros.random_weights import random_superglue, random_superpoint
+from superglue_ros.tracking import Correspondences, Keyframe, KeyframePolicy
+
+EVERY = KeyframePolicy(min_matches=100000)   # every frame becomes a keyframe ('few_matches')
+
+
+@pytest.fixture(scope='module')
+def matcher():
+    matcher = Matcher(random_superpoint(), random_superglue(), device='cpu', resize=(320, 240))
+    matcher.configure(max_keypoints=256, sinkhorn_iterations=20)
+    return matcher
+
+
+@pytest.fixture(scope='module')
+def revisit(tmp_path_factory):
+    """A camera circling over a plane and back over its start: frames 0..39."""
+    return generate_sequence(tmp_path_factory.mktemp('revisit'), num_frames=40, size=(320, 240), path='revisit')
+
+
+def fake_keyframe(keyframe_id: int, count: int = 10) -> Keyframe:
+    generator = torch.Generator().manual_seed(keyframe_id)
+    descriptors = torch.nn.functional.normalize(torch.randn(256, count, generator=generator), dim=0)
+    features = Features(torch.rand(count, 2, generator=generator) * 300, torch.rand(count, generator=generator),
+                        descriptors, (320, 240), (1.0, 1.0))
+    keypoints = features.keypoints_original()
+    return Keyframe(keyframe_id, float(keyframe_id), features, keypoints, np.arange(count, dtype=np.uint64))
+
+
+def test_the_bound_evicts_the_oldest_and_the_memory_is_counted():
+    store = KeyframeStore(3)
+    memory = []
+    for k in range(5):
+        store.add(fake_keyframe(k, count=10 * (k + 1)))
+        memory.append(store.memory_bytes())
+    assert store.ids() == [2, 3, 4] and len(store) == 3 and store.evicted == 2
+    # three keyframes of 30, 40, 50 keypoints: fp16 descriptors on the host, the newest also in float32 on the
+    # device, keypoints (processed and given, float32), scores, track ids (uint64), and the global descriptors
+    expected = sum(n * (256 * 2 + 2 * 4 + 4 + 2 * 4 + 8 + 2 * 4) for n in (30, 40, 50)) + 50 * 256 * 4
+    expected += store._vectors.nbytes + store._row_ids.nbytes
+    assert memory[-1] == expected
+    assert memory[0] < memory[1] < memory[2]
+    for keyframe_id, says in ((0, 'keyframe 0 is evicted'), (9, 'keyframe 9 is not taken yet')):
+        with pytest.raises(KeyError) as error:
+            store.get(keyframe_id)
+        assert says in error.value.args[0] and 'stored: 2..4' in error.value.args[0]
+    with pytest.raises(KeyError, match='no keyframe stored yet'):
+        KeyframeStore(2).get(0)
+    with pytest.raises(ValueError, match='ids must increase'):
+        store.add(fake_keyframe(4))
+    with pytest.raises(ValueError, match='keyframe_store_size must be an integer >= 1'):
+        KeyframeStore(0)
+
+
+def test_the_newest_is_the_tracker_keyframe_and_older_ones_move_to_the_host(matcher, revisit):
+    camera = CameraPipeline(matcher, EVERY, keyframes=KeyframeStore(4))
+    results = [camera.process(revisit.image(i), float(i)) for i in range(3)]
+    store = camera.keyframes
+    assert camera.tracker.keyframe is store.newest is store.get(2)
+    assert store.newest.features is results[2].frame_features     # the tracker's own object, not a copy
+    assert results[2].keyframe_features is results[1].frame_features  # as it was matched (float32)
+    for k in (0, 1):
+        stored = store.get(k).features
+        assert stored.descriptors.dtype == STORED_DESCRIPTORS and stored.descriptors.device.type == 'cpu'
+        assert stored.encoded is None
+        torch.testing.assert_close(stored.descriptors.float(), results[k].frame_features.descriptors,
+                                   atol=1e-3, rtol=0)
+        np.testing.assert_array_equal(store.get(k).keypoints, results[k].frame_features.keypoints_original())
+    assert [r.loop_candidates.keyframe_id for r in results] == [0, 1, 2]
+
+
+def test_match_keyframes_is_matcher_match_on_the_stored_features(matcher, revisit):
+    camera = CameraPipeline(matcher, EVERY, Verification('fundamental'), keyframes=KeyframeStore(10))
+    for i in (0, 2):
+        camera.process(revisit.image(i), float(i))
+    newest = match_keyframes(matcher, camera.keyframes, 0, 1, Verification('fundamental'))
+    camera.process(revisit.image(4), 4.0)  # keyframe 1 moves to the host
+    stored = match_keyframes(matcher, camera.keyframes, 0, 1, Verification('fundamental'))
+
+    keyframe0, features0 = camera.keyframes.for_matching(0, matcher.device)
+    keyframe1, features1 = camera.keyframes.for_matching(1, matcher.device)
+    match = matcher.match(features0, features1)
+    reference = Correspondences.from_matches(match.matches0, match.matching_scores0, keyframe0.keypoints,
+                                             keyframe1.keypoints)
+    for result in (newest, stored):
+        c = result.pair.correspondences
+        assert len(c.confidence) > 20 and c.verified_with == 'fundamental' and len(c.inlier) == len(c.confidence)
+        for name in ('points0', 'points1', 'confidence', 'indices0', 'indices1'):
+            np.testing.assert_array_equal(getattr(c, name), getattr(reference, name), err_msg=name)
+        np.testing.assert_array_equal(result.track_ids[0], keyframe0.track_ids[c.indices0])
+        np.testing.assert_array_equal(result.track_ids[1], keyframe1.track_ids[c.indices1])
+    np.testing.assert_array_equal(newest.pair.correspondences.inlier, stored.pair.correspondences.inlier)
+    with pytest.raises(KeyError, match='keyframe 7 is not taken yet'):
+        match_keyframes(matcher, camera.keyframes, 0, 7)
+
+
+def test_loop_candidates_leave_out_recent_keyframes_and_find_the_revisited_start(matcher, revisit):
+    policy = LoopPolicy(candidates_k=3, exclude_recent=5, min_score=-1.0)
+    camera = CameraPipeline(matcher, EVERY, keyframes=KeyframeStore(100, policy))
+    frames = list(range(0, 40, 2))                       # keyframe k is frame 2 k
+    candidates = [camera.process(revisit.image(i), float(i)).loop_candidates for i in frames]
+    for k, found in enumerate(candidates):
+        assert found.keyframe_id == k and len(found.ids) == min(max(k - 5, 0), 3)
+        assert all(i < k - 5 for i in found.ids) and list(found.scores) == sorted(found.scores, reverse=True)
+        assert found.ids.dtype == np.uint64 and found.scores.dtype == np.float32
+    # the last keyframes fly over the first places again: their best candidate overlaps them
+    revisits = [k for k in range(len(frames)) if revisit.overlap(frames[k], 0) > 0.5 and k > 10]
+    assert revisits
+    for k in revisits:
+        assert revisit.overlap(frames[k], frames[int(candidates[k].ids[0])]) > 0.3, (k, candidates[k].ids)
+
+    camera.keyframes.policy = LoopPolicy(candidates_k=3, exclude_recent=5, min_score=1.0)  # live: nothing passes
+    assert len(camera.process(revisit.image(0), 40.0).loop_candidates.ids) == 0
+    with pytest.raises(TypeError, match='keyframes.LoopPolicy'):
+        camera.keyframes.policy = {'loop_min_score': 0.5}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_store_on_cuda_moves_older_keyframes_to_the_host_and_matches_them(revisit):
+    """On a GPU the newest keyframe's features stay on the device, older ones move to the host, and
+    match_keyframes gives the same before and after the move."""
+    matcher = Matcher(random_superpoint(), random_superglue(), device='cuda', resize=(320, 240))
+    matcher.configure(max_keypoints=256, sinkhorn_iterations=20)
+    camera = CameraPipeline(matcher, EVERY, keyframes=KeyframeStore(10))
+    for i in (0, 2):
+        camera.process(revisit.image(i), float(i))
+    assert camera.keyframes.newest.features.descriptors.device.type == 'cuda'
+    newest = match_keyframes(matcher, camera.keyframes, 0, 1)
+    camera.process(revisit.image(4), 4.0)
+    assert camera.keyframes.get(1).features.descriptors.device.type == 'cpu'
+    stored = match_keyframes(matcher, camera.keyframes, 0, 1)
+    assert len(stored.pair.correspondences.confidence) > 20
+    for name in ('indices0', 'indices1', 'confidence'):
+        np.testing.assert_array_equal(getattr(newest.pair.correspondences, name),
+                                      getattr(stored.pair.correspondences, name), err_msg=name)
