@@ -136,7 +136,7 @@ def match_keyframes(matcher: Matcher, keyframes: KeyframeStore, keyframe_id0: in
                     verification: Verification | None = None) -> KeyframePairResult:
     """Match two keyframes of a camera's store with SuperGlue on their stored features (no image, no
     extraction; KeyframeStore.for_matching), then verify() the correspondences with the keyframes'
-    calibrations. KeyError naming an unknown or evicted id; ResourceError as Matcher.match. Runs on the
+    calibrations (and keyframe 0's stereo depth: a metric relative pose, T_keyframe0_keyframe1). KeyError naming an unknown or evicted id; ResourceError as Matcher.match. Runs on the
     caller's thread and current stream; the camera's frames are not held up by it (the store's lock
     is held only to look the keyframes up)."""
     start = time.perf_counter()
@@ -146,7 +146,8 @@ def match_keyframes(matcher: Matcher, keyframes: KeyframeStore, keyframe_id0: in
     verifying = time.perf_counter()
     correspondences = verify(Correspondences.from_matches(match.matches0, match.matching_scores0,
                                                           keyframe0.keypoints, keyframe1.keypoints),
-                             verification or Verification(), keyframe0.calibration, keyframe1.calibration)
+                             verification or Verification(), keyframe0.calibration, keyframe1.calibration,
+                             keyframe0.depth)
     end = time.perf_counter()
     timings = {**match.timings_ms, 'verify': (end - verifying) * 1e3, 'total': (end - start) * 1e3}
     return KeyframePairResult(PairResult(correspondences, features0, features1, timings), keyframe0, keyframe1)

@@ -121,6 +121,9 @@ CHILD_COMMON = textwrap.dedent('''
         r.inlier, r.verified_with = [1], 'essential'
         r.points0_normalized, r.points1_normalized = [0.1, 0.2], [0.3, 0.4]
         r.keypoint_count0, r.keypoint_count1 = 100, 120
+        r.pose_source, r.pose_inliers = 'pnp', 40
+        r.relative_pose.position.x, r.relative_pose.position.z = 0.25, -1.5
+        r.relative_pose.orientation.z, r.relative_pose.orientation.w = 0.6, 0.8
         return r
 
     def to_plain(value):

@@ -148,3 +148,28 @@ def test_store_on_cuda_moves_older_keyframes_to_the_host_and_matches_them(revisi
     for name in ('indices0', 'indices1', 'confidence'):
         np.testing.assert_array_equal(getattr(newest.pair.correspondences, name),
                                       getattr(stored.pair.correspondences, name), err_msg=name)
+
+
+def test_match_keyframes_gives_the_relative_pose_metric_from_a_rigs_stored_depth(matcher):
+    """With essential verification, match_keyframes also gives T_keyframe0_keyframe1 (pose.py): metric by PnP
+    when keyframe 0 was taken by a stereo rig (its stored Keyframe.depth), and its form checked; the arithmetic
+    itself is test_pose.py's."""
+    from sensor_msgs.msg import CameraInfo
+
+    from superglue_ros.demo.synthetic import stereo_sequence
+    from superglue_ros.geometry import Calibration
+    from superglue_ros.stereo import StereoGeometry
+
+    rig = stereo_sequence(3, size=(320, 240))
+    infos = [CameraInfo(width=f['width'], height=f['height'], distortion_model=f['distortion_model'], d=f['d'],
+                        k=f['k'], r=f['r'], p=f['p']) for f in (rig[0].left_info, rig[0].right_info)]
+    geometry, calibration = StereoGeometry.from_camera_infos(*infos), Calibration.from_camera_info(infos[0])
+    camera = CameraPipeline(matcher, EVERY, Verification('essential'), keyframes=KeyframeStore(5, LoopPolicy()))
+    for frame in rig:
+        camera.process(frame.left, frame.stamp, calibration=calibration, right=frame.right, stereo_geometry=geometry)
+    assert all(np.isfinite(camera.keyframes.get(i).depth).sum() > 20 for i in range(3))
+    pose = match_keyframes(matcher, camera.keyframes, 0, 2, Verification('essential')).pair.correspondences.pose
+    assert pose.source == 'pnp' and pose.inliers >= 6
+    np.testing.assert_allclose(pose.rotation @ pose.rotation.T, np.eye(3), atol=1e-9)
+    mono = match_keyframes(matcher, camera.keyframes, 0, 2, Verification('fundamental')).pair.correspondences.pose
+    assert mono.source == 'none'

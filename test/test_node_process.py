@@ -615,6 +615,7 @@ def test_match_keyframes_over_dds_equals_the_pipeline_on_the_stored_features(con
             received = np.asarray(getattr(response, field), dtype)
             assert received.tobytes() == np.asarray(expected, dtype).tobytes(), field
         assert response.verified_with == 'fundamental' and len(response.points0_normalized) == 0
+        assert response.pose_source == c.pose.source == 'none' and response.pose_inliers == 0  # no essential here
         assert (response.keypoint_count0, response.keypoint_count1) == reference.pair.keypoint_counts
         assert (response.header0.stamp.sec, response.header0.frame_id) == (sent[2].header.stamp.sec, 'revisit_camera')
 

@@ -149,6 +149,8 @@ def fill_match_keyframes_response(result: KeyframePairResult, headers: tuple, re
     response.verified_with = c.verified_with
     response.points0_normalized = _array('f', c.normalized0.reshape(-1), np.float32)
     response.points1_normalized = _array('f', c.normalized1.reshape(-1), np.float32)
+    response.pose_source, response.relative_pose, response.pose_inliers = (c.pose.source, pose_message(c.pose),
+                                                                            c.pose.inliers)
     return response
 
 
