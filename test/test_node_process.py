@@ -561,6 +561,8 @@ def test_the_onnxruntime_backend_over_dds(context, weight_files, full_frames, tm
             expected_pairs = set(zip(expected.indices0.tolist(), expected.indices1.tolist()))
             assert len(pairs) > 20 and len(pairs & expected_pairs) >= 0.95 * len(expected_pairs), (
                 len(pairs), len(expected_pairs), len(pairs & expected_pairs))
+    finally:
+        driver.close()
 
 
 # -- loop closure: ~/loop_candidates and ~/match_keyframes over DDS (issue 16) ----------------------
