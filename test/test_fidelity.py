@@ -384,3 +384,34 @@ def test_padded_fp32_is_within_the_original_float32_noise(runs, superglue):
     assert our_error <= 2 * original_error, (our_error, original_error)
     original_error, our_error = keypoint_block_error(z_orig, z_ref), keypoint_block_error(real_block(z, 1024, 1024), z_ref)
     assert our_error <= 2 * original_error, (our_error, original_error)
+
+
+@torch.inference_mode()
+def test_sharp_weights_are_within_the_original_float32_noise(runs, monkeypatch):
+    """Weights whose final projection is 19 times sharper (couplings spanning > 10,000 units, where an
+    exp-domain Sinkhorn without stabilisation leaves the float64 range): the fidelity gate still holds
+    on the CPU's exp-domain Sinkhorn (models/superglue.py: exp_sinkhorn_iterations)."""
+    from superglue_ros.models import superglue as superglue_module
+    state = dict(confident_weights()[1])
+    state['final_proj.weight'] = state['final_proj.weight'] * 19
+    superglue = SuperGlue()
+    superglue.load_state_dict(state)
+    superglue.eval()
+    spans, sinkhorn = [], superglue_module.sinkhorn
+    monkeypatch.setattr(superglue_module, 'sinkhorn', lambda c, *args: spans.append((c.max() - c.min()).item())
+                        or sinkhorn(c, *args))
+    run = runs('freiburg 0-1')
+    z_ref, reference = original_superglue({k: v.double() for k, v in state.items()}, run['data64'], superglue.config)
+    z_orig, original = original_superglue(superglue.state_dict(), run['data32'], superglue.config)
+    encoded = encode_both(superglue, run['data32'])
+    z_ours, ours = superglue.log_assignment(*encoded), superglue.match(*encoded)
+    assert spans and min(spans) > 10_000, spans
+
+    ref_matches = [matched(reference)]
+    original_agreement, our_agreement = (agreement(ref_matches, [matched(out)]) for out in (original, ours))
+    assert len(ref_matches[0]) > 300
+    assert our_agreement >= original_agreement - 0.01, (our_agreement, original_agreement)
+    original_error, our_error = score_error(original, reference), score_error(ours, reference)
+    assert our_error <= 2 * original_error, (our_error, original_error)
+    original_error, our_error = keypoint_block_error(z_orig, z_ref), keypoint_block_error(z_ours, z_ref)
+    assert our_error <= 2 * original_error, (our_error, original_error)

@@ -24,9 +24,10 @@ from torch import Tensor, nn
 from ..precision import HalfWeights, check_precision, full_precision
 from ..settings import check_all, defaults, names
 
-# Sinkhorn runs in the exp domain while the couplings span at most this many units: its kernel entries
-# (>= exp(-EXP_SPAN)) and scalings then stay normal float64 numbers (log-space updates otherwise)
-EXP_SPAN = 500.0
+# exp-domain Sinkhorn: a scaling beyond [1 / SCALING_LIMIT, SCALING_LIMIT] is absorbed into the potentials.
+# Kernel entries are <= 1 and a scaling <= 1e100, so a row sum is >= its marginal / 1e100 (a normal
+# float64) and an entry lost below the smallest normal float64 (2.2e-308) weighs < 1e-100 of it.
+SCALING_LIMIT = 1e100
 
 
 def mlp(channels: list[int]) -> nn.Sequential:
@@ -152,52 +153,80 @@ def attention_mask(mask: Tensor | None) -> Tensor | None:
     return (mask | ~mask.any(1, keepdim=True))[:, None, None]
 
 
+def log_update(log_marginal: Tensor, exponents: Tensor, dim: int) -> Tensor:
+    """One half of a log-space Sinkhorn iteration: log_marginal - logsumexp(exponents, dim), and -inf where
+    the marginal is zero (no -inf - -inf when a whole row or column is -inf)."""
+    return torch.where(log_marginal > -torch.inf, log_marginal - torch.logsumexp(exponents, dim), log_marginal)
+
+
 def log_sinkhorn_iterations(couplings: Tensor, log_mu: Tensor, log_nu: Tensor, iters: int) -> Tensor:
     """Sinkhorn normalisation in log space, the original's: rows sum to exp(log_mu), columns to exp(log_nu).
-    A row or column of zero marginal (log -inf: padding) gets potential -inf, also where all are zero."""
+    A row or column of zero marginal (log -inf: padding) has potential -inf from the start."""
     u, v = torch.zeros_like(log_mu), torch.where(log_nu > -torch.inf, 0, log_nu)  # v = 0 where the marginal is not 0
     for _ in range(iters):
-        u = torch.where(log_mu > -torch.inf, log_mu - torch.logsumexp(couplings + v.unsqueeze(1), dim=2), log_mu)
-        v = torch.where(log_nu > -torch.inf, log_nu - torch.logsumexp(couplings + u.unsqueeze(2), dim=1), log_nu)
+        u = log_update(log_mu, couplings + v.unsqueeze(1), 2)
+        v = log_update(log_nu, couplings + u.unsqueeze(2), 1)
     return couplings + u.unsqueeze(2) + v.unsqueeze(1)
 
 
-def exp_sinkhorn_iterations(couplings: Tensor, log_mu: Tensor, log_nu: Tensor, iters: int) -> Tensor | None:
-    """The iterates of log_sinkhorn_iterations, computed as exp(u + a), exp(v + b) with the kernel
-    K = exp(couplings - a - b), a the row maxima and b the column maxima of couplings - a: then
-    u = log_mu - log(K exp(v + b)) - a, and likewise for v. Two matrix-vector products per iteration
-    instead of two exp passes over the matrix. K's entries are in [exp(-span of couplings), 1] with a 1
-    in every row and column. In float64 (float32 sums of 1000 terms would double the original's float32
-    error, test_fidelity.py); the result in couplings' dtype. None when the span exceeds EXP_SPAN or a
-    scaling of a row or column of nonzero marginal leaves the normal range (one host read decides):
-    then the log-space updates are needed."""
+def exp_sinkhorn_iterations(couplings: Tensor, log_mu: Tensor, log_nu: Tensor, iters: int) -> Tensor:
+    """The iterates of log_sinkhorn_iterations, computed by matrix-vector products in the exp domain,
+    stabilised by absorbing large scalings into log-domain potentials (Schmitzer, "Stabilized sparse
+    scaling algorithms for entropy regularized transport problems", SIAM J. Sci. Comput. 41(3), 2019,
+    Algorithm 2, with a dense kernel: no truncation, no epsilon scaling).
+
+    The iterates are u = f + log(s), v = g + log(t) with potentials f [B, M, 1], g [B, 1, N], scalings
+    s, t and the kernel K = exp(couplings + f + g); an iteration is s = mu / (K t), t = nu / (s^T K):
+    two matrix-vector products instead of two exp passes over the matrix. It is kept when every
+    scaling of a nonzero marginal stays within [1 / SCALING_LIMIT, SCALING_LIMIT]; otherwise (a
+    host read decides, free on the CPU) that iteration runs in log space, the potentials take its
+    iterates and the kernel is rebuilt: its entries are then the plan's, <= 1. The couplings' span
+    only decides how often that happens (with any span, the result is the log-space one). At the
+    start f, g are minus the row maxima a and the column maxima b of couplings - a (every kernel
+    entry <= 1, a 1 in every row and column) and t = exp(b), i.e. v = 0 (or the first iteration in
+    log space when exp(b) is out of range). Rows and columns of zero
+    marginal (padding) get scalings 0, potentials -inf. In float64 (float32 sums of 1000 terms would
+    double the original's float32 error, test_fidelity.py); the result in couplings' dtype.
+    couplings [B, M, N], log_mu [B, M], log_nu [B, N] -> couplings + u + v [B, M, N]."""
     c = couplings.double()
-    a = c.amax(2, keepdim=True)                         # [B, M, 1]
-    b = (c - a).amax(1, keepdim=True)                   # [B, 1, N], <= 0
-    kernel = (c - a).sub_(b).exp_()
-    mu, nu = log_mu.double().exp().unsqueeze(2), log_nu.double().exp().unsqueeze(1)
-    exp_v = torch.where(nu > 0, b.exp(), 0)             # v = 0 to start, as in the log-space updates
+    log_mu, log_nu = log_mu.double(), log_nu.double()
+    mu, nu = log_mu.exp().unsqueeze(2), log_nu.exp().unsqueeze(1)
+
+    def in_range(scaling, marginal):
+        return ((scaling >= 1 / SCALING_LIMIT) & (scaling <= SCALING_LIMIT) | (marginal == 0)).all()
+
+    f = -c.amax(2, keepdim=True)                        # [B, M, 1]
+    g = -(c + f).amax(1, keepdim=True)                  # [B, 1, N], >= 0
+    s, t = torch.ones_like(mu), torch.where(nu > 0, (-g).exp(), 0)  # v = 0 to start, as in the log-space updates
+    stable = bool(in_range(t, nu))
+    if stable:
+        kernel = (c + f).add_(g).exp_()
+    else:  # v = 0 held as g = 0, t = 1 (-inf where the marginal is 0); the first iteration runs in log space
+        g, t = torch.where(nu > 0, 0, -torch.inf), torch.ones_like(t)
     for _ in range(iters):
-        exp_u = torch.where(mu > 0, mu / (kernel @ exp_v.transpose(1, 2)), 0)  # [B, M, 1]
-        exp_v = torch.where(nu > 0, nu / (exp_u.transpose(1, 2) @ kernel), 0)  # [B, 1, N]
-    scalings = torch.cat([exp_u[mu > 0], exp_v[nu > 0], c.new_ones(1)])
-    if not ((c.amax() - c.amin() <= EXP_SPAN) & (scalings.amin() >= torch.finfo(c.dtype).tiny)
-            & scalings.isfinite().all()):
-        return None
-    return c.add_(exp_u.log() - a).add_(exp_v.log() - b).to(couplings.dtype)
+        if stable:
+            s_next = torch.where(mu > 0, mu / (kernel @ t.transpose(1, 2)), 0)       # [B, M, 1]
+            t_next = torch.where(nu > 0, nu / (s_next.transpose(1, 2) @ kernel), 0)  # [B, 1, N]
+            if in_range(s_next, mu) & in_range(t_next, nu):
+                s, t = s_next, t_next
+                continue
+        # this iteration in log space from v = g + log(t), its iterates absorbed into the potentials
+        f = log_update(log_mu, c + (g + t.log()), 2).unsqueeze(2)
+        g = log_update(log_nu, c + f, 1).unsqueeze(1)
+        kernel = (c + f).add_(g).exp_()
+        s, t, stable = torch.ones_like(s), torch.ones_like(t), True
+    return (c + (f + s.log())).add_(g + t.log()).to(couplings.dtype)  # not in place: c may be couplings
 
 
 def sinkhorn(couplings: Tensor, log_mu: Tensor, log_nu: Tensor, iters: int) -> Tensor:
     """log_sinkhorn_iterations, on the CPU through exp_sinkhorn_iterations (about 6x faster there, within
-    the original's float32 rounding; its host read is free on the CPU). On a GPU the log-space updates run
-    as they are: fast there, and with no host read between the GNN and Sinkhorn of a camera's stream.
-    In an ONNX export: the log-space updates (a graph with no host read)."""
+    the original's float32 rounding, for couplings of any span; its host reads are free on the CPU). On a
+    GPU the log-space updates run as they are: fast there, and with no host read between the GNN and
+    Sinkhorn of a camera's stream. In an ONNX export: the log-space updates (a graph with no host read)."""
     if torch.onnx.is_in_onnx_export():
         return log_sinkhorn_iterations(couplings, log_mu, log_nu, iters)
     if couplings.device.type == 'cpu' and iters > 0:
-        z = exp_sinkhorn_iterations(couplings, log_mu, log_nu, iters)
-        if z is not None:
-            return z
+        return exp_sinkhorn_iterations(couplings, log_mu, log_nu, iters)
     return log_sinkhorn_iterations(couplings, log_mu, log_nu, iters)
 
 
