@@ -56,7 +56,9 @@ class FeatureVelocity:
         else:
             tracked = tracks_continue(result.inlier, result.verified_with, len(result.confidence))
             pixels, track_ids = result.frame_points[tracked], result.track_ids[tracked]
-            normalized = result.frame_points_normalized[tracked].astype(np.float64)
+            # float64 from the pixels, as for a keyframe (Matches' normalised points are float32: a feature that
+            # did not move would get a velocity of float32 rounding / dt)
+            normalized = calibration.normalize(pixels)
         velocity = np.zeros((len(track_ids), 2))
         dt = None if self._previous_stamp_s is None else result.stamp_s - self._previous_stamp_s
         if dt is not None and dt > 0:

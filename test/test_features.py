@@ -101,3 +101,15 @@ def test_the_message_decodes_as_vins_fusion_reads_it_for_one_and_two_cameras():
     assert [d[0] for d in decoded[0]] == [0, 1] and len(decoded[1]) == 1  # track 0 in both cameras, 1 in the left
     with pytest.raises(ValueError, match='at least one camera'):
         features_message(PointCloud().header, [])
+
+
+def test_a_feature_that_did_not_move_has_zero_velocity():
+    """Identical frames: the tracked pixels are those of the keyframe, so the velocity is exactly zero (the
+    keyframe's normalised points and the frame's must come from the same computation, not float64 vs float32)."""
+    points = np.random.default_rng(1).uniform([10, 10], [310, 230], (40, 2)).round()
+    tracker, velocity = KeyframeTracker(NEVER), FeatureVelocity()
+    velocity.features(step(tracker, features_at(points), 10.0), CALIBRATION)
+    still = velocity.features(step(tracker, features_at(points), 10.1, np.ones(40, np.uint8)), CALIBRATION)
+    assert len(still.track_ids) == 40
+    np.testing.assert_array_equal(still.velocity, 0.0)
+    np.testing.assert_array_equal(still.normalized, CALIBRATION.normalize(points))
