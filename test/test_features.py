@@ -113,3 +113,16 @@ def test_a_feature_that_did_not_move_has_zero_velocity():
     assert len(still.track_ids) == 40
     np.testing.assert_array_equal(still.velocity, 0.0)
     np.testing.assert_array_equal(still.normalized, CALIBRATION.normalize(points))
+
+
+def test_track_ids_past_2_to_the_24_stay_distinct_in_the_float32_channel():
+    """A long run numbers more than 2^24 tracks (16.7 M: 1024 new ids per keyframe for 16 k keyframes); float32
+    cannot hold those ids exactly, and neighbouring tracks would reach VINS as one feature. They are sent
+    modulo 2^24 (README), exact and distinct for any tracks less than 2^24 ids apart."""
+    from superglue_ros.features import TrackedFeatures
+
+    ids = np.array([2 ** 24 - 1, 2 ** 24, 2 ** 24 + 1, 2 ** 25 + 3], np.uint64)
+    features = TrackedFeatures(0, ids, np.zeros((4, 2), np.float32), np.zeros((4, 2)), np.zeros((4, 2)))
+    msg = deserialize_message(serialize_message(features_message(PointCloud().header, [features])), PointCloud)
+    sent = [int(v) for v in msg.channels[0].values]
+    assert sent == [2 ** 24 - 1, 0, 1, 3]
