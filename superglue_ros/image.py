@@ -201,6 +201,11 @@ def read_mask(path) -> np.ndarray:
     if mask.ndim != 2 or mask.dtype != np.uint8:
         raise ValueError(f'detection mask {path} is an image of shape {mask.shape} and dtype {mask.dtype}: a mask '
                          'must be mono8 (one 8-bit channel), zero where no keypoint may be')
+    levels = np.unique(mask)
+    if len(levels) > 2:
+        raise ValueError(f'detection mask {path} has {len(levels)} grey levels: every non-zero pixel counts as usable, '
+                         'so the levels between 0 and full (a JPEG\'s compression, soft brush edges) leak keypoints into '
+                         'the masked area; save a two-level mask (0 and 255) as PNG')
     if not mask.any():
         raise ValueError(f'detection mask {path} is zero everywhere: no keypoint could ever be detected (an inverted '
                          'mask?); non-zero marks where keypoints may be, zero where they may not')
