@@ -56,7 +56,9 @@ class FeatureVelocity:
         else:
             tracked = tracks_continue(result.inlier, result.verified_with, len(result.confidence))
             pixels, track_ids = result.frame_points[tracked], result.track_ids[tracked]
-            normalized = result.frame_points_normalized[tracked]
+            # float64 from the pixels, as for a keyframe (Matches' normalised points are float32: a feature that
+            # did not move would get a velocity of float32 rounding / dt)
+            normalized = calibration.normalize(pixels)
         return self.track(result.stamp_s, track_ids, pixels, normalized)
 
     def track(self, stamp_s: float, track_ids: np.ndarray, pixels: np.ndarray,

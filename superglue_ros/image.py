@@ -19,6 +19,7 @@ Coordinates: (x, y) pixels, origin at the centre of the top-left pixel. to_origi
 of the processed (resized) image back to the image as given: the one place that does.
 """
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -186,6 +187,13 @@ def read_mask(path) -> np.ndarray:
     """A detection mask file -> [H, W] bool, True where keypoints may be. The file is a mono8 image (one
     8-bit channel, e.g. a grey PNG) of the camera's image size, zero where no keypoint may be.
     ValueError, one line naming the file, when it cannot be read or is not mono8."""
+    path = Path(path)
+    # said before OpenCV, which would print its own warning line and return None for each of these
+    problem = ('does not exist' if not path.exists() else 'is a directory' if path.is_dir()
+               else 'is an empty file' if path.is_file() and path.stat().st_size == 0 else None)
+    if problem:
+        raise ValueError(f'detection mask {path} {problem}; give a mono8 PNG of the camera\'s image size, zero where '
+                         'no keypoint may be')
     mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if mask is None:
         raise ValueError(f'detection mask {path}: cannot read it as an image (missing, unreadable or not an '
@@ -193,6 +201,14 @@ def read_mask(path) -> np.ndarray:
     if mask.ndim != 2 or mask.dtype != np.uint8:
         raise ValueError(f'detection mask {path} is an image of shape {mask.shape} and dtype {mask.dtype}: a mask '
                          'must be mono8 (one 8-bit channel), zero where no keypoint may be')
+    levels = np.unique(mask)
+    if len(levels) > 2:
+        raise ValueError(f'detection mask {path} has {len(levels)} grey levels: every non-zero pixel counts as usable, '
+                         'so the levels between 0 and full (a JPEG\'s compression, soft brush edges) leak keypoints into '
+                         'the masked area; save a two-level mask (0 and 255) as PNG')
+    if not mask.any():
+        raise ValueError(f'detection mask {path} is zero everywhere: no keypoint could ever be detected (an inverted '
+                         'mask?); non-zero marks where keypoints may be, zero where they may not')
     return mask != 0
 
 

@@ -101,3 +101,28 @@ def test_the_message_decodes_as_vins_fusion_reads_it_for_one_and_two_cameras():
     assert [d[0] for d in decoded[0]] == [0, 1] and len(decoded[1]) == 1  # track 0 in both cameras, 1 in the left
     with pytest.raises(ValueError, match='at least one camera'):
         features_message(PointCloud().header, [])
+
+
+def test_a_feature_that_did_not_move_has_zero_velocity():
+    """Identical frames: the tracked pixels are those of the keyframe, so the velocity is exactly zero (the
+    keyframe's normalised points and the frame's must come from the same computation, not float64 vs float32)."""
+    points = np.random.default_rng(1).uniform([10, 10], [310, 230], (40, 2)).round()
+    tracker, velocity = KeyframeTracker(NEVER), FeatureVelocity()
+    velocity.features(step(tracker, features_at(points), 10.0), CALIBRATION)
+    still = velocity.features(step(tracker, features_at(points), 10.1, np.ones(40, np.uint8)), CALIBRATION)
+    assert len(still.track_ids) == 40
+    np.testing.assert_array_equal(still.velocity, 0.0)
+    np.testing.assert_array_equal(still.normalized, CALIBRATION.normalize(points))
+
+
+def test_track_ids_past_2_to_the_24_stay_distinct_in_the_float32_channel():
+    """A long run numbers more than 2^24 tracks (16.7 M: 1024 new ids per keyframe for 16 k keyframes); float32
+    cannot hold those ids exactly, and neighbouring tracks would reach VINS as one feature. They are sent
+    modulo 2^24 (README), exact and distinct for any tracks less than 2^24 ids apart."""
+    from superglue_ros.features import TrackedFeatures
+
+    ids = np.array([2 ** 24 - 1, 2 ** 24, 2 ** 24 + 1, 2 ** 25 + 3], np.uint64)
+    features = TrackedFeatures(0, ids, np.zeros((4, 2), np.float32), np.zeros((4, 2)), np.zeros((4, 2)))
+    msg = deserialize_message(serialize_message(features_message(PointCloud().header, [features])), PointCloud)
+    sent = [int(v) for v in msg.channels[0].values]
+    assert sent == [2 ** 24 - 1, 0, 1, 3]

@@ -524,13 +524,14 @@ def test_relative_pose_features_and_mask_over_dds(context, weight_files, panel_s
         driver.close()
 
 
-@pytest.mark.parametrize('masks, says', [("['/nonexistent/mask.png']", 'cannot read it as an image'),
+@pytest.mark.parametrize('masks, says', [("['/nonexistent/mask.png']", '/nonexistent/mask.png does not exist'),
                                          ("['left:/nonexistent/mask.png']", "'left' is not in cameras")])
 def test_an_unusable_mask_stops_the_start_in_one_line(weight_files, masks, says):
     node = NodeProcess('/test_bad_mask', {**NODE_SETTINGS, **weight_files, 'masks': masks})
     assert node.wait() == 1
     fatal, = [line for line in node.output.splitlines() if 'FATAL' in line]
     assert says in fatal and 'Traceback' not in node.output, node.output
+    assert 'imread' not in node.output, node.output  # no OpenCV warning line besides ours
 
 
 def test_the_onnxruntime_backend_over_dds(context, weight_files, full_frames, tmp_path, monkeypatch):

@@ -591,15 +591,30 @@ def test_a_detection_mask_with_a_resize_keeps_keypoints_out_of_the_masked_area(m
     assert len(camera.process(image, 3.0).confidence) > 0
 
 
-@pytest.mark.parametrize('content, says', [(b'not an image', 'cannot read it as an image'), (None, 'mono8')])
-def test_an_unusable_mask_file_is_refused_in_one_line(tmp_path, content, says):
+@pytest.mark.parametrize('content, says', [
+    (b'not an image', 'cannot read it as an image'), (None, 'mono8'), (b'', 'is an empty file'),
+    ('missing', 'does not exist'), ('directory', 'is a directory'), ('zero', 'zero everywhere'),
+    ('jpeg', 'grey levels')])
+def test_an_unusable_mask_file_is_refused_in_one_line(tmp_path, capfd, content, says):
     from superglue_ros.image import read_mask
 
     file = tmp_path / 'mask.png'
     if content is None:
         cv2.imwrite(str(file), np.zeros((48, 64, 3), np.uint8))  # colour, not mono8
-    else:
+    elif content == 'directory':
+        file.mkdir()
+    elif content == 'zero':                                       # masks out every pixel: nothing could be detected
+        cv2.imwrite(str(file), np.zeros((48, 64), np.uint8))
+    elif content == 'jpeg':  # a disc masked, saved lossy: zero pixels at its edge come back as 1, 2, ...: usable
+        file = tmp_path / 'mask.jpg'
+        disc = cv2.circle(np.full((48, 64), 255, np.uint8), (32, 24), 15, 0, -1)
+        cv2.imwrite(str(file), disc, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        assert (cv2.imread(str(file), cv2.IMREAD_UNCHANGED)[disc == 0] != 0).any()
+    elif content != 'missing':
         file.write_bytes(content)
+    capfd.readouterr()
     with pytest.raises(ValueError, match=says) as error:
         read_mask(file)
     assert str(file) in str(error.value) and '\n' not in str(error.value)
+    if content in ('missing', 'directory', b''):  # the one line is ours: no OpenCV warning on stderr before it
+        assert 'imread' not in capfd.readouterr().err

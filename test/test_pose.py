@@ -131,3 +131,15 @@ def test_relative_pose_refuses_arrays_of_different_lengths():
         relative_pose(np.eye(3), np.zeros((5, 2)), np.zeros((4, 2)), np.ones(5, np.uint8))
     with pytest.raises(ValueError, match='3 depths'):
         relative_pose(np.eye(3), np.zeros((5, 2)), np.zeros((5, 2)), np.ones(5, np.uint8), np.ones(3))
+
+
+def test_a_camera_that_did_not_move_or_only_turned_gives_no_pose():
+    """README: with no baseline every point triangulates at infinity and fails recoverPose's cheirality check,
+    so the pose is 'none' (not a random unit translation) although the essential fit flags inliers."""
+    pixels0, _, _, _ = scene()
+    still = estimate(pixels0, pixels0.copy())
+    turned = (np.column_stack([(pixels0 - K[:2, 2]) / 500.0, np.ones(len(pixels0))]) @ R_TRUE.T) @ K.T
+    turned = estimate(pixels0, (turned[:, :2] / turned[:, 2:]).astype(np.float32))
+    for c in (still, turned):
+        assert c.inlier.sum() > 0 and (c.pose.source, c.pose.inliers) == ('none', 0)
+        np.testing.assert_array_equal(c.pose.translation, np.zeros(3))

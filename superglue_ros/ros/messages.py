@@ -85,15 +85,21 @@ FEATURE_CHANNELS = ('id', 'camera_id', 'u', 'v', 'velocity_x', 'velocity_y', 'gr
                     'ground_truth_z')
 
 
+FEATURE_ID_MODULO = 2 ** 24  # the `id` channel is float32: exact integers below 2^24
+
+
 def features_message(header, features: list[TrackedFeatures]) -> PointCloud:
     """sensor_msgs/PointCloud in the VINS-Mono / VINS-Fusion feature-tracker layout (README, features topic):
     one point (x, y, 1) per feature on the normalised image plane of its camera, and FEATURE_CHANNELS. Takes
     the features of one or more cameras of one stamp (a stereo pair: camera_id 0 and 1). Ids are sent as
-    float32, exact up to 2^24 (VINS reads them back with a cast to int)."""
+    float32, modulo 2^24 to stay exact (VINS reads them back with a cast to int)."""
     if not features:
         raise ValueError('features_message needs the TrackedFeatures of at least one camera')
     track_ids, pixels, normalized, velocity = (np.concatenate([getattr(f, name) for f in features])
                                                for name in ('track_ids', 'pixels', 'normalized', 'velocity'))
+    # float32 holds integers exactly only up to 2^24: ids are sent modulo 2^24 (FEATURE_ID_MODULO), so tracks
+    # fewer than 2^24 ids apart never reach VINS as one feature after a long run
+    track_ids = np.asarray(track_ids, np.uint64) % np.uint64(FEATURE_ID_MODULO)
     camera_ids = np.concatenate([np.full(len(f.track_ids), f.camera_id) for f in features])
     zeros = np.zeros(len(track_ids))
     columns = (track_ids, camera_ids, pixels[:, 0], pixels[:, 1], velocity[:, 0], velocity[:, 1], zeros, zeros, zeros)
