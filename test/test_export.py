@@ -323,3 +323,29 @@ def test_a_detection_mask_works_the_same_in_both_backends(cache, images):
         keypoints[backend] = camera.process(frame, 1.0).frame_features.keypoints_original()
     assert len(keypoints['torch']) == 512 and keypoints['torch'][:, 0].min() >= 200
     np.testing.assert_array_equal(keypoints['onnxruntime'], keypoints['torch'])
+
+
+def test_the_command_exports_hugging_face_weights_as_the_same_graphs(tmp_path, exported):
+    """A Hugging Face SuperGlue checkpoint directory (with its SuperPoint inside, as magic-leap-community/
+    superglue_indoor ships it) exports to checked files whose weights are those of the same .pth files: the
+    sidecar's state_sha256 of each model agrees with the .pth export's, and the graphs give the same maps."""
+    from model_fixtures import write_hf_superglue
+    from superglue_ros.weights import load_superglue, load_superpoint
+
+    directory_pth, (superpoint_file, superglue_file) = exported
+    state_superpoint, state_superglue = (torch.load(path, weights_only=True) for path in (superpoint_file, superglue_file))
+    checkpoint = write_hf_superglue(tmp_path / 'hf_superglue', state_superglue, state_superpoint)
+    output = tmp_path / 'export'
+    assert main(['--superglue-weights', str(checkpoint), '--sinkhorn-iterations', '20', '--output', str(output)]) == 0
+    for name in FILES:
+        onnx.checker.check_model(str(output / name))
+    hf, pth = (json.loads((d / SIDECAR).read_text()) for d in (output, directory_pth))
+    for name in ('superpoint', 'superglue'):
+        assert hf['weights'][name]['state_sha256'] == pth['weights'][name]['state_sha256']
+    assert hf['weights']['superglue']['state_sha256'] == state_sha256(load_superglue(str(checkpoint)))
+    assert hf['weights']['superpoint']['state_sha256'] == state_sha256(load_superpoint(None, superglue_spec=str(checkpoint)))
+    image = np.random.default_rng(0).random((1, 1, 96, 128), dtype=np.float32)
+    maps = [session(d / 'superpoint.onnx').run(None, {session(d / 'superpoint.onnx').get_inputs()[0].name: image})
+            for d in (output, directory_pth)]
+    for a, b in zip(*maps):
+        np.testing.assert_array_equal(a, b)
