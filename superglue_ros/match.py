@@ -3,7 +3,8 @@
     python -m superglue_ros.match IMAGE0 IMAGE1 [--superpoint-weights W] [--superglue-weights W]
         [--max-keypoints N] [--keypoint-threshold T] [--nms-radius R] [--match-threshold M]
         [--sinkhorn-iterations K] [--max-matching-memory-mb MIB] [--resize WIDTH HEIGHT]
-        [--device auto|cpu|cuda|cuda:N] [--precision fp32|bf16|fp16] [--json OUT.json] [--image OUT.png]
+        [--device auto|cpu|cuda|cuda:N] [--precision fp32|bf16|fp16] [--backend torch|onnxruntime]
+        [--json OUT.json] [--image OUT.png]
 
 The setting flags are the rows of superglue_ros/settings.py (defaults, accepted values, descriptions),
 the same as the node's parameters.
@@ -45,8 +46,10 @@ import cv2
 import numpy as np
 import torch
 
+from .export import ExportError
 from .image import ImageError
 from .matcher import Matcher, ResourceError, memory_guard
+from .runtime import RuntimeUnavailable
 from .settings import SETTINGS, check_all, resize_of
 from .visualization import draw_matches
 from .weights import WeightsError
@@ -66,7 +69,8 @@ class Parser(argparse.ArgumentParser):
 # flag metavars of the settings; everything else about a flag comes from settings.py
 METAVARS = {'superpoint_weights': 'W', 'superglue_weights': 'W', 'device': 'DEVICE', 'precision': 'P',
             'resize': ('WIDTH', 'HEIGHT'), 'max_keypoints': 'N', 'keypoint_threshold': 'T', 'nms_radius': 'R',
-            'match_threshold': 'M', 'sinkhorn_iterations': 'K', 'max_matching_memory_mb': 'MIB'}
+            'match_threshold': 'M', 'sinkhorn_iterations': 'K', 'max_matching_memory_mb': 'MIB',
+            'backend': 'B'}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,9 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('image0', type=Path, metavar='IMAGE0',
                         help='first image (any file OpenCV reads; read as grey with its EXIF orientation applied)')
     parser.add_argument('image1', type=Path, metavar='IMAGE1', help='second image')
-    for name, setting in SETTINGS.items():
-        if not setting.cli:
-            continue
+    add_setting_flags(parser, [name for name, setting in SETTINGS.items() if setting.cli])
+    parser.add_argument('--json', type=Path, metavar='OUT.json', help='write keypoints, matches and timings')
+    parser.add_argument('--image', type=Path, metavar='OUT.png', help='write the match picture')
+    return parser
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, setting_names):
+    """One flag per settings.py row named (type, description, default from the table); values are
+    checked by settings.check, with the table's message (also export.py's flags)."""
+    for name in setting_names:
+        setting = SETTINGS[name]
         default = setting.default
         kind = int if isinstance(default, list) else type(default)
         help_text = f'{setting.description} (default: {default!r})'
@@ -91,9 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
                          'the original\'s match_pairs.py writes them (default: as given)')
         parser.add_argument(f'--{name.replace("_", "-")}', type=kind, nargs=2 if isinstance(default, list) else None,
                             metavar=METAVARS[name], help=help_text.replace('%', '%%'))
-    parser.add_argument('--json', type=Path, metavar='OUT.json', help='write keypoints, matches and timings')
-    parser.add_argument('--image', type=Path, metavar='OUT.png', help='write the match picture')
-    return parser
 
 
 def settings_of(args) -> dict:
@@ -206,7 +215,8 @@ def write_picture(args, images, content: dict, matcher: Matcher):
 def main(argv=None) -> int:
     try:
         run(build_parser().parse_args(argv))
-    except (UsageError, ImageError, WeightsError, ResourceError, ValueError, OSError) as e:
+    except (UsageError, ImageError, WeightsError, ResourceError, ExportError, RuntimeUnavailable, ValueError,
+            OSError) as e:
         message = ' '.join(str(e).split())  # one line
         print(f'{PROG}: error: {message}', file=sys.stderr)
         return 2

@@ -37,6 +37,7 @@ from torch import Tensor
 from .image import Upload, grey_tensor, to_original, to_upload
 from .models import SuperGlue, SuperPoint
 from .precision import check_precision
+from .runtime import OnnxRuntimeBackend
 from .settings import check, check_all, defaults, names, resize_of
 from .weights import load_superglue, load_superpoint
 
@@ -48,11 +49,14 @@ class ResourceError(RuntimeError):
 
 def is_out_of_memory(error: BaseException) -> bool:
     """torch.cuda.OutOfMemoryError, MemoryError, a CPU allocator failure (a RuntimeError of c10's
-    DefaultCPUAllocator) or OpenCV's (cv2.error with code StsNoMem, e.g. from cv2.resize)."""
+    DefaultCPUAllocator), OpenCV's (cv2.error with code StsNoMem, e.g. from cv2.resize) or onnxruntime's
+    (its own exception types, not RuntimeErrors: 'Failed to allocate memory' of its arena allocator)."""
     if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
         return True
     if isinstance(error, cv2.error):
         return error.code == cv2.Error.StsNoMem
+    if type(error).__module__.startswith('onnxruntime'):
+        return 'Failed to allocate memory' in str(error)
     return isinstance(error, RuntimeError) and any(
         text in str(error) for text in ("can't allocate memory", 'DefaultCPUAllocator', 'out of memory'))
 
@@ -144,6 +148,15 @@ class MatchResult:
         return idx0, self.matches0[idx0], self.matching_scores0[idx0]
 
 
+def check_backend(backend: str, precision: str) -> str:
+    """The backend setting, checked; ValueError for a combination it does not run."""
+    backend = check('backend', backend)
+    if backend == 'onnxruntime' and precision != 'fp32':
+        raise ValueError(f"backend 'onnxruntime' runs fp32 only (the exported graphs), got precision {precision!r}: "
+                         "use precision 'fp32', or backend 'torch' for half precision")
+    return backend
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """'auto' -> CUDA when available, else CPU; 'cpu', 'cuda', 'cuda:N' as given, if usable.
     ValueError saying what to use otherwise."""
@@ -167,12 +180,14 @@ class Matcher:
     resize: None (images as given) or (width, height) every image is resized to (INTER_AREA) before
     SuperPoint; keypoints are in pixels of the processed image, Features.keypoints_original() maps
     them back. precision: 'fp32' (the original computation), 'bf16' or 'fp16' (settings.py).
+    backend: 'torch' or 'onnxruntime' (runtime.py: the exported networks in ONNX Runtime, fp32 only;
+    `log` takes its one line when it exports them, the first time for these weights and settings).
     Settings (defaults and accepted values: settings.py) change live with configure().
     """
     MODEL_SETTINGS = names('superpoint') + names('superglue') + ('max_matching_memory_mb',)
 
     def __init__(self, superpoint: SuperPoint, superglue: SuperGlue, device='auto', resize=None,
-                 precision: str = 'fp32'):
+                 precision: str = 'fp32', backend: str = 'torch', log=None):
         if not isinstance(superpoint, SuperPoint) or not isinstance(superglue, SuperGlue):
             raise TypeError(f'Matcher(superpoint, superglue) takes a models.SuperPoint and a models.SuperGlue, '
                             f'got {type(superpoint).__name__} and {type(superglue).__name__}')
@@ -182,24 +197,30 @@ class Matcher:
         self.device = resolve_device(device)
         self.resize = resize_of(resize)
         self.precision = check('precision', precision)
+        self.backend = check_backend(backend, self.precision)
         self.superpoint = superpoint.eval().to(self.device)
         self.superglue = superglue.eval().to(self.device)
         for model in (self.superpoint, self.superglue):
             model.set_precision(self.precision)  # ValueError where the device has no fast kernels for it
         self.max_matching_memory_mb = defaults('matcher')['max_matching_memory_mb']
+        self.runtime = None if self.backend == 'torch' else OnnxRuntimeBackend(
+            self.superpoint, self.superglue, self.device, log, image_size=self.resize)
 
     @classmethod
     def from_weights(cls, superpoint_weights, superglue_weights, device='auto', resize=None, precision='fp32',
-                     **settings) -> 'Matcher':
+                     backend='torch', log=None, **settings) -> 'Matcher':
         """Matcher from weights specs (weights.py: preset, hub id, file or Hugging Face directory).
         superpoint_weights None or '': SuperPoint from superglue_weights (weights.load_superpoint).
         settings: MODEL_SETTINGS. ValueError / WeightsError before anything slow when a value is bad."""
         check_all(settings)  # before the slow part: bad values fail at once
         device, precision = resolve_device(device), check('precision', precision)
         check_precision(precision, device)
+        check_backend(backend, precision)
         resize = resize_of(resize)
         superpoint = load_superpoint(superpoint_weights or None, superglue_spec=superglue_weights)
-        matcher = cls(superpoint, load_superglue(superglue_weights), device, resize, precision)
+        superglue = load_superglue(superglue_weights, {name: settings[name] for name in names('superglue')
+                                                       if name in settings})  # settings baked into an export
+        matcher = cls(superpoint, superglue, device, resize, precision, backend, log)
         matcher.configure(**settings)
         return matcher
 
@@ -244,7 +265,10 @@ class Matcher:
         with memory_guard(self.device, f'detecting keypoints in {width}x{height} images',
                           'the image size (resize: [width, height])'):
             grey = grey_tensor(images, uploads[0].color_order)[:, None]  # [B, 1, h, w] float32
-            pred = self.superpoint(grey)
+            if self.runtime is None:
+                pred = self.superpoint(grey)
+            else:  # the same keypoint selection as the torch model, on onnxruntime's dense maps
+                pred = self.superpoint.keypoints_from_maps(*self.runtime.superpoint_maps(grey))
         return [Features(keypoints, scores, descriptors, upload.processed_size, upload.scale)
                 for keypoints, scores, descriptors, upload
                 in zip(pred['keypoints'], pred['scores'], pred['descriptors'], uploads)]
@@ -255,8 +279,9 @@ class Matcher:
             if features.descriptors.device != self.device:
                 raise ValueError(f'features extracted on {features.descriptors.device} cannot be matched on '
                                  f'{self.device}: extract them with this matcher')
-            features.encoded = self.superglue.encode(features.keypoints[None], features.scores[None],
-                                                     features.descriptors[None], features.image_size)
+            encode = self.superglue.encode if self.runtime is None else self.runtime.encode
+            features.encoded = encode(features.keypoints[None], features.scores[None], features.descriptors[None],
+                                      features.image_size)
         return features.encoded
 
     def check_matching_memory(self, n: int, m: int):
@@ -276,7 +301,11 @@ class Matcher:
         n, m = len(features0.scores), len(features1.scores)
         with memory_guard(self.device, f'matching {n} x {m} keypoints',
                           'max_keypoints (or max_matching_memory_mb, which refuses such pairs before they run)'):
-            return self.superglue.match(self.encoded(features0), self.encoded(features1))
+            if self.runtime is None:
+                return self.superglue.match(self.encoded(features0), self.encoded(features1))
+            # Sinkhorn and the mutual check of the torch model, on onnxruntime's score matrix
+            scores = self.runtime.score_matrix(self.encoded(features0), self.encoded(features1), n, m)
+            return self.superglue.matches_from_scores(scores)
 
     # -- the calls: synchronous, numpy out --------------------------------------------------------
 

@@ -50,6 +50,7 @@ from std_srvs.srv import Trigger
 from superglue_ros.msg import Keyframe, Matches
 from superglue_ros.srv import MatchImages
 
+from .export import ExportError
 from .geometry import Calibration, Verification
 from .image import ImageError
 from .matcher import Matcher, ResourceError
@@ -61,6 +62,7 @@ from .ros.image_conversion import (ImageConversionError, compressed_msg_to_numpy
 from .ros.qos import AdaptiveSubscription
 from .ros.messages import (fill_match_images_response, keyframe_message, match_picture, matches_message,
                            stamp_to_seconds)
+from .runtime import RuntimeUnavailable
 from .settings import names
 from .tracking import KeyframePolicy
 from .weights import WeightsError
@@ -278,7 +280,8 @@ class SuperGlueNode(Node):
         v = self.values
         self.matcher = Matcher.from_weights(
             v['superpoint_weights'], v['superglue_weights'], device=v['device'], resize=v['resize'],
-            precision=v['precision'], **{name: v[name] for name in Matcher.MODEL_SETTINGS})
+            precision=v['precision'], backend=v['backend'], log=self.get_logger().info,
+            **{name: v[name] for name in Matcher.MODEL_SETTINGS})
         self.verification = Verification.from_settings(v)
         policy = KeyframePolicy.from_settings(v)
         self.cameras = [Camera(self, name, self.matcher, policy, self.verification) for name in v['cameras']]
@@ -296,7 +299,9 @@ class SuperGlueNode(Node):
         topics = ', '.join(camera.image_topic for camera in self.cameras)
         logger.info(f'matching {topics} on {self.matcher.device} (superglue_weights={v["superglue_weights"]!r}, '
                     f'superpoint_weights={v["superpoint_weights"] or "from superglue_weights"!r}, '
-                    f'resize={self.matcher.resize}, precision={self.matcher.precision}, {self.matcher.settings})')
+                    f'resize={self.matcher.resize}, precision={self.matcher.precision}, backend={self.matcher.backend}'
+                    + (f' ({self.matcher.runtime.directory})' if self.matcher.runtime else '')
+                    + f', {self.matcher.settings})')
         if message_filters is None:
             logger.info('message_filters is not installed: Matches.camera_info is the latest camera_info '
                         'received, not the one with the image stamp')
@@ -388,7 +393,7 @@ def main(args=None) -> int:
         return 1
     try:
         node = SuperGlueNode()
-    except (WeightsError, ValueError) as e:  # parameters.ParameterError is a ValueError
+    except (WeightsError, ValueError, ExportError, RuntimeUnavailable) as e:  # ParameterError is a ValueError
         logger.fatal(f'cannot start: {e}')
         rclpy.try_shutdown()
         return 1

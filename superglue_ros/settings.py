@@ -137,6 +137,13 @@ _ROWS = [
             'Size [width, height] images are resized to before inference (INTER_AREA); [0, 0]: as given. '
             'Published coordinates are always pixels of the image as given',
             'matcher', live=False, cli=True),
+    # -- deployment runtimes (export.py, runtime.py): chosen at start-up ----------------------
+    Setting('backend', 'torch', "'torch' or 'onnxruntime'", _one_of('torch', 'onnxruntime'),
+            "What runs the networks. 'torch': the PyTorch models. 'onnxruntime': SuperPoint's dense network and "
+            "SuperGlue's encoder and GNN exported to ONNX (python -m superglue_ros.export, cached by weights and "
+            'settings) and run by ONNX Runtime, on the CPU or CUDA as device says, fp32 only; keypoint selection, '
+            'Sinkhorn and the mutual check stay in torch, so every setting stays live',
+            'matcher', live=False, cli=True),
     # -- SuperPoint (models/superpoint.py), live ----------------------------------------------
     Setting('max_keypoints', -1, 'an integer >= 1, or -1 for all', lambda v: _is_int(v) and (v == -1 or v >= 1),
             'Most keypoints kept per image, highest detection scores first; -1: all', 'superpoint', cli=True),

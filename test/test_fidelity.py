@@ -221,6 +221,89 @@ def test_float64_run_computes_the_original_function(runs):
         assert torch.equal(out[key], reference[key])
 
 
+# -- the onnxruntime backend (runtime.py) through the same gate ------------------------------------
+
+@pytest.fixture(scope='module', params=['dynamic', 'static'])
+def onnxruntime_backend(superglue, tmp_path_factory, request):
+    """The onnxruntime backend of this module's models, exported into a cache of the module's own, with
+    dynamic shapes or static ones (640x480 images, each side's keypoints padded to 1100 with a mask)."""
+    pytest.importorskip('onnxruntime')
+    from superglue_ros.runtime import OnnxRuntimeBackend
+
+    superpoint = SuperPoint({'max_keypoints': MAX_KEYPOINTS, 'remove_borders': 0})
+    superpoint.load_state_dict(confident_weights()[0])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv('SUPERGLUE_ROS_ONNX_DIR', str(tmp_path_factory.mktemp('onnx_cache')))
+        static = (1100, (640, 480)) if request.param == 'static' else None
+        yield superpoint.eval(), OnnxRuntimeBackend(superpoint, superglue, torch.device('cpu'), static=static)
+
+
+@pytest.mark.parametrize('name', PAIRS)
+@torch.inference_mode()
+def test_onnxruntime_is_within_the_original_float32_noise(runs, superglue, onnxruntime_backend, name):
+    """onnxruntime's encoder and GNN (superglue_encode.onnx, superglue_scores.onnx), then the torch model's
+    Sinkhorn and mutual check (SuperGlue.matches_from_scores): the gate of the torch fp32 mode."""
+    from superglue_ros.models.superglue import log_optimal_transport
+
+    _, backend = onnxruntime_backend
+    run = runs(name)
+    z_ref, reference = run['reference']
+    z_orig, original = original_superglue(superglue.state_dict(), run['data32'], superglue.config)
+    data = run['data32']
+    encoded = [backend.encode(data[f'keypoints{i}'], data[f'scores{i}'], data[f'descriptors{i}'], data[f'image_size{i}'])
+               for i in (0, 1)]
+    scores = backend.score_matrix(*encoded, MAX_KEYPOINTS, MAX_KEYPOINTS)
+    z_ours = log_optimal_transport(scores, superglue.bin_score, superglue.config['sinkhorn_iterations'])
+    ours = superglue.matches_from_scores(scores)
+
+    ref_matches = [matched(reference)]
+    original_agreement, our_agreement = (agreement(ref_matches, [matched(out)]) for out in (original, ours))
+    assert our_agreement >= original_agreement - 0.01, (name, our_agreement, original_agreement)
+    original_error, our_error = score_error(original, reference), score_error(ours, reference)
+    assert our_error <= 2 * original_error, (name, our_error, original_error)
+    original_error, our_error = keypoint_block_error(z_orig, z_ref), keypoint_block_error(z_ours, z_ref)
+    assert our_error <= 2 * original_error, (name, our_error, original_error)
+
+
+@pytest.mark.parametrize('name', PAIRS)
+@torch.inference_mode()
+def test_onnxruntime_keypoints_differ_only_at_float32_ties(runs, onnxruntime_backend, name):
+    """SuperPoint's keypoints from onnxruntime's dense maps (superpoint.onnx, then the torch model's own
+    SuperPoint.keypoints_from_maps) are the torch model's, except where the decision is a tie within
+    the float32 rounding of the dense scores: a keypoint kept by one and not the other has its score
+    within that rounding of the top-k cutoff, the threshold, or a rival in its NMS window. Counted."""
+    superpoint, backend = onnxruntime_backend
+    differing = 0
+    for image, features in zip(runs(name)['images'], runs(name)['features']):
+        dense_ort, descriptors_ort = backend.superpoint_maps(image)
+        feature_map = superpoint.encode(image)
+        dense = superpoint.dense_scores(feature_map)
+        rounding = 4 * (dense_ort - dense).abs().max().item()  # float32 rounding of the two computations
+        assert rounding < 1e-4
+        assert (descriptors_ort - superpoint.descriptor_map(feature_map)).abs().max() < 1e-5
+        ours = superpoint.keypoints_from_maps(dense_ort, descriptors_ort)
+        torch_points = {tuple(p) for p in features['keypoints'][0].long().tolist()}
+        ort_points = {tuple(p) for p in ours['keypoints'][0].long().tolist()}
+        assert len(ort_points) == len(torch_points) == MAX_KEYPOINTS
+        cutoff = features['scores'][0].min().item()  # the top-k boundary
+        radius = superpoint.config['nms_radius']
+        for x, y in torch_points ^ ort_points:
+            score = dense[0, y, x].item()
+            window = dense[0, max(y - radius, 0):y + radius + 1, max(x - radius, 0):x + radius + 1]
+            rival = ((window - score).abs() <= rounding).sum().item() > 1  # another maximum within rounding
+            assert (abs(score - cutoff) <= rounding or abs(score - superpoint.config['keypoint_threshold']) <= rounding
+                    or rival), (name, (x, y), score, cutoff)
+        differing += len(torch_points - ort_points)
+        index, index_ort = ({tuple(p): i for i, p in enumerate(f['keypoints'][0].long().tolist())}
+                            for f in (features, ours))
+        common = sorted(torch_points & ort_points)
+        i, j = (torch.tensor([lookup[p] for p in common]) for lookup in (index, index_ort))
+        assert (features['scores'][0][i] - ours['scores'][0][j]).abs().max() <= rounding
+        assert (features['descriptors'][0][:, i] - ours['descriptors'][0][:, j]).abs().max() < 1e-5
+    print(f'\n[onnxruntime keypoints] {name}: {differing} of {2 * MAX_KEYPOINTS} differ, each a float32 tie')
+    assert differing <= 0.01 * 2 * MAX_KEYPOINTS
+
+
 # -- padding masks: padded keypoints change nothing for the real ones --------------------------------
 
 def padded(data: dict, i: int, real: int, size: int) -> tuple:

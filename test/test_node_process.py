@@ -417,3 +417,35 @@ def test_match_service_under_a_memory_limit(context, weight_files, full_frames):
         assert 'Traceback' not in node.output
     finally:
         driver.close()
+
+
+def test_the_onnxruntime_backend_over_dds(context, weight_files, full_frames, tmp_path, monkeypatch):
+    """Issue 14: `backend: onnxruntime`, 640x480 colour frames from a reliable publisher in another process.
+    The node starts from the export cache (made here by a Matcher with the node's weights and settings)
+    without exporting, and publishes the matches that the torch backend finds in this process."""
+    from superglue_ros.matcher import Matcher
+    from superglue_ros.pipeline import match_pair
+
+    pytest.importorskip('onnxruntime')
+    monkeypatch.setenv('SUPERGLUE_ROS_ONNX_DIR', str(tmp_path))
+    settings = {'resize': [320, 240], 'max_keypoints': 256, 'sinkhorn_iterations': 20}
+    specs = (weight_files['superpoint_weights'], weight_files['superglue_weights'])
+    exported = Matcher.from_weights(*specs, device='cpu', backend='onnxruntime', **settings).runtime.directory
+    reference = Matcher.from_weights(*specs, device='cpu', backend='torch', **settings)
+    node = NodeProcess(f'/test_onnxruntime_{os.getpid()}', {**FULL_SETTINGS, **weight_files, 'backend': 'onnxruntime'},
+                       env={'SUPERGLUE_ROS_ONNX_DIR': str(tmp_path)})
+    driver = Driver(context, node)
+    try:
+        messages = [numpy_to_image_msg(frame, 'bgr8') for frame in full_frames[:4]]
+        assert len(messages[0].data) == 640 * 480 * 3
+        received = [driver.send('', msg) for msg in messages]
+        assert f'backend=onnxruntime ({exported})' in node.output and 'exporting' not in node.output, node.output
+        assert received[0].is_new_keyframe and all(m.keyframe_id == 0 for m in received)
+        for frame, msg in zip(full_frames[1:4], received[1:]):
+            expected = match_pair(reference, full_frames[0], frame).correspondences
+            pairs = set(zip(msg.keyframe_indices, msg.frame_indices))
+            expected_pairs = set(zip(expected.indices0.tolist(), expected.indices1.tolist()))
+            assert len(pairs) > 20 and len(pairs & expected_pairs) >= 0.95 * len(expected_pairs), (
+                len(pairs), len(expected_pairs), len(pairs & expected_pairs))
+    finally:
+        driver.close()

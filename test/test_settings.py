@@ -24,6 +24,7 @@ SAMPLES = {
     'superpoint_weights': (['', 'superpoint', 'dir/x.safetensors'], [5, None]),
     'device': (['auto', 'cpu', 'cuda', 'cuda:1'], ['gpu', 'cuda:x', '', 0]),
     'precision': (['fp32', 'bf16', 'fp16'], ['fp8', 'FP32', 1]),
+    'backend': (['torch', 'onnxruntime'], ['onnx', 'ORT', 'tensorrt', 1]),
     'resize': ([[0, 0], [], [320, 240], [16, 16], [8192, 4320]], [[640], [10, 10], [320.0, 240.0], 'big', [-1, -1],
                                                                   [100000, 100000], [8193, 16]]),
     'max_keypoints': ([-1, 1, 1024], [0, -2, 1.5, True, '5']),
@@ -104,6 +105,8 @@ def test_matcher_start_up_settings(models):
         assert refusal(Matcher, *models, device='cpu', precision=value) == refusal(check, 'precision', value)
     for value in ('gpu', 'cuda:x', ''):
         assert refusal(Matcher, *models, device=value) == refusal(check, 'device', value)
+    for value in SAMPLES['backend'][1]:
+        assert refusal(Matcher, *models, device='cpu', backend=value) == refusal(check, 'backend', value)
     assert Matcher(*models, device='cpu', resize=[320, 240]).resize == resize_of([320, 240]) == (320, 240)
 
 

@@ -61,10 +61,13 @@ def run_mlp(layers: nn.Sequential, rows: Tensor, half: HalfWeights | None = None
     return rows
 
 
-def normalize_keypoints(keypoints: Tensor, image_size: tuple[int, int]) -> Tensor:
-    """Pixels [B, N, 2] -> centred on the image and scaled by 0.7 of its larger side."""
-    # made on the device: new_tensor() would copy from the host and stall it until the stream is idle
-    size = torch.stack([keypoints.new_full((), v) for v in image_size])  # (width, height)
+def normalize_keypoints(keypoints: Tensor, image_size: tuple[int, int] | Tensor) -> Tensor:
+    """Pixels [B, N, 2] -> centred on the image and scaled by 0.7 of its larger side; image_size
+    (width, height), as numbers or a tensor [2]."""
+    if torch.is_tensor(image_size):  # [2] (an input of the ONNX export, export.py)
+        size = image_size.to(keypoints)
+    else:  # made on the device: new_tensor() would copy from the host and stall it until the stream is idle
+        size = torch.stack([keypoints.new_full((), v) for v in image_size])
     return (keypoints - size / 2) / (size.max() * 0.7)
 
 
@@ -327,21 +330,27 @@ class SuperGlue(nn.Module):
             desc = desc + self.gnn.layers[0](x, x, half, attention_mask(mask))
         return desc
 
-    def log_assignment(self, encoded0: Tensor, encoded1: Tensor, mask0: Tensor | None = None,
-                       mask1: Tensor | None = None) -> Tensor:
-        """Two encode() outputs [B, D, N], [B, D, M] (N, M >= 1) -> log assignment [B, N + 1, M + 1]
-        (float32, or float64 for a float64 model; last row and column: the dustbins), the input of
-        match()'s mutual check: remaining GNN layers, final projection, score matrix, Sinkhorn.
-        mask0 [B, N], mask1 [B, M]: padding masks as in encode(); padded rows and columns are -inf and
-        the others those of the unpadded images (log_optimal_transport)."""
+    def score_matrix(self, encoded0: Tensor, encoded1: Tensor, mask0: Tensor | None = None,
+                     mask1: Tensor | None = None) -> Tensor:
+        """Two encode() outputs [B, D, N], [B, D, M] (N, M >= 1) -> score matrix [B, N, M] (float32, or
+        float64 for a float64 model): remaining GNN layers, final projection, scaled dot products.
+        mask0 [B, N], mask1 [B, M]: padding masks as in encode() (padded points are not attended to)."""
         desc0, desc1 = (e.transpose(1, 2).contiguous().transpose(1, 2) for e in (encoded0, encoded1))  # as rows
         desc0, desc1 = self.gnn(desc0, desc1, first=self.encoded_layers, half=self.half_weights,
                                 mask0=mask0, mask1=mask1)
         mdesc0, mdesc1 = (linear(d.transpose(1, 2), self.final_proj) for d in (desc0, desc1))  # [B, N, D]
-        scores = mdesc0 @ mdesc1.transpose(1, 2) / self.config['descriptor_dim'] ** 0.5  # [B, N, M]
         # optimal transport in (at least) float32, also for a half-precision model: 100 iterations need it
-        return log_optimal_transport(full_precision(scores), self.bin_score, self.config['sinkhorn_iterations'],
-                                     mask0, mask1)
+        return full_precision(mdesc0 @ mdesc1.transpose(1, 2) / self.config['descriptor_dim'] ** 0.5)
+
+    def log_assignment(self, encoded0: Tensor, encoded1: Tensor, mask0: Tensor | None = None,
+                       mask1: Tensor | None = None) -> Tensor:
+        """Two encode() outputs [B, D, N], [B, D, M] (N, M >= 1) -> log assignment [B, N + 1, M + 1]
+        (float32, or float64 for a float64 model; last row and column: the dustbins), the input of
+        match()'s mutual check: score_matrix, then Sinkhorn. mask0 [B, N], mask1 [B, M]: padding masks
+        as in encode(); padded rows and columns are -inf and the others those of the unpadded images
+        (log_optimal_transport)."""
+        return log_optimal_transport(self.score_matrix(encoded0, encoded1, mask0, mask1), self.bin_score,
+                                     self.config['sinkhorn_iterations'], mask0, mask1)
 
     def match(self, encoded0: Tensor, encoded1: Tensor, mask0: Tensor | None = None,
               mask1: Tensor | None = None) -> dict:
@@ -352,14 +361,23 @@ class SuperGlue(nn.Module):
         and no branch on tensor values (exportable to ONNX at fixed N, M)."""
         b, _, n = encoded0.shape
         m = encoded1.shape[2]
+        scores = (self.score_matrix(encoded0, encoded1, mask0, mask1) if n and m
+                  else encoded0.new_zeros((b, n, m), dtype=torch.float))
+        return self.matches_from_scores(scores, mask0, mask1)
+
+    def matches_from_scores(self, scores: Tensor, mask0: Tensor | None = None, mask1: Tensor | None = None) -> dict:
+        """match() from the score matrix [B, N, M] (score_matrix; mask0, mask1 as there): Sinkhorn with
+        this model's bin score and sinkhorn_iterations, then the mutual check at match_threshold. Every
+        backend's score matrix goes through here (matcher.py: also one computed by onnxruntime)."""
+        b, n, m = scores.shape
         if n == 0 or m == 0:
-            return {'matches0': encoded0.new_full((b, n), -1, dtype=torch.long),
-                    'matches1': encoded1.new_full((b, m), -1, dtype=torch.long),
-                    'matching_scores0': encoded0.new_zeros((b, n), dtype=torch.float),
-                    'matching_scores1': encoded1.new_zeros((b, m), dtype=torch.float)}
+            return {'matches0': scores.new_full((b, n), -1, dtype=torch.long),
+                    'matches1': scores.new_full((b, m), -1, dtype=torch.long),
+                    'matching_scores0': scores.new_zeros((b, n), dtype=torch.float),
+                    'matching_scores1': scores.new_zeros((b, m), dtype=torch.float)}
         config = self.config
         check_superglue_config(config)
-        scores = self.log_assignment(encoded0, encoded1, mask0, mask1)[:, :-1, :-1]
+        scores = log_optimal_transport(scores, self.bin_score, config['sinkhorn_iterations'], mask0, mask1)[:, :-1, :-1]
         if mask0 is not None or mask1 is not None:  # padded entries never win a maximum
             real0 = mask0[:, :, None] if mask0 is not None else True
             real1 = mask1[:, None] if mask1 is not None else True

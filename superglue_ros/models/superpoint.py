@@ -119,9 +119,10 @@ class SuperPoint(nn.Module):
         x = image
         if self.half_weights:  # channels-last: the layout of the fast half-precision kernels (AMX, tensor cores)
             x = x.to(self.half_weights.dtype, memory_format=torch.channels_last)
-        elif x.device.type == 'cpu' and x.dtype == torch.float32:
+        elif x.device.type == 'cpu' and x.dtype == torch.float32 and not torch.onnx.is_in_onnx_export():
             # oneDNN's blocked layout: the kernels that the default layout runs too (the same values bit for
-            # bit), without a layout conversion around every convolution, and oneDNN's max-pooling
+            # bit), without a layout conversion around every convolution, and oneDNN's max-pooling (not in
+            # an ONNX export, which records plain convolutions)
             x = x.to_mkldnn()
         for conv_a, conv_b, pool in ((self.conv1a, self.conv1b, True), (self.conv2a, self.conv2b, True),
                                      (self.conv3a, self.conv3b, True), (self.conv4a, self.conv4b, False)):
@@ -133,6 +134,11 @@ class SuperPoint(nn.Module):
 
     def keypoint_scores(self, features: Tensor) -> Tensor:
         """Dense detection scores after NMS: [B, 128, h, w] -> [B, 8h, 8w], float32 (or float64)."""
+        return simple_nms(self.dense_scores(features), self.config['nms_radius'])
+
+    def dense_scores(self, features: Tensor) -> Tensor:
+        """Dense detection scores before NMS: [B, 128, h, w] -> [B, 8h, 8w], float32 (or float64); where
+        an ONNX export of SuperPoint stops (export.py)."""
         # convPb, softmax and NMS in (at least) float32: thresholds, NMS and top-k need exact ties and order
         hidden = self.conv(self.convPa, features).relu_()
         scores = full_precision(self.convPb(hidden.to(self.convPb.weight.dtype)))
@@ -140,8 +146,7 @@ class SuperPoint(nn.Module):
         b, _, h, w = scores.shape
         # depth to space: channel (r, c) of cell (i, j) is pixel (8i + r, 8j + c)
         scores = scores.permute(0, 2, 3, 1).reshape(b, h, w, CELL, CELL)
-        scores = scores.permute(0, 1, 3, 2, 4).reshape(b, h * CELL, w * CELL)
-        return simple_nms(scores, self.config['nms_radius'])
+        return scores.permute(0, 1, 3, 2, 4).reshape(b, h * CELL, w * CELL)
 
     def descriptor_map(self, features: Tensor) -> Tensor:
         """Dense descriptors: [B, 128, h, w] -> [B, D, h, w], L2-normalised, float32 (or float64)."""
@@ -156,29 +161,40 @@ class SuperPoint(nn.Module):
                              f'got shape {tuple(image.shape)} {image.dtype}')
         if image.shape[2] < 16 or image.shape[3] < 16:
             raise ValueError(f'SuperPoint needs images of at least 16x16 pixels, got {image.shape[3]}x{image.shape[2]}')
+        features = self.encode(image)
+        return self.keypoints_from_maps(self.dense_scores(features), self.descriptor_map(features))
+
+    def keypoints_from_maps(self, dense_scores: Tensor, descriptor_map: Tensor) -> dict:
+        """The keypoints of the dense maps, as forward() returns them: dense_scores [B, H, W] before NMS
+        (dense_scores), descriptor_map [B, D, H / 8, W / 8] (descriptor_map) -> NMS, select_keypoints
+        and sample_descriptors per image. Every backend's maps go through here (matcher.py: also those
+        computed by onnxruntime), so the detection settings and rules live in this one place."""
         config = self.config
         check_superpoint_config(config)
-
-        features = self.encode(image)
-        dense_scores = self.keypoint_scores(features)
-        height, width = dense_scores.shape[1:]  # image size rounded down to a multiple of 8
-        border = config['remove_borders']
-
-        keypoints, scores = [], []
-        for s in dense_scores:
-            yx = torch.nonzero(s > config['keypoint_threshold'])  # [N, 2] (y, x), row-major order
-            inside = ((yx[:, 0] >= border) & (yx[:, 0] < height - border)
-                      & (yx[:, 1] >= border) & (yx[:, 1] < width - border))
-            yx = yx[inside]
-            s = s[yx[:, 0], yx[:, 1]]
-            if 0 <= config['max_keypoints'] < len(yx):
-                s, best = torch.topk(s, config['max_keypoints'], dim=0)
-                yx = yx[best]
-            keypoints.append(yx.flip(1).float())
-            scores.append(s)
-
-        descriptors = [sample_descriptors(k, d) for k, d in zip(keypoints, self.descriptor_map(features))]
+        keypoints, scores = select_keypoints(simple_nms(dense_scores, config['nms_radius']), config)
+        descriptors = [sample_descriptors(k, d) for k, d in zip(keypoints, descriptor_map)]
         return {'keypoints': keypoints, 'scores': scores, 'descriptors': descriptors}
+
+
+def select_keypoints(dense_scores: Tensor, config: dict) -> tuple[list[Tensor], list[Tensor]]:
+    """Keypoints of dense scores after NMS [B, H, W]: above keypoint_threshold, at least remove_borders
+    pixels from every border, the best max_keypoints by score (all for -1). Returns B keypoints [N_i, 2]
+    (x, y) pixels, float32, and B scores [N_i] (row-major order, or by decreasing score after top-k)."""
+    height, width = dense_scores.shape[1:]  # image size rounded down to a multiple of 8
+    border = config['remove_borders']
+    keypoints, scores = [], []
+    for s in dense_scores:
+        yx = torch.nonzero(s > config['keypoint_threshold'])  # [N, 2] (y, x), row-major order
+        inside = ((yx[:, 0] >= border) & (yx[:, 0] < height - border)
+                  & (yx[:, 1] >= border) & (yx[:, 1] < width - border))
+        yx = yx[inside]
+        s = s[yx[:, 0], yx[:, 1]]
+        if 0 <= config['max_keypoints'] < len(yx):
+            s, best = torch.topk(s, config['max_keypoints'], dim=0)
+            yx = yx[best]
+        keypoints.append(yx.flip(1).float())
+        scores.append(s)
+    return keypoints, scores
 
 
 def check_superpoint_config(config: dict):
