@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from superglue_ros.models import superglue as superglue_module
-from superglue_ros.models.superglue import exp_sinkhorn_iterations, log_optimal_transport, log_sinkhorn_iterations
+from superglue_ros.models.superglue import (exp_sinkhorn_iterations, log_optimal_transport, log_sinkhorn_iterations,
+                                            log_update)
 
 
 def couplings_of(scores: torch.Tensor, mask0=None, mask1=None) -> tuple:
@@ -50,8 +51,6 @@ def test_exp_domain_gives_the_log_space_iterates(monkeypatch, name, absorbs, pad
     assert (z.exp() - reference.exp()).abs().max() < 1e-12  # entries of the plan are <= 1
     assert ((z - reference)[torch.isfinite(reference) & (reference > -10)]).abs().max() < 1e-8  # relative, on entries > 4.5e-5
 
-
-log_update = superglue_module.log_update
 
 
 def test_no_real_keypoint_at_all_gives_an_empty_plan():
