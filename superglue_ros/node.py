@@ -265,7 +265,7 @@ class Camera:
         msg = frame.msg
         image = to_numpy(msg)
         right, stereo_geometry = self._stereo_inputs(frame, image)
-        calibration = self._calibration(frame.camera_info, (image[0].shape[1], image[0].shape[0]))
+        calibration = self._frame_calibration(frame, image, stereo_geometry)
         result = self.pipeline.process(image[0], stamp_to_seconds(msg.header.stamp), image[1], calibration,
                                        None if right is None else right[0], stereo_geometry)
         if self.pipeline.verification.method == 'essential' and result.verified_with == 'fundamental':
@@ -316,6 +316,10 @@ class Camera:
                 f'publish_features: no calibration for {self.image_topic} (no camera_info on {self.camera_info.topic}, '
                 f'K all zero, or one ignored as logged): ~/features needs normalised points, nothing is published '
                 f'on {self._features_pub.topic_name} until a calibrated camera_info arrives')
+
+    def _frame_calibration(self, frame: Frame, image, stereo_geometry) -> Calibration | None:
+        """The calibration the frame's points are normalised with (Matches, the pose, ~/features)."""
+        return self._calibration(frame.camera_info, (image[0].shape[1], image[0].shape[0]))
 
     def _stereo_inputs(self, frame: Frame, image) -> tuple:
         """((right image, color_order), StereoGeometry or None) of a rig's pair; a lone camera has none."""
@@ -438,6 +442,13 @@ class Rig(Camera):
                 + '): left-right matches verified with the fundamental matrix, no depth. For rectified images '
                   '(image_rect) set stereo_rectified: true', throttle_duration_sec=LOG_THROTTLE_S)
         return right, geometry
+
+    def _frame_calibration(self, frame: Frame, image, stereo_geometry) -> Calibration | None:
+        """A rectified pair's left image is projected by the left P, not by the camera_info's K and D (those
+        of the raw camera, with image_rect): its keyframe matches, pose and features use P, as the depth does."""
+        if self.pipeline.stereo.is_rectified(stereo_geometry):
+            return stereo_geometry.calibration(LEFT)
+        return super()._frame_calibration(frame, image, stereo_geometry)
 
     def _other_features(self, result, features) -> list:
         """The right image's features of the pair: its left-right inliers whose left keypoint is among the left

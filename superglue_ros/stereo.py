@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .geometry import Verification
+from .geometry import Calibration, Verification
 from .settings import check, defaults
 from .tracking import Correspondences, FrameResult
 
@@ -128,6 +128,12 @@ class StereoGeometry:
     def baseline_m(self) -> float:
         """B = -Tx / fx' of the right P, metres; 0 when Tx is 0 (not a stereo calibration)."""
         return -self.right_p[3] / self.right_p[0]
+
+    def calibration(self, side: int) -> Calibration:
+        """The rectified camera of `side` as a geometry.Calibration: K' = P's left 3x3, no distortion (a
+        rectified image is projected by P, not by the camera_info's K and D: image_pipeline's convention)."""
+        p = np.asarray(self.left_p if side == LEFT else self.right_p).reshape(3, 4)
+        return Calibration(p[:, :3].reshape(-1).tolist(), 'plumb_bob', ())
 
     def normalize(self, points, side: int) -> np.ndarray:
         """Pixels [K, 2] of a rectified image of `side` -> [K, 2] float32 (x, y) on that rectified camera's
