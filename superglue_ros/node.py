@@ -433,13 +433,11 @@ class Rig(Camera):
             geometry = None
             self.node.get_logger().error(f'camera_infos of {self.rig_name} ignored: {e}',
                                          throttle_duration_sec=LOG_THROTTLE_S)
-        if not self.pipeline.stereo.is_rectified(geometry):
+        why = self.pipeline.stereo.not_rectified_because(geometry)
+        if why is not None:
             self.node.get_logger().warn(
                 f'stereo pair {self.rig_name} is not known to be rectified (camera_infos on {self.camera_info.topic} '
-                f'and {self.right_camera_info.topic}: '
-                + ('none with a P, or one ignored as logged' if geometry is None else
-                   'the right P has Tx = 0' if geometry.baseline_m == 0 else 'R is not the identity')
-                + '): left-right matches verified with the fundamental matrix, no depth. For rectified images '
+                f'and {self.right_camera_info.topic}: {why}): left-right matches verified with the fundamental matrix, no depth. For rectified images '
                   '(image_rect) set stereo_rectified: true', throttle_duration_sec=LOG_THROTTLE_S)
         return right, geometry
 

@@ -86,7 +86,7 @@ class StampPairer:
 def _matrix(values, size: int, name: str) -> np.ndarray:
     values = np.asarray(values, np.float64).reshape(-1)
     if values.size != size or not np.isfinite(values).all():
-        raise ValueError(f'{name} must be {size} finite numbers, got {list(values)}')
+        raise ValueError(f'{name} must be {size} finite numbers, got {values.tolist()}')
     return values
 
 
@@ -107,7 +107,7 @@ class StereoGeometry:
             p = _matrix(getattr(self, name), 12, f'{name} (P of the camera_info)')
             object.__setattr__(self, name, tuple(p.tolist()))
             if not (p[0] > 0 and p[5] > 0 and p[1] == p[4] == p[8] == p[9] == p[11] == 0 and p[10] == 1):
-                raise ValueError(f'{name} = {list(p)} is not a rectified projection matrix [fx, 0, cx, Tx, 0, fy, cy, '
+                raise ValueError(f'{name} = {p.tolist()} is not a rectified projection matrix [fx, 0, cx, Tx, 0, fy, cy, '
                                  'Ty, 0, 0, 1, 0] with fx, fy > 0 pixels: check the stereo calibration')
 
     @classmethod
@@ -211,7 +211,22 @@ class StereoVerification:
                        **{f: values[s] for f, s in cls.SETTINGS.items() if s in values})
 
     def is_rectified(self, geometry: StereoGeometry | None) -> bool:
-        return geometry is not None and geometry.baseline_m != 0 and (self.rectified or geometry.identity_r)
+        return self.not_rectified_because(geometry) is None
+
+    def not_rectified_because(self, geometry: StereoGeometry | None) -> str | None:
+        """Why the pair is not treated as rectified (one phrase for the node's warning), None when it is.
+        A right P with Tx > 0 (a negative baseline) is the left camera's P seen from the right one: the
+        pair is swapped (every disparity would be negative, so no match could be a rectified inlier)."""
+        if geometry is None:
+            return 'none with a P, or one ignored as logged'
+        if geometry.baseline_m == 0:
+            return 'the right P has Tx = 0'
+        if geometry.baseline_m < 0:
+            return (f'the right P has Tx = {geometry.right_p[3]:g} > 0, a baseline of {geometry.baseline_m:g} m: '
+                    'the right camera is on the left, so the pair looks swapped; stereo_pairs takes "left:right"')
+        if not (self.rectified or geometry.identity_r):
+            return 'R is not the identity'
+        return None
 
     def verify(self, correspondences: Correspondences, geometry: StereoGeometry | None,
                left_keypoint_count: int) -> StereoResult:

@@ -298,3 +298,25 @@ def test_rig_pipeline_masks_each_image_with_its_camera_mask(matcher, rig):
             assert len(keypoints) > 20 and mask[y, x].all()
             ux, uy = unmasked.round().astype(int).T
             assert not mask[uy, ux].all()  # the mask had keypoints to remove
+
+
+def test_a_swapped_pair_is_not_rectified_and_says_why(rig):
+    """A right P with Tx > 0 (the rig named 'right:left', or a sign error in the calibration) would make every
+    disparity negative: no rectified inlier, silently. It is verified with the fundamental matrix instead and
+    the reason names the swap; a malformed P is named with plain numbers."""
+    frame = rig[0]
+    p = list(frame.right_info['p'])
+    p[3] = -p[3]
+    swapped = StereoGeometry.from_camera_infos(*infos(frame, right_p=p))
+    assert swapped.baseline_m < 0
+    verification = StereoVerification(rectified=True)
+    assert not verification.is_rectified(swapped)
+    assert 'swapped' in verification.not_rectified_because(swapped)
+    left = np.array([[100.0, 100.0], [150.0, 80.0], [200.0, 50.0], [120.0, 200.0], [60.0, 40.0], [250.0, 150.0],
+                     [30.0, 220.0], [280.0, 30.0]])
+    stereo = verification.verify(correspondences(left, frame.right_points(left)), swapped, 8)
+    assert stereo.correspondences.verified_with == 'fundamental'
+    assert verification.not_rectified_because(StereoGeometry.from_camera_infos(*infos(frame))) is None
+    with pytest.raises(ValueError) as raised:
+        StereoGeometry.from_camera_infos(*infos(frame, right_p=[1.0] * 12))
+    assert 'np.float64' not in str(raised.value) and '[1.0, 1.0,' in str(raised.value)
