@@ -428,6 +428,12 @@ class Rig(Camera):
             raise ImageError(f'the right image on {self.right_image_topic} has channel order {right[1]}, the left '
                              f'one {image[1]}: publish both cameras with one encoding')
         try:
+            for info, array, topic, image_topic in (
+                    (frame.camera_info, image[0], self.camera_info.topic, self.image_topic),
+                    (frame.right.camera_info, right[0], self.right_camera_info.topic, self.right_image_topic)):
+                if info is not None and info.width and (info.width, info.height) != (array.shape[1], array.shape[0]):
+                    raise ValueError(f'the camera_info on {topic} is for {info.width}x{info.height} images, the images '
+                                     f'on {image_topic} are {array.shape[1]}x{array.shape[0]}')
             geometry = StereoGeometry.from_camera_infos(frame.camera_info, frame.right.camera_info)
         except ValueError as e:
             geometry = None

@@ -260,3 +260,22 @@ def test_a_rectified_rig_normalises_left_points_with_p_not_the_raw_k_and_d(conte
                                    atol=1e-5)
     finally:
         rig.close()
+
+
+def test_a_camera_info_of_another_image_size_gives_no_depth(context, weight_files, capfd):
+    """The right camera_info's P was used whatever image size it was for (the left camera's K is checked):
+    a 1280x960 calibration on 640x480 images gave wrong depths. Now the pair's geometry is ignored with one
+    line naming the sizes, and the pair is verified with the fundamental matrix."""
+    pairs = stereo_sequence(2)
+    left, right = pairs[0].left_info, pairs[0].right_info
+    rig = InProcessRig(context, weight_files)
+    try:
+        rig.process(pairs[0].left, pairs[0].right, camera_info(left, 'left'), camera_info(right, 'right'), 3100)
+        assert rig.published['_stereo_pub'][-1].verified_with == 'rectified'
+        rig.process(pairs[1].left, pairs[1].right, camera_info(left, 'left'),
+                    camera_info({**right, 'width': 1280, 'height': 960}, 'right'), 3101)
+        stereo = rig.published['_stereo_pub'][-1]
+        assert stereo.verified_with == 'fundamental' and np.isnan(stereo.depth).all()
+        assert 'is for 1280x960 images, the images on' in capfd.readouterr().err
+    finally:
+        rig.close()
