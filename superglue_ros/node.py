@@ -636,8 +636,13 @@ class SuperGlueNode(Node):
         doing = f'cannot match keyframes {request.keyframe_id0} and {request.keyframe_id1} of camera {request.camera!r}'
         try:
             camera = next((c for c in self.cameras if c.name == request.camera), None)
+            rig = next((c for c in self.cameras if isinstance(c, Rig) and c.right_name == request.camera), None)
+            if rig is not None:
+                raise KeyError(f"camera {request.camera!r} is the right camera of the stereo rig "
+                               f"'{rig.name}:{rig.right_name}', which keeps its keyframes under its left camera: "
+                               f"ask for camera {rig.name!r}")
             if camera is None:
-                raise KeyError(f"this node has no camera {request.camera!r}; its cameras: "
+                raise KeyError(f"this node has no camera {request.camera!r}; its cameras with keyframes: "
                                f"{', '.join(repr(c.name) for c in self.cameras)}")
             keyframes = camera.pipeline.keyframes
             result = match_keyframes(self.matcher, keyframes, request.keyframe_id0, request.keyframe_id1,

@@ -279,3 +279,24 @@ def test_a_camera_info_of_another_image_size_gives_no_depth(context, weight_file
         assert 'is for 1280x960 images, the images on' in capfd.readouterr().err
     finally:
         rig.close()
+
+
+def test_match_keyframes_of_a_rigs_right_camera_says_to_ask_the_left_one(context, weight_files):
+    """The right camera of a rig has no keyframes of its own: the answer named it as a camera the node does not
+    have (listing only 'left'), which reads as a typo. It now says it is the rig's right camera and which to ask."""
+    from superglue_ros.srv import MatchKeyframes
+
+    pairs = stereo_sequence(1)
+    rig = InProcessRig(context, weight_files)
+    try:
+        rig.process(pairs[0].left, pairs[0].right, camera_info(pairs[0].left_info, 'left'),
+                    camera_info(pairs[0].right_info, 'right'), 3200)
+        response = rig.node._on_match_keyframes(MatchKeyframes.Request(camera='right', keyframe_id0=0, keyframe_id1=0),
+                                                MatchKeyframes.Response())
+        assert not response.success and "the right camera of the stereo rig 'left:right'" in response.message
+        assert "ask for camera 'left'" in response.message and '\n' not in response.message
+        response = rig.node._on_match_keyframes(MatchKeyframes.Request(camera='left', keyframe_id0=0, keyframe_id1=0),
+                                                MatchKeyframes.Response())
+        assert response.success and response.pose_source == 'pnp'  # the rig's keyframe has its stereo depth
+    finally:
+        rig.close()
