@@ -90,6 +90,7 @@ NODE_NAME = 'superglue'
 RCLError = _rclpy.RCLError  # what rclpy.init raises for bad --ros-args (rclpy exports no public names)
 UnknownROSArgsError = _rclpy.UnknownROSArgsError
 CAMERA_INFO_CACHE = 30  # camera_info messages kept to find the one of an image's stamp
+SERVICE_DRAIN_S = 30.0  # at shutdown, how long a running service call may take to answer
 LOG_THROTTLE_S = LOG_EVERY_S  # throttled error logs: the period Statistics.rejected counts rejections by
 
 
@@ -527,9 +528,13 @@ class SuperGlueNode(Node):
         self._service_lock = threading.Lock()
         self._service_counts = {service: {'requests': 0, 'failures': 0, 'last failure': ''}
                                 for service in ('match_images', 'match_keyframes')}
+        self._serving = 0                          # service callbacks running (destroy_node waits for them)
+        self._served = threading.Condition()
         services = MutuallyExclusiveCallbackGroup()  # they wait for the models: not on the image path
-        self.create_service(MatchImages, '~/match_images', self._on_match_images, callback_group=services)
-        self.create_service(MatchKeyframes, '~/match_keyframes', self._on_match_keyframes, callback_group=services)
+        self.create_service(MatchImages, '~/match_images', self._counted(self._on_match_images),
+                            callback_group=services)
+        self.create_service(MatchKeyframes, '~/match_keyframes', self._counted(self._on_match_keyframes),
+                            callback_group=services)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
@@ -565,7 +570,27 @@ class SuperGlueNode(Node):
         """Frames replaced by a newer one before a worker took them, all cameras, since start."""
         return sum(camera.mailbox.dropped for camera in self.cameras)
 
+    def _counted(self, handler):
+        """`handler` counted in _serving while it runs, so that destroy_node lets it answer first."""
+        def serve(request, response):
+            with self._served:
+                self._serving += 1
+            try:
+                return handler(request, response)
+            finally:
+                with self._served:
+                    self._serving -= 1
+                    self._served.notify_all()
+        return serve
+
     def destroy_node(self):
+        # Ctrl-C during a service call: rclpy's executor.shutdown() does not wait for running callbacks, and a
+        # response sent after its service is destroyed fails with a stray 'exception was never retrieved'
+        # line; let the call finish and answer (bounded, as the camera threads' join)
+        with self._served:
+            if not self._served.wait_for(lambda: self._serving == 0, timeout=SERVICE_DRAIN_S):
+                self.get_logger().warn(f'shutting down with a service call still running after {SERVICE_DRAIN_S:.0f} '
+                                       's: its caller gets no answer')
         for camera in self.cameras:
             camera.close()
         super().destroy_node()
