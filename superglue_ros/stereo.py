@@ -19,7 +19,6 @@ x_left in the left image is at x_right = x_left - fx' B / Z in the right one, on
 
 (stereo_image_proc's DisparityImage, whose delta_d is the cx difference; 0 with equal cx).
 """
-import bisect
 from collections import deque
 from dataclasses import dataclass, field, replace
 
@@ -39,7 +38,8 @@ class StampPairer:
     (tolerance 0: equal stamps) and, in spirit, its ApproximateTimeSynchronizer (the nearest stamp
     within the tolerance). Frames never pair with a frame of another time.
 
-    Stamps are integer nanoseconds (header sec * 10**9 + nanosec) and must increase on each side.
+    Stamps are integer nanoseconds (header sec * 10**9 + nanosec) and increase on each side, except when
+    they jump back (a restarted bag or driver): frames of before and after the jump still pair.
     A frame is dropped, and counted in `unpaired`, once it cannot be paired any more: the other side
     has a frame stamped more than the tolerance after it, or more than `queue_size` frames of its side
     are waiting. Not thread-safe: call add() from one thread (the node's callbacks hold a lock).
@@ -63,10 +63,10 @@ class StampPairer:
         while other and other[0][0] < stamp_ns - self.tolerance_ns:
             other.popleft()
             self.unpaired[1 - side] += 1
+        # the nearest by a linear search (at most queue_size frames): after stamps jump back (a restarted bag
+        # or driver) a queue holds the frames of before and after the jump, not in stamp order
         stamps = [stamp for stamp, _ in other]
-        i = bisect.bisect_left(stamps, stamp_ns)
-        nearest = min((j for j in (i - 1, i) if 0 <= j < len(stamps)), key=lambda j: abs(stamps[j] - stamp_ns),
-                      default=None)
+        nearest = min(range(len(stamps)), key=lambda j: abs(stamps[j] - stamp_ns), default=None)
         if nearest is None or abs(stamps[nearest] - stamp_ns) > self.tolerance_ns:
             mine.append((stamp_ns, item))
             if len(mine) > self.queue_size:

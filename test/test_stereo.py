@@ -320,3 +320,17 @@ def test_a_swapped_pair_is_not_rectified_and_says_why(rig):
     with pytest.raises(ValueError) as raised:
         StereoGeometry.from_camera_infos(*infos(frame, right_p=[1.0] * 12))
     assert 'np.float64' not in str(raised.value) and '[1.0, 1.0,' in str(raised.value)
+
+
+def test_pairing_recovers_every_pair_across_a_backward_stamp_jump():
+    """A restarted bag: the left camera's frames of after the jump (stamps 0..4) arrive while the right one's
+    last frames of before it (103, 104) are still on their way. The queue then holds stamps out of order, and the
+    bisection found neither 103 nor 0 in it: three pairs were lost. Every pair is formed."""
+    pairer = StampPairer(0.0)
+    arrivals = ([(LEFT, t, ('l', t)) for t in range(100, 105)] + [(RIGHT, t, ('r', t)) for t in range(100, 103)]
+                + [(LEFT, t, ('l', t)) for t in range(0, 5)] + [(RIGHT, t, ('r', t)) for t in range(103, 105)]
+                + [(RIGHT, t, ('r', t)) for t in range(0, 5)])
+    pairs = feed(pairer, arrivals)
+    assert all(left[1] == right[1] for left, right in pairs)  # never another time
+    assert sorted(left[1] for left, _ in pairs) == [0, 1, 2, 3, 4, 100, 101, 102, 103, 104]
+    assert pairer.unpaired == [0, 0]
