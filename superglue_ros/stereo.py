@@ -231,15 +231,14 @@ class StereoVerification:
     def verify(self, correspondences: Correspondences, geometry: StereoGeometry | None,
                left_keypoint_count: int) -> StereoResult:
         """The StereoResult of left-right correspondences (pixels of the images as given; completed in
-        place: inlier, normalized points from P when there is a geometry, verified_with)."""
+        place: inlier, normalized points from P when the pair is rectified, verified_with)."""
         if not (isinstance(left_keypoint_count, int) and left_keypoint_count >= 0):
             raise ValueError(f'left_keypoint_count must be an integer >= 0, got {left_keypoint_count!r}')
         c = correspondences
         disparity = (c.points0[:, 0] - c.points1[:, 0]).astype(np.float32)
         depth = np.full(len(disparity), np.nan, np.float32)
-        if geometry is not None:
+        if self.is_rectified(geometry):  # P maps rectified images only: raw ones keep no normalised points
             c.normalized0, c.normalized1 = geometry.normalize(c.points0, LEFT), geometry.normalize(c.points1, RIGHT)
-        if self.is_rectified(geometry):
             depth = geometry.depth(disparity)
             rows = np.abs(c.points0[:, 1] - c.points1[:, 1]) <= self.row_threshold_px
             c.inlier = (rows & np.isfinite(depth)).astype(np.uint8)

@@ -334,3 +334,19 @@ def test_pairing_recovers_every_pair_across_a_backward_stamp_jump():
     assert all(left[1] == right[1] for left, right in pairs)  # never another time
     assert sorted(left[1] for left, _ in pairs) == [0, 1, 2, 3, 4, 100, 101, 102, 103, 104]
     assert pairer.unpaired == [0, 0]
+
+
+def test_an_unrectified_pair_has_no_points_normalised_with_p(rig):
+    """P projects the rectified images: raw images (R not the identity, stereo_rectified false) normalised with it
+    gave wrong points in StereoMatches and in the right camera's ~/features (VINS). They now have none."""
+    frame = rig[0]
+    rotated = np.eye(3)
+    rotated[:2, :2] = [[np.cos(0.05), -np.sin(0.05)], [np.sin(0.05), np.cos(0.05)]]
+    raw = StereoGeometry.from_camera_infos(*infos(frame, left_r=rotated.ravel().tolist()))
+    left = np.array([[100.0, 100.0], [150.0, 80.0], [200.0, 50.0], [120.0, 200.0], [60.0, 40.0], [250.0, 150.0],
+                     [30.0, 220.0], [280.0, 30.0]])
+    stereo = StereoVerification().verify(correspondences(left, frame.right_points(left)), raw, 8)
+    c = stereo.correspondences
+    assert c.verified_with == 'fundamental' and len(c.normalized0) == 0 == len(c.normalized1)
+    stereo = StereoVerification(rectified=True).verify(correspondences(left, frame.right_points(left)), raw, 8)
+    assert stereo.correspondences.verified_with == 'rectified' and len(stereo.correspondences.normalized1) == 8
