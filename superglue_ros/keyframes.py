@@ -276,7 +276,7 @@ class KeyframeStore:
 
     def memory_bytes(self) -> int:
         """Bytes held: every stored keyframe's arrays (the newest's device features included, and its
-        cached SuperGlue encoding) and the global descriptors."""
+        cached SuperGlue encoding, a rig's stereo depth) and the global descriptors."""
         with self._lock:
             entries = list(self._entries.values())
             total = 0 if self._vectors is None else self._vectors.nbytes + self._row_ids.nbytes
@@ -287,6 +287,7 @@ class KeyframeStore:
                 tensors += [features.descriptors] + ([features.encoded] if features.encoded is not None else [])
             total += sum(t.numel() * t.element_size() for t in tensors)
             total += keyframe.keypoints.nbytes + keyframe.track_ids.nbytes
+            total += 0 if keyframe.depth is None else keyframe.depth.nbytes  # a rig's keyframes: stereo depth
             total += 0 if features.keypoints_host is None else features.keypoints_host.nbytes
         return total
 

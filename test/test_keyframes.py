@@ -173,3 +173,15 @@ def test_match_keyframes_gives_the_relative_pose_metric_from_a_rigs_stored_depth
     np.testing.assert_allclose(pose.rotation @ pose.rotation.T, np.eye(3), atol=1e-9)
     mono = match_keyframes(matcher, camera.keyframes, 0, 2, Verification('fundamental')).pair.correspondences.pose
     assert mono.source == 'none'
+
+
+def test_a_rigs_keyframe_depth_is_counted_in_the_memory():
+    """A stereo rig's keyframes keep their depth ([N] float32) in the store: /diagnostics' 'keyframe store
+    memory (bytes)' left it out."""
+    store, with_depth = KeyframeStore(3), KeyframeStore(3)
+    for k in range(2):
+        store.add(fake_keyframe(k, count=100))
+        keyframe = fake_keyframe(k, count=100)
+        keyframe.depth = np.full(100, 2.0, np.float32)
+        with_depth.add(keyframe)
+    assert with_depth.memory_bytes() - store.memory_bytes() == 2 * 100 * 4
