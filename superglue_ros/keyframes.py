@@ -148,7 +148,7 @@ class KeyframeStore:
         self._vlad = VLAD()
         self._vectors: np.ndarray | None = None      # [size, K * D] float32 global descriptors, row = id % size
         self._row_ids = np.full(self.size, -1, np.int64)  # keyframe id of each row, -1: empty
-        self._added = 0
+        self._added = 0                              # keyframes added that have keypoints (the learning schedule)
         self.evicted = 0                             # keyframes evicted so far
 
     @property
@@ -178,7 +178,6 @@ class KeyframeStore:
                 raise ValueError(f'keyframe id {keyframe.id} added after {next(reversed(self._entries))}: '
                                  'ids must increase')
         descriptors = keyframe.features.descriptors.detach().to('cpu', STORED_DESCRIPTORS)  # [D, N]
-        self._added += 1
         with self._lock:
             previous = next(reversed(self._entries.values())) if self._entries else None
             if previous is not None:
@@ -189,8 +188,12 @@ class KeyframeStore:
                 self._row_ids[evicted % self.size] = -1
                 self.evicted += 1
             stored = list(self._entries.values())
-        if self._added <= TRAIN_UNTIL and self._added & (self._added - 1) == 0:  # keyframe 1, 2, 4, ...
-            self._learn(stored)
+        # keyframe 1, 2, 4, ... counting those with keypoints (a dark start or a lens cap gives keyframes without
+        # any: they would use up the schedule and leave the centroids unlearned, loop candidates off for good)
+        if descriptors.shape[1] > 0:
+            self._added += 1
+            if (self._added <= TRAIN_UNTIL and self._added & (self._added - 1) == 0) or self._vlad.centroids is None:
+                self._learn(stored)
         vector = None if self._vlad.centroids is None else self._vlad.describe(descriptors.T.float())
         return self._candidates(keyframe.id, vector)
 

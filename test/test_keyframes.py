@@ -185,3 +185,15 @@ def test_a_rigs_keyframe_depth_is_counted_in_the_memory():
         keyframe.depth = np.full(100, 2.0, np.float32)
         with_depth.add(keyframe)
     assert with_depth.memory_bytes() - store.memory_bytes() == 2 * 100 * 4
+
+
+def test_keyframes_without_keypoints_do_not_use_up_the_vocabulary_schedule():
+    """A camera starting in the dark (or with its lens cap on) takes a keyframe per frame, none with a keypoint.
+    The centroids were learned only at the 1st, 2nd, 4th, ... 64th keyframe added: after 64 empty ones, never,
+    and the camera had no loop candidates for the rest of its run, silently. Keyframes with keypoints count."""
+    store = KeyframeStore(200, LoopPolicy(candidates_k=5, exclude_recent=0, min_score=-1.0))
+    for k in range(70):
+        assert len(store.add(fake_keyframe(k, count=0)).ids) == 0
+    candidates = [store.add(fake_keyframe(k, count=50)) for k in range(70, 75)]
+    assert store._vlad.centroids is not None
+    assert len(candidates[-1].ids) == 5 and set(candidates[-1].ids.tolist()) <= set(range(75))
