@@ -22,8 +22,9 @@ no other network: VLAD (Jegou et al., "Aggregating local descriptors into a comp
 representation", CVPR 2010) with intra-normalisation (Arandjelovic & Zisserman, "All about VLAD",
 CVPR 2013) and signed square roots (Jegou et al., TPAMI 2012). Its CLUSTERS centroids are learned
 online from the camera's own keyframes (k-means on descriptors sampled from the store, again at
-the 1st, 2nd, 4th, ... TRAIN_UNTIL-th keyframe, every stored vector recomputed; fixed after), as no
-published SuperPoint vocabulary exists. The candidates of a keyframe are the loop_candidates_k
+the 1st, 2nd, 4th, ... TRAIN_UNTIL-th keyframe with keypoints, and at each one until there are enough
+samples, every stored vector recomputed; fixed after), as no published SuperPoint vocabulary exists. A
+keyframe without keypoints has no global descriptor: no candidates, and it is no one's candidate. The candidates of a keyframe are the loop_candidates_k
 stored keyframes most similar to it (cosine of the descriptors, -1..1), leaving out the
 loop_exclude_recent keyframes just before it and those below loop_min_score. The cost of one
 query is one [size, CLUSTERS * D] matrix-vector product (benchmarks/benchmark_loop.py measures
@@ -194,7 +195,9 @@ class KeyframeStore:
             self._added += 1
             if (self._added <= TRAIN_UNTIL and self._added & (self._added - 1) == 0) or self._vlad.centroids is None:
                 self._learn(stored)
-        vector = None if self._vlad.centroids is None else self._vlad.describe(descriptors.T.float())
+        # no keypoints, no description: such a keyframe (a black image) has no candidates and is none
+        vector = (None if self._vlad.centroids is None or descriptors.shape[1] == 0
+                  else self._vlad.describe(descriptors.T.float()))
         return self._candidates(keyframe.id, vector)
 
     def _learn(self, stored: list[_Entry]):
@@ -205,6 +208,8 @@ class KeyframeStore:
             return
         vectors, row_ids = np.zeros((self.size, self._vlad.dim), np.float32), np.full(self.size, -1, np.int64)
         for entry in stored[:-1]:
+            if entry.descriptors.shape[1] == 0:
+                continue
             row = entry.keyframe.id % self.size
             vectors[row], row_ids[row] = self._vlad.describe(entry.descriptors.T.float()), entry.keyframe.id
         with self._lock:

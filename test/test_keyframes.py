@@ -196,4 +196,17 @@ def test_keyframes_without_keypoints_do_not_use_up_the_vocabulary_schedule():
         assert len(store.add(fake_keyframe(k, count=0)).ids) == 0
     candidates = [store.add(fake_keyframe(k, count=50)) for k in range(70, 75)]
     assert store._vlad.centroids is not None
-    assert len(candidates[-1].ids) == 5 and set(candidates[-1].ids.tolist()) <= set(range(75))
+    assert sorted(candidates[-1].ids.tolist()) == [70, 71, 72, 73]  # the black keyframes are none
+
+
+def test_a_keyframe_without_keypoints_is_no_loop_candidate_and_has_none():
+    """A black keyframe's global descriptor was the zero vector: cosine 0 with everything, so at a loop_min_score
+    <= 0 it was published as a candidate of every keyframe and got every keyframe as its candidates."""
+    store = KeyframeStore(50, LoopPolicy(candidates_k=50, exclude_recent=0, min_score=-1.0))
+    for k in range(4):
+        store.add(fake_keyframe(k, count=50))
+    assert len(store.add(fake_keyframe(4, count=0)).ids) == 0
+    for k in range(5, 9):
+        store.add(fake_keyframe(k, count=50))  # the 8th relearns the centroids and describes the stored ones again
+    candidates = store.add(fake_keyframe(9, count=50))
+    assert 4 not in candidates.ids.tolist() and len(candidates.ids) == 8
