@@ -350,3 +350,22 @@ def test_an_unrectified_pair_has_no_points_normalised_with_p(rig):
     assert c.verified_with == 'fundamental' and len(c.normalized0) == 0 == len(c.normalized1)
     stereo = StereoVerification(rectified=True).verify(correspondences(left, frame.right_points(left)), raw, 8)
     assert stereo.correspondences.verified_with == 'rectified' and len(stereo.correspondences.normalized1) == 8
+
+
+def test_rig_pipeline_with_a_resize_takes_a_side_already_at_that_size(matcher, rig):
+    """With a resize the two images of a pair may have other sizes (the refusal says so), but one that was
+    already at the resize size stayed in colour while the other was resized to grey: the pair was refused.
+    Both now go in as grey, and each side's keypoints come back in its own pixels."""
+    import cv2
+
+    resized = Matcher(matcher.superpoint, matcher.superglue, device='cpu', resize=(160, 120))
+    resized.configure(max_keypoints=200, sinkhorn_iterations=20)
+    camera = CameraPipeline(resized)
+    geometry = StereoGeometry.from_camera_infos(*infos(rig[0]))
+    small_right = cv2.resize(rig[0].right, (160, 120), interpolation=cv2.INTER_AREA)
+    result = camera.process(rig[0].left, 1.0, right=small_right, stereo_geometry=geometry)  # 320x240 | 160x120
+    assert result.stereo is not None and len(result.stereo.correspondences.confidence) > 0
+    right_points = result.stereo.correspondences.points1
+    assert right_points.max(0)[0] < 160 and right_points.max(0)[1] < 120  # the right image's own pixels
+    with pytest.raises(ImageError, match='must have the size and type of the left one'):  # a dtype still differs
+        camera.submit(rig[0].left, 2.0, right=small_right.astype(np.uint16) * 257)
