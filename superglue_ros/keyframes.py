@@ -147,8 +147,10 @@ class KeyframeStore:
         self._lock = threading.Lock()
         self._entries: OrderedDict[int, _Entry] = OrderedDict()   # id -> entry, oldest first
         self._vlad = VLAD()
-        self._vectors: np.ndarray | None = None      # [size, K * D] float32 global descriptors, row = id % size
-        self._row_ids = np.full(self.size, -1, np.int64)  # keyframe id of each row, -1: empty
+        # rows grow with the keyframes stored (doubling, at most `size`): a large keyframe_store_size costs
+        # nothing until its keyframes exist (preallocated, 1,000,000 would be 16 GiB of global descriptors)
+        self._vectors: np.ndarray | None = None      # [rows, K * D] float32 global descriptors, row = id % size
+        self._row_ids = np.full(0, -1, np.int64)     # [rows] keyframe id of each row, -1: empty
         self._added = 0                              # keyframes added that have keypoints (the learning schedule)
         self.evicted = 0                             # keyframes evicted so far
 
@@ -184,6 +186,7 @@ class KeyframeStore:
             if previous is not None:
                 previous.keyframe.features = _on_host(previous.keyframe.features, previous.descriptors)
             self._entries[keyframe.id] = _Entry(keyframe, descriptors)
+            self._grow(keyframe.id % self.size + 1)
             while len(self._entries) > self.size:
                 evicted, _ = self._entries.popitem(last=False)
                 self._row_ids[evicted % self.size] = -1
@@ -206,7 +209,9 @@ class KeyframeStore:
         self._vlad.train(_samples([entry.descriptors for entry in stored]))
         if self._vlad.centroids is None:
             return
-        vectors, row_ids = np.zeros((self.size, self._vlad.dim), np.float32), np.full(self.size, -1, np.int64)
+        with self._lock:
+            rows = len(self._row_ids)
+        vectors, row_ids = np.zeros((rows, self._vlad.dim), np.float32), np.full(rows, -1, np.int64)
         for entry in stored[:-1]:
             if entry.descriptors.shape[1] == 0:
                 continue
@@ -214,6 +219,19 @@ class KeyframeStore:
             vectors[row], row_ids[row] = self._vlad.describe(entry.descriptors.T.float()), entry.keyframe.id
         with self._lock:
             self._vectors, self._row_ids = vectors, row_ids
+
+    def _grow(self, rows: int):
+        """At least `rows` rows (under the lock): doubled, at most `size`."""
+        if rows <= len(self._row_ids):
+            return
+        capacity = min(self.size, max(rows, 2 * len(self._row_ids), 16))
+        row_ids = np.full(capacity, -1, np.int64)
+        row_ids[:len(self._row_ids)] = self._row_ids
+        self._row_ids = row_ids
+        if self._vectors is not None:
+            vectors = np.zeros((capacity, self._vectors.shape[1]), np.float32)
+            vectors[:len(self._vectors)] = self._vectors
+            self._vectors = vectors
 
     def _candidates(self, keyframe_id: int, vector: np.ndarray | None) -> LoopCandidates:
         """The loop candidates of keyframe_id (module doc); its vector is stored as it is queried."""

@@ -210,3 +210,19 @@ def test_a_keyframe_without_keypoints_is_no_loop_candidate_and_has_none():
         store.add(fake_keyframe(k, count=50))  # the 8th relearns the centroids and describes the stored ones again
     candidates = store.add(fake_keyframe(9, count=50))
     assert 4 not in candidates.ids.tolist() and len(candidates.ids) == 8
+
+
+def test_a_large_store_size_costs_memory_only_for_the_keyframes_stored():
+    """keyframe_store_size accepts any integer >= 1, and the global descriptors were preallocated for all of them
+    at the first keyframe: 20,000 took 328 MB for three keyframes (1,000,000: 16 GiB, and the first query reads
+    it all: the node is killed for memory). They grow with the keyframes stored; candidates are unchanged."""
+    big, small = (KeyframeStore(size, LoopPolicy(candidates_k=5, exclude_recent=0, min_score=-1.0))
+                  for size in (20_000, 8))
+    for k in range(5):
+        found = [store.add(fake_keyframe(k, count=50)) for store in (big, small)]
+        assert found[0].ids.tolist() == found[1].ids.tolist()
+        np.testing.assert_allclose(found[0].scores, found[1].scores, atol=1e-6)
+    assert big.memory_bytes() < 2 ** 20, big.memory_bytes()
+    for k in range(5, 20):  # past the small store's size: its rows wrap, the ids evicted leave
+        small.add(fake_keyframe(k, count=50))
+    assert len(small._row_ids) == 8 and sorted(small._row_ids.tolist()) == list(range(12, 20))
