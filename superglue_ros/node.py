@@ -428,6 +428,7 @@ class Rig(Camera):
         if right[1] != image[1]:
             raise ImageError(f'the right image on {self.right_image_topic} has channel order {right[1]}, the left '
                              f'one {image[1]}: publish both cameras with one encoding')
+        ignored = False
         try:
             for info, array, topic, image_topic in (
                     (frame.camera_info, image[0], self.camera_info.topic, self.image_topic),
@@ -437,15 +438,23 @@ class Rig(Camera):
                                      f'on {image_topic} are {array.shape[1]}x{array.shape[0]}')
             geometry = StereoGeometry.from_camera_infos(frame.camera_info, frame.right.camera_info)
         except ValueError as e:
-            geometry = None
+            geometry, ignored = None, True
             self.node.get_logger().error(f'camera_infos of {self.rig_name} ignored: {e}',
                                          throttle_duration_sec=LOG_THROTTLE_S)
         why = self.pipeline.stereo.not_rectified_because(geometry)
         if why is not None:
+            advice = 'check the stereo calibration'
+            missing = [topic for info, topic in ((frame.camera_info, self.camera_info.topic),
+                                                 (frame.right.camera_info, self.right_camera_info.topic)) if info is None]
+            if geometry is None and not ignored:
+                why = (f"no camera_info received on {' and '.join(missing)}" if missing
+                       else 'a camera_info has no P (all zero): the rig is not calibrated')
+                advice = 'publish both camera_infos with the stereo calibration (P; the right Tx = -fx * B)'
+            elif geometry is not None and geometry.baseline_m > 0:  # R is not the identity
+                advice = 'for rectified images (image_rect) set stereo_rectified: true'
             self.node.get_logger().warn(
-                f'stereo pair {self.rig_name} is not known to be rectified (camera_infos on {self.camera_info.topic} '
-                f'and {self.right_camera_info.topic}: {why}): left-right matches verified with the fundamental matrix, no depth. For rectified images '
-                  '(image_rect) set stereo_rectified: true', throttle_duration_sec=LOG_THROTTLE_S)
+                f'stereo pair {self.rig_name} is not known to be rectified ({why}): left-right matches verified '
+                f'with the fundamental matrix, no depth; {advice}', throttle_duration_sec=LOG_THROTTLE_S)
         return right, geometry
 
     def _frame_calibration(self, frame: Frame, image, stereo_geometry) -> Calibration | None:

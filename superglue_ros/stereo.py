@@ -218,9 +218,9 @@ class StereoVerification:
         A right P with Tx > 0 (a negative baseline) is the left camera's P seen from the right one: the
         pair is swapped (every disparity would be negative, so no match could be a rectified inlier)."""
         if geometry is None:
-            return 'none with a P, or one ignored as logged'
+            return 'no camera_info with a P, or one ignored as logged'
         if geometry.baseline_m == 0:
-            return 'the right P has Tx = 0'
+            return 'the right P has Tx = 0: no baseline'
         if geometry.baseline_m < 0:
             return (f'the right P has Tx = {geometry.right_p[3]:g} > 0, a baseline of {geometry.baseline_m:g} m: '
                     'the right camera is on the left, so the pair looks swapped; stereo_pairs takes "left:right"')

@@ -300,3 +300,32 @@ def test_match_keyframes_of_a_rigs_right_camera_says_to_ask_the_left_one(context
         assert response.success and response.pose_source == 'pnp'  # the rig's keyframe has its stereo depth
     finally:
         rig.close()
+
+
+@pytest.mark.parametrize('case, says', [
+    ('no right camera_info', ('(no camera_info received on /{ns}/right/camera_info)', '; publish both camera_infos')),
+    ('right P all zero', ('(a camera_info has no P (all zero)', '; publish both camera_infos')),
+    ('Tx = 0', ('(the right P has Tx = 0: no baseline)', 'no depth; check the stereo calibration')),
+    ('R not identity', ('(R is not the identity): left-right matches verified with the fundamental matrix, no depth; '
+                        'for rectified images (image_rect) set stereo_rectified: true',))])
+def test_an_unrectified_pair_says_which_camera_info_is_wrong_and_what_to_do(context, weight_files, capfd, case, says):
+    """The warning said 'none with a P, or one ignored as logged' whether a camera_info was missing or had no P,
+    named neither, and advised stereo_rectified: true for every reason (it only helps when R is not the identity)."""
+    pair = stereo_sequence(1)[0]
+    left, right = dict(pair.left_info), dict(pair.right_info)
+    if case == 'right P all zero':
+        right['p'] = [0.0] * 12
+    elif case == 'Tx = 0':
+        right['p'] = left['p']
+    elif case == 'R not identity':
+        left['r'] = [0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    rig = InProcessRig(context, weight_files)
+    try:
+        rig.process(pair.left, pair.right, camera_info(left, 'left'),
+                    None if case == 'no right camera_info' else camera_info(right, 'right'), 3300)
+        assert rig.published['_stereo_pub'][-1].verified_with == 'fundamental'
+        log = capfd.readouterr().err
+        assert all(part.format(ns=rig.node.get_namespace().strip('/')) in log for part in says), log
+        assert case == 'R not identity' or 'stereo_rectified' not in log, log
+    finally:
+        rig.close()
