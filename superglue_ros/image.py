@@ -91,6 +91,9 @@ def _grey_native(image: np.ndarray, color_order: str) -> np.ndarray:
     return cv2.cvtColor(image, _TO_GREY[image.shape[2], color_order])
 
 
+grey_native = _grey_native  # for a stereo pair whose two uploads must agree (pipeline.submit)
+
+
 @dataclass
 class Upload:
     """What goes to the device for one image (to_upload)."""

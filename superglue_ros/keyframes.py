@@ -22,8 +22,9 @@ no other network: VLAD (Jegou et al., "Aggregating local descriptors into a comp
 representation", CVPR 2010) with intra-normalisation (Arandjelovic & Zisserman, "All about VLAD",
 CVPR 2013) and signed square roots (Jegou et al., TPAMI 2012). Its CLUSTERS centroids are learned
 online from the camera's own keyframes (k-means on descriptors sampled from the store, again at
-the 1st, 2nd, 4th, ... TRAIN_UNTIL-th keyframe, every stored vector recomputed; fixed after), as no
-published SuperPoint vocabulary exists. The candidates of a keyframe are the loop_candidates_k
+the 1st, 2nd, 4th, ... TRAIN_UNTIL-th keyframe with keypoints, and at each one until there are enough
+samples, every stored vector recomputed; fixed after), as no published SuperPoint vocabulary exists. A
+keyframe without keypoints has no global descriptor: no candidates, and it is no one's candidate. The candidates of a keyframe are the loop_candidates_k
 stored keyframes most similar to it (cosine of the descriptors, -1..1), leaving out the
 loop_exclude_recent keyframes just before it and those below loop_min_score. The cost of one
 query is one [size, CLUSTERS * D] matrix-vector product (benchmarks/benchmark_loop.py measures
@@ -146,9 +147,11 @@ class KeyframeStore:
         self._lock = threading.Lock()
         self._entries: OrderedDict[int, _Entry] = OrderedDict()   # id -> entry, oldest first
         self._vlad = VLAD()
-        self._vectors: np.ndarray | None = None      # [size, K * D] float32 global descriptors, row = id % size
-        self._row_ids = np.full(self.size, -1, np.int64)  # keyframe id of each row, -1: empty
-        self._added = 0
+        # rows grow with the keyframes stored (doubling, at most `size`): a large keyframe_store_size costs
+        # nothing until its keyframes exist (preallocated, 1,000,000 would be 16 GiB of global descriptors)
+        self._vectors: np.ndarray | None = None      # [rows, K * D] float32 global descriptors, row = id % size
+        self._row_ids = np.full(0, -1, np.int64)     # [rows] keyframe id of each row, -1: empty
+        self._added = 0                              # keyframes added that have keypoints (the learning schedule)
         self.evicted = 0                             # keyframes evicted so far
 
     @property
@@ -178,20 +181,26 @@ class KeyframeStore:
                 raise ValueError(f'keyframe id {keyframe.id} added after {next(reversed(self._entries))}: '
                                  'ids must increase')
         descriptors = keyframe.features.descriptors.detach().to('cpu', STORED_DESCRIPTORS)  # [D, N]
-        self._added += 1
         with self._lock:
             previous = next(reversed(self._entries.values())) if self._entries else None
             if previous is not None:
                 previous.keyframe.features = _on_host(previous.keyframe.features, previous.descriptors)
             self._entries[keyframe.id] = _Entry(keyframe, descriptors)
+            self._grow(keyframe.id % self.size + 1)
             while len(self._entries) > self.size:
                 evicted, _ = self._entries.popitem(last=False)
                 self._row_ids[evicted % self.size] = -1
                 self.evicted += 1
             stored = list(self._entries.values())
-        if self._added <= TRAIN_UNTIL and self._added & (self._added - 1) == 0:  # keyframe 1, 2, 4, ...
-            self._learn(stored)
-        vector = None if self._vlad.centroids is None else self._vlad.describe(descriptors.T.float())
+        # keyframe 1, 2, 4, ... counting those with keypoints (a dark start or a lens cap gives keyframes without
+        # any: they would use up the schedule and leave the centroids unlearned, loop candidates off for good)
+        if descriptors.shape[1] > 0:
+            self._added += 1
+            if (self._added <= TRAIN_UNTIL and self._added & (self._added - 1) == 0) or self._vlad.centroids is None:
+                self._learn(stored)
+        # no keypoints, no description: such a keyframe (a black image) has no candidates and is none
+        vector = (None if self._vlad.centroids is None or descriptors.shape[1] == 0
+                  else self._vlad.describe(descriptors.T.float()))
         return self._candidates(keyframe.id, vector)
 
     def _learn(self, stored: list[_Entry]):
@@ -200,12 +209,29 @@ class KeyframeStore:
         self._vlad.train(_samples([entry.descriptors for entry in stored]))
         if self._vlad.centroids is None:
             return
-        vectors, row_ids = np.zeros((self.size, self._vlad.dim), np.float32), np.full(self.size, -1, np.int64)
+        with self._lock:
+            rows = len(self._row_ids)
+        vectors, row_ids = np.zeros((rows, self._vlad.dim), np.float32), np.full(rows, -1, np.int64)
         for entry in stored[:-1]:
+            if entry.descriptors.shape[1] == 0:
+                continue
             row = entry.keyframe.id % self.size
             vectors[row], row_ids[row] = self._vlad.describe(entry.descriptors.T.float()), entry.keyframe.id
         with self._lock:
             self._vectors, self._row_ids = vectors, row_ids
+
+    def _grow(self, rows: int):
+        """At least `rows` rows (under the lock): doubled, at most `size`."""
+        if rows <= len(self._row_ids):
+            return
+        capacity = min(self.size, max(rows, 2 * len(self._row_ids), 16))
+        row_ids = np.full(capacity, -1, np.int64)
+        row_ids[:len(self._row_ids)] = self._row_ids
+        self._row_ids = row_ids
+        if self._vectors is not None:
+            vectors = np.zeros((capacity, self._vectors.shape[1]), np.float32)
+            vectors[:len(self._vectors)] = self._vectors
+            self._vectors = vectors
 
     def _candidates(self, keyframe_id: int, vector: np.ndarray | None) -> LoopCandidates:
         """The loop candidates of keyframe_id (module doc); its vector is stored as it is queried."""
@@ -276,7 +302,7 @@ class KeyframeStore:
 
     def memory_bytes(self) -> int:
         """Bytes held: every stored keyframe's arrays (the newest's device features included, and its
-        cached SuperGlue encoding) and the global descriptors."""
+        cached SuperGlue encoding, a rig's stereo depth) and the global descriptors."""
         with self._lock:
             entries = list(self._entries.values())
             total = 0 if self._vectors is None else self._vectors.nbytes + self._row_ids.nbytes
@@ -287,6 +313,7 @@ class KeyframeStore:
                 tensors += [features.descriptors] + ([features.encoded] if features.encoded is not None else [])
             total += sum(t.numel() * t.element_size() for t in tensors)
             total += keyframe.keypoints.nbytes + keyframe.track_ids.nbytes
+            total += 0 if keyframe.depth is None else keyframe.depth.nbytes  # a rig's keyframes: stereo depth
             total += 0 if features.keypoints_host is None else features.keypoints_host.nbytes
         return total
 

@@ -90,6 +90,7 @@ NODE_NAME = 'superglue'
 RCLError = _rclpy.RCLError  # what rclpy.init raises for bad --ros-args (rclpy exports no public names)
 UnknownROSArgsError = _rclpy.UnknownROSArgsError
 CAMERA_INFO_CACHE = 30  # camera_info messages kept to find the one of an image's stamp
+SERVICE_DRAIN_S = 30.0  # at shutdown, how long a running service call may take to answer
 LOG_THROTTLE_S = LOG_EVERY_S  # throttled error logs: the period Statistics.rejected counts rejections by
 
 
@@ -265,7 +266,7 @@ class Camera:
         msg = frame.msg
         image = to_numpy(msg)
         right, stereo_geometry = self._stereo_inputs(frame, image)
-        calibration = self._calibration(frame.camera_info, (image[0].shape[1], image[0].shape[0]))
+        calibration = self._frame_calibration(frame, image, stereo_geometry)
         result = self.pipeline.process(image[0], stamp_to_seconds(msg.header.stamp), image[1], calibration,
                                        None if right is None else right[0], stereo_geometry)
         if self.pipeline.verification.method == 'essential' and result.verified_with == 'fundamental':
@@ -316,6 +317,10 @@ class Camera:
                 f'publish_features: no calibration for {self.image_topic} (no camera_info on {self.camera_info.topic}, '
                 f'K all zero, or one ignored as logged): ~/features needs normalised points, nothing is published '
                 f'on {self._features_pub.topic_name} until a calibrated camera_info arrives')
+
+    def _frame_calibration(self, frame: Frame, image, stereo_geometry) -> Calibration | None:
+        """The calibration the frame's points are normalised with (Matches, the pose, ~/features)."""
+        return self._calibration(frame.camera_info, (image[0].shape[1], image[0].shape[0]))
 
     def _stereo_inputs(self, frame: Frame, image) -> tuple:
         """((right image, color_order), StereoGeometry or None) of a rig's pair; a lone camera has none."""
@@ -423,21 +428,41 @@ class Rig(Camera):
         if right[1] != image[1]:
             raise ImageError(f'the right image on {self.right_image_topic} has channel order {right[1]}, the left '
                              f'one {image[1]}: publish both cameras with one encoding')
+        ignored = False
         try:
+            for info, array, topic, image_topic in (
+                    (frame.camera_info, image[0], self.camera_info.topic, self.image_topic),
+                    (frame.right.camera_info, right[0], self.right_camera_info.topic, self.right_image_topic)):
+                if info is not None and info.width and (info.width, info.height) != (array.shape[1], array.shape[0]):
+                    raise ValueError(f'the camera_info on {topic} is for {info.width}x{info.height} images, the images '
+                                     f'on {image_topic} are {array.shape[1]}x{array.shape[0]}')
             geometry = StereoGeometry.from_camera_infos(frame.camera_info, frame.right.camera_info)
         except ValueError as e:
-            geometry = None
+            geometry, ignored = None, True
             self.node.get_logger().error(f'camera_infos of {self.rig_name} ignored: {e}',
                                          throttle_duration_sec=LOG_THROTTLE_S)
-        if not self.pipeline.stereo.is_rectified(geometry):
+        why = self.pipeline.stereo.not_rectified_because(geometry)
+        if why is not None:
+            advice = 'check the stereo calibration'
+            missing = [topic for info, topic in ((frame.camera_info, self.camera_info.topic),
+                                                 (frame.right.camera_info, self.right_camera_info.topic)) if info is None]
+            if geometry is None and not ignored:
+                why = (f"no camera_info received on {' and '.join(missing)}" if missing
+                       else 'a camera_info has no P (all zero): the rig is not calibrated')
+                advice = 'publish both camera_infos with the stereo calibration (P; the right Tx = -fx * B)'
+            elif geometry is not None and geometry.baseline_m > 0:  # R is not the identity
+                advice = 'for rectified images (image_rect) set stereo_rectified: true'
             self.node.get_logger().warn(
-                f'stereo pair {self.rig_name} is not known to be rectified (camera_infos on {self.camera_info.topic} '
-                f'and {self.right_camera_info.topic}: '
-                + ('none with a P, or one ignored as logged' if geometry is None else
-                   'the right P has Tx = 0' if geometry.baseline_m == 0 else 'R is not the identity')
-                + '): left-right matches verified with the fundamental matrix, no depth. For rectified images '
-                  '(image_rect) set stereo_rectified: true', throttle_duration_sec=LOG_THROTTLE_S)
+                f'stereo pair {self.rig_name} is not known to be rectified ({why}): left-right matches verified '
+                f'with the fundamental matrix, no depth; {advice}', throttle_duration_sec=LOG_THROTTLE_S)
         return right, geometry
+
+    def _frame_calibration(self, frame: Frame, image, stereo_geometry) -> Calibration | None:
+        """A rectified pair's left image is projected by the left P, not by the camera_info's K and D (those
+        of the raw camera, with image_rect): its keyframe matches, pose and features use P, as the depth does."""
+        if self.pipeline.stereo.is_rectified(stereo_geometry):
+            return stereo_geometry.calibration(LEFT)
+        return super()._frame_calibration(frame, image, stereo_geometry)
 
     def _other_features(self, result, features) -> list:
         """The right image's features of the pair: its left-right inliers whose left keypoint is among the left
@@ -512,9 +537,13 @@ class SuperGlueNode(Node):
         self._service_lock = threading.Lock()
         self._service_counts = {service: {'requests': 0, 'failures': 0, 'last failure': ''}
                                 for service in ('match_images', 'match_keyframes')}
+        self._serving = 0                          # service callbacks running (destroy_node waits for them)
+        self._served = threading.Condition()
         services = MutuallyExclusiveCallbackGroup()  # they wait for the models: not on the image path
-        self.create_service(MatchImages, '~/match_images', self._on_match_images, callback_group=services)
-        self.create_service(MatchKeyframes, '~/match_keyframes', self._on_match_keyframes, callback_group=services)
+        self.create_service(MatchImages, '~/match_images', self._counted(self._on_match_images),
+                            callback_group=services)
+        self.create_service(MatchKeyframes, '~/match_keyframes', self._counted(self._on_match_keyframes),
+                            callback_group=services)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
@@ -550,7 +579,27 @@ class SuperGlueNode(Node):
         """Frames replaced by a newer one before a worker took them, all cameras, since start."""
         return sum(camera.mailbox.dropped for camera in self.cameras)
 
+    def _counted(self, handler):
+        """`handler` counted in _serving while it runs, so that destroy_node lets it answer first."""
+        def serve(request, response):
+            with self._served:
+                self._serving += 1
+            try:
+                return handler(request, response)
+            finally:
+                with self._served:
+                    self._serving -= 1
+                    self._served.notify_all()
+        return serve
+
     def destroy_node(self):
+        # Ctrl-C during a service call: rclpy's executor.shutdown() does not wait for running callbacks, and a
+        # response sent after its service is destroyed fails with a stray 'exception was never retrieved'
+        # line; let the call finish and answer (bounded, as the camera threads' join)
+        with self._served:
+            if not self._served.wait_for(lambda: self._serving == 0, timeout=SERVICE_DRAIN_S):
+                self.get_logger().warn(f'shutting down with a service call still running after {SERVICE_DRAIN_S:.0f} '
+                                       's: its caller gets no answer')
         for camera in self.cameras:
             camera.close()
         super().destroy_node()
@@ -621,8 +670,13 @@ class SuperGlueNode(Node):
         doing = f'cannot match keyframes {request.keyframe_id0} and {request.keyframe_id1} of camera {request.camera!r}'
         try:
             camera = next((c for c in self.cameras if c.name == request.camera), None)
+            rig = next((c for c in self.cameras if isinstance(c, Rig) and c.right_name == request.camera), None)
+            if rig is not None:
+                raise KeyError(f"camera {request.camera!r} is the right camera of the stereo rig "
+                               f"'{rig.name}:{rig.right_name}', which keeps its keyframes under its left camera: "
+                               f"ask for camera {rig.name!r}")
             if camera is None:
-                raise KeyError(f"this node has no camera {request.camera!r}; its cameras: "
+                raise KeyError(f"this node has no camera {request.camera!r}; its cameras with keyframes: "
                                f"{', '.join(repr(c.name) for c in self.cameras)}")
             keyframes = camera.pipeline.keyframes
             result = match_keyframes(self.matcher, keyframes, request.keyframe_id0, request.keyframe_id1,

@@ -43,7 +43,7 @@ policy and verification may be set from any thread; settings change on the share
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from numbers import Integral, Real
 
 import numpy as np
@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 
 from .geometry import Calibration, Verification
-from .image import ImageError, mask_at
+from .image import ImageError, grey_native, mask_at
 from .matcher import Features, Matcher, StageClock
 from .pose import relative_pose
 from .stereo import StereoGeometry, StereoVerification
@@ -319,11 +319,16 @@ class CameraPipeline:
                 right_upload = self.matcher.upload(right, color_order)
             except ImageError as e:
                 raise ImageError(f'right image: {e}') from None
+            if right_upload.array.shape != upload.array.shape and right_upload.processed_size == upload.processed_size:
+                # one image is already at `resize` and stays in colour, the other was resized to grey: both grey
+                # (cv2.cvtColor, bit-identical to the device conversion) so that they go in one batch
+                upload, right_upload = (replace(u, array=np.ascontiguousarray(grey_native(u.array, u.color_order)))
+                                        for u in (upload, right_upload))
             if (right_upload.array.shape, right_upload.array.dtype) != (upload.array.shape, upload.array.dtype):
                 raise ImageError(f'the right image ({right.shape}, {right.dtype}) of a stereo pair must have the size '
                                  f'and type of the left one ({image.shape}, {image.dtype}): publish both cameras '
                                  'at one size and encoding (or set a resize)')
-            uploads.append(right_upload)
+            uploads = [upload, right_upload]
             batch = np.stack([upload.channels_last, right_upload.channels_last])
         masks = self._device_masks_of(uploads)             # likewise
         prepared = time.perf_counter()

@@ -19,13 +19,12 @@ x_left in the left image is at x_right = x_left - fx' B / Z in the right one, on
 
 (stereo_image_proc's DisparityImage, whose delta_d is the cx difference; 0 with equal cx).
 """
-import bisect
 from collections import deque
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .geometry import Verification
+from .geometry import Calibration, Verification
 from .settings import check, defaults
 from .tracking import Correspondences, FrameResult
 
@@ -39,7 +38,8 @@ class StampPairer:
     (tolerance 0: equal stamps) and, in spirit, its ApproximateTimeSynchronizer (the nearest stamp
     within the tolerance). Frames never pair with a frame of another time.
 
-    Stamps are integer nanoseconds (header sec * 10**9 + nanosec) and must increase on each side.
+    Stamps are integer nanoseconds (header sec * 10**9 + nanosec) and increase on each side, except when
+    they jump back (a restarted bag or driver): frames of before and after the jump still pair.
     A frame is dropped, and counted in `unpaired`, once it cannot be paired any more: the other side
     has a frame stamped more than the tolerance after it, or more than `queue_size` frames of its side
     are waiting. Not thread-safe: call add() from one thread (the node's callbacks hold a lock).
@@ -63,10 +63,10 @@ class StampPairer:
         while other and other[0][0] < stamp_ns - self.tolerance_ns:
             other.popleft()
             self.unpaired[1 - side] += 1
+        # the nearest by a linear search (at most queue_size frames): after stamps jump back (a restarted bag
+        # or driver) a queue holds the frames of before and after the jump, not in stamp order
         stamps = [stamp for stamp, _ in other]
-        i = bisect.bisect_left(stamps, stamp_ns)
-        nearest = min((j for j in (i - 1, i) if 0 <= j < len(stamps)), key=lambda j: abs(stamps[j] - stamp_ns),
-                      default=None)
+        nearest = min(range(len(stamps)), key=lambda j: abs(stamps[j] - stamp_ns), default=None)
         if nearest is None or abs(stamps[nearest] - stamp_ns) > self.tolerance_ns:
             mine.append((stamp_ns, item))
             if len(mine) > self.queue_size:
@@ -86,7 +86,7 @@ class StampPairer:
 def _matrix(values, size: int, name: str) -> np.ndarray:
     values = np.asarray(values, np.float64).reshape(-1)
     if values.size != size or not np.isfinite(values).all():
-        raise ValueError(f'{name} must be {size} finite numbers, got {list(values)}')
+        raise ValueError(f'{name} must be {size} finite numbers, got {values.tolist()}')
     return values
 
 
@@ -107,7 +107,7 @@ class StereoGeometry:
             p = _matrix(getattr(self, name), 12, f'{name} (P of the camera_info)')
             object.__setattr__(self, name, tuple(p.tolist()))
             if not (p[0] > 0 and p[5] > 0 and p[1] == p[4] == p[8] == p[9] == p[11] == 0 and p[10] == 1):
-                raise ValueError(f'{name} = {list(p)} is not a rectified projection matrix [fx, 0, cx, Tx, 0, fy, cy, '
+                raise ValueError(f'{name} = {p.tolist()} is not a rectified projection matrix [fx, 0, cx, Tx, 0, fy, cy, '
                                  'Ty, 0, 0, 1, 0] with fx, fy > 0 pixels: check the stereo calibration')
 
     @classmethod
@@ -128,6 +128,12 @@ class StereoGeometry:
     def baseline_m(self) -> float:
         """B = -Tx / fx' of the right P, metres; 0 when Tx is 0 (not a stereo calibration)."""
         return -self.right_p[3] / self.right_p[0]
+
+    def calibration(self, side: int) -> Calibration:
+        """The rectified camera of `side` as a geometry.Calibration: K' = P's left 3x3, no distortion (a
+        rectified image is projected by P, not by the camera_info's K and D: image_pipeline's convention)."""
+        p = np.asarray(self.left_p if side == LEFT else self.right_p).reshape(3, 4)
+        return Calibration(p[:, :3].reshape(-1).tolist(), 'plumb_bob', ())
 
     def normalize(self, points, side: int) -> np.ndarray:
         """Pixels [K, 2] of a rectified image of `side` -> [K, 2] float32 (x, y) on that rectified camera's
@@ -205,20 +211,34 @@ class StereoVerification:
                        **{f: values[s] for f, s in cls.SETTINGS.items() if s in values})
 
     def is_rectified(self, geometry: StereoGeometry | None) -> bool:
-        return geometry is not None and geometry.baseline_m != 0 and (self.rectified or geometry.identity_r)
+        return self.not_rectified_because(geometry) is None
+
+    def not_rectified_because(self, geometry: StereoGeometry | None) -> str | None:
+        """Why the pair is not treated as rectified (one phrase for the node's warning), None when it is.
+        A right P with Tx > 0 (a negative baseline) is the left camera's P seen from the right one: the
+        pair is swapped (every disparity would be negative, so no match could be a rectified inlier)."""
+        if geometry is None:
+            return 'no camera_info with a P, or one ignored as logged'
+        if geometry.baseline_m == 0:
+            return 'the right P has Tx = 0: no baseline'
+        if geometry.baseline_m < 0:
+            return (f'the right P has Tx = {geometry.right_p[3]:g} > 0, a baseline of {geometry.baseline_m:g} m: '
+                    'the right camera is on the left, so the pair looks swapped; stereo_pairs takes "left:right"')
+        if not (self.rectified or geometry.identity_r):
+            return 'R is not the identity'
+        return None
 
     def verify(self, correspondences: Correspondences, geometry: StereoGeometry | None,
                left_keypoint_count: int) -> StereoResult:
         """The StereoResult of left-right correspondences (pixels of the images as given; completed in
-        place: inlier, normalized points from P when there is a geometry, verified_with)."""
+        place: inlier, normalized points from P when the pair is rectified, verified_with)."""
         if not (isinstance(left_keypoint_count, int) and left_keypoint_count >= 0):
             raise ValueError(f'left_keypoint_count must be an integer >= 0, got {left_keypoint_count!r}')
         c = correspondences
         disparity = (c.points0[:, 0] - c.points1[:, 0]).astype(np.float32)
         depth = np.full(len(disparity), np.nan, np.float32)
-        if geometry is not None:
+        if self.is_rectified(geometry):  # P maps rectified images only: raw ones keep no normalised points
             c.normalized0, c.normalized1 = geometry.normalize(c.points0, LEFT), geometry.normalize(c.points1, RIGHT)
-        if self.is_rectified(geometry):
             depth = geometry.depth(disparity)
             rows = np.abs(c.points0[:, 1] - c.points1[:, 1]) <= self.row_threshold_px
             c.inlier = (rows & np.isfinite(depth)).astype(np.uint8)

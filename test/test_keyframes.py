@@ -173,3 +173,56 @@ def test_match_keyframes_gives_the_relative_pose_metric_from_a_rigs_stored_depth
     np.testing.assert_allclose(pose.rotation @ pose.rotation.T, np.eye(3), atol=1e-9)
     mono = match_keyframes(matcher, camera.keyframes, 0, 2, Verification('fundamental')).pair.correspondences.pose
     assert mono.source == 'none'
+
+
+def test_a_rigs_keyframe_depth_is_counted_in_the_memory():
+    """A stereo rig's keyframes keep their depth ([N] float32) in the store: /diagnostics' 'keyframe store
+    memory (bytes)' left it out."""
+    store, with_depth = KeyframeStore(3), KeyframeStore(3)
+    for k in range(2):
+        store.add(fake_keyframe(k, count=100))
+        keyframe = fake_keyframe(k, count=100)
+        keyframe.depth = np.full(100, 2.0, np.float32)
+        with_depth.add(keyframe)
+    assert with_depth.memory_bytes() - store.memory_bytes() == 2 * 100 * 4
+
+
+def test_keyframes_without_keypoints_do_not_use_up_the_vocabulary_schedule():
+    """A camera starting in the dark (or with its lens cap on) takes a keyframe per frame, none with a keypoint.
+    The centroids were learned only at the 1st, 2nd, 4th, ... 64th keyframe added: after 64 empty ones, never,
+    and the camera had no loop candidates for the rest of its run, silently. Keyframes with keypoints count."""
+    store = KeyframeStore(200, LoopPolicy(candidates_k=5, exclude_recent=0, min_score=-1.0))
+    for k in range(70):
+        assert len(store.add(fake_keyframe(k, count=0)).ids) == 0
+    candidates = [store.add(fake_keyframe(k, count=50)) for k in range(70, 75)]
+    assert store._vlad.centroids is not None
+    assert sorted(candidates[-1].ids.tolist()) == [70, 71, 72, 73]  # the black keyframes are none
+
+
+def test_a_keyframe_without_keypoints_is_no_loop_candidate_and_has_none():
+    """A black keyframe's global descriptor was the zero vector: cosine 0 with everything, so at a loop_min_score
+    <= 0 it was published as a candidate of every keyframe and got every keyframe as its candidates."""
+    store = KeyframeStore(50, LoopPolicy(candidates_k=50, exclude_recent=0, min_score=-1.0))
+    for k in range(4):
+        store.add(fake_keyframe(k, count=50))
+    assert len(store.add(fake_keyframe(4, count=0)).ids) == 0
+    for k in range(5, 9):
+        store.add(fake_keyframe(k, count=50))  # the 8th relearns the centroids and describes the stored ones again
+    candidates = store.add(fake_keyframe(9, count=50))
+    assert 4 not in candidates.ids.tolist() and len(candidates.ids) == 8
+
+
+def test_a_large_store_size_costs_memory_only_for_the_keyframes_stored():
+    """keyframe_store_size accepts any integer >= 1, and the global descriptors were preallocated for all of them
+    at the first keyframe: 20,000 took 328 MB for three keyframes (1,000,000: 16 GiB, and the first query reads
+    it all: the node is killed for memory). They grow with the keyframes stored; candidates are unchanged."""
+    big, small = (KeyframeStore(size, LoopPolicy(candidates_k=5, exclude_recent=0, min_score=-1.0))
+                  for size in (20_000, 8))
+    for k in range(5):
+        found = [store.add(fake_keyframe(k, count=50)) for store in (big, small)]
+        assert found[0].ids.tolist() == found[1].ids.tolist()
+        np.testing.assert_allclose(found[0].scores, found[1].scores, atol=1e-6)
+    assert big.memory_bytes() < 2 ** 20, big.memory_bytes()
+    for k in range(5, 20):  # past the small store's size: its rows wrap, the ids evicted leave
+        small.add(fake_keyframe(k, count=50))
+    assert len(small._row_ids) == 8 and sorted(small._row_ids.tolist()) == list(range(12, 20))

@@ -646,3 +646,34 @@ def test_match_keyframes_over_dds_equals_the_pipeline_on_the_stored_features(con
         assert int(values['keyframe store memory (bytes)']) == camera.keyframes.memory_bytes()
     finally:
         driver.close()
+
+
+def test_sigint_during_a_service_call_answers_it_and_says_nothing_stray(context, weight_files):
+    """Ctrl-C while ~/match_images runs: rclpy's executor.shutdown() does not wait for a running callback, so the
+    node destroyed the service under it; the caller got no answer and the node printed 'The following exception
+    was never retrieved: cannot use Destroyable ...'. The node now lets the call finish and answer first."""
+    import time
+
+    from superglue_ros.demo.synthetic import stereo_sequence
+
+    node = NodeProcess(f'/test_sigint_service_{os.getpid()}', {**NODE_SETTINGS, **weight_files, 'resize': '[0, 0]',
+                                                               'max_keypoints': '256'})
+    helper = Node('sigint_client', namespace=node.namespace, context=context)
+    client = helper.create_client(MatchImages, 'superglue/match_images')
+    try:
+        with Spinner(context, helper):
+            wait_until(lambda: node.process.poll() is not None or client.service_is_ready(), 'the service', WAIT_S)
+            assert node.process.poll() is None, node.output
+            image = stereo_sequence(1, (2400, 1800))[0].left  # SuperPoint alone takes seconds on it here
+            future = client.call_async(MatchImages.Request(image0=numpy_to_image_msg(image, 'bgr8'),
+                                                           image1=numpy_to_image_msg(image[:, ::-1].copy(), 'bgr8')))
+            time.sleep(1.5)  # the request is in the node (a 13 MB message: delivered well within this)
+            assert not future.done(), 'the call ended before Ctrl-C: make it slower'
+            node.process.send_signal(signal.SIGINT)
+            assert node.wait(120) == 0, node.output
+            wait_until(future.done, 'the answer of the call in flight at Ctrl-C', 10)
+        assert future.result().success, future.result().message
+        assert 'never retrieved' not in node.output and 'Traceback' not in node.output, node.output
+    finally:
+        node.stop()
+        helper.destroy_node()

@@ -298,3 +298,74 @@ def test_rig_pipeline_masks_each_image_with_its_camera_mask(matcher, rig):
             assert len(keypoints) > 20 and mask[y, x].all()
             ux, uy = unmasked.round().astype(int).T
             assert not mask[uy, ux].all()  # the mask had keypoints to remove
+
+
+def test_a_swapped_pair_is_not_rectified_and_says_why(rig):
+    """A right P with Tx > 0 (the rig named 'right:left', or a sign error in the calibration) would make every
+    disparity negative: no rectified inlier, silently. It is verified with the fundamental matrix instead and
+    the reason names the swap; a malformed P is named with plain numbers."""
+    frame = rig[0]
+    p = list(frame.right_info['p'])
+    p[3] = -p[3]
+    swapped = StereoGeometry.from_camera_infos(*infos(frame, right_p=p))
+    assert swapped.baseline_m < 0
+    verification = StereoVerification(rectified=True)
+    assert not verification.is_rectified(swapped)
+    assert 'swapped' in verification.not_rectified_because(swapped)
+    left = np.array([[100.0, 100.0], [150.0, 80.0], [200.0, 50.0], [120.0, 200.0], [60.0, 40.0], [250.0, 150.0],
+                     [30.0, 220.0], [280.0, 30.0]])
+    stereo = verification.verify(correspondences(left, frame.right_points(left)), swapped, 8)
+    assert stereo.correspondences.verified_with == 'fundamental'
+    assert verification.not_rectified_because(StereoGeometry.from_camera_infos(*infos(frame))) is None
+    with pytest.raises(ValueError) as raised:
+        StereoGeometry.from_camera_infos(*infos(frame, right_p=[1.0] * 12))
+    assert 'np.float64' not in str(raised.value) and '[1.0, 1.0,' in str(raised.value)
+
+
+def test_pairing_recovers_every_pair_across_a_backward_stamp_jump():
+    """A restarted bag: the left camera's frames of after the jump (stamps 0..4) arrive while the right one's
+    last frames of before it (103, 104) are still on their way. The queue then holds stamps out of order, and the
+    bisection found neither 103 nor 0 in it: three pairs were lost. Every pair is formed."""
+    pairer = StampPairer(0.0)
+    arrivals = ([(LEFT, t, ('l', t)) for t in range(100, 105)] + [(RIGHT, t, ('r', t)) for t in range(100, 103)]
+                + [(LEFT, t, ('l', t)) for t in range(0, 5)] + [(RIGHT, t, ('r', t)) for t in range(103, 105)]
+                + [(RIGHT, t, ('r', t)) for t in range(0, 5)])
+    pairs = feed(pairer, arrivals)
+    assert all(left[1] == right[1] for left, right in pairs)  # never another time
+    assert sorted(left[1] for left, _ in pairs) == [0, 1, 2, 3, 4, 100, 101, 102, 103, 104]
+    assert pairer.unpaired == [0, 0]
+
+
+def test_an_unrectified_pair_has_no_points_normalised_with_p(rig):
+    """P projects the rectified images: raw images (R not the identity, stereo_rectified false) normalised with it
+    gave wrong points in StereoMatches and in the right camera's ~/features (VINS). They now have none."""
+    frame = rig[0]
+    rotated = np.eye(3)
+    rotated[:2, :2] = [[np.cos(0.05), -np.sin(0.05)], [np.sin(0.05), np.cos(0.05)]]
+    raw = StereoGeometry.from_camera_infos(*infos(frame, left_r=rotated.ravel().tolist()))
+    left = np.array([[100.0, 100.0], [150.0, 80.0], [200.0, 50.0], [120.0, 200.0], [60.0, 40.0], [250.0, 150.0],
+                     [30.0, 220.0], [280.0, 30.0]])
+    stereo = StereoVerification().verify(correspondences(left, frame.right_points(left)), raw, 8)
+    c = stereo.correspondences
+    assert c.verified_with == 'fundamental' and len(c.normalized0) == 0 == len(c.normalized1)
+    stereo = StereoVerification(rectified=True).verify(correspondences(left, frame.right_points(left)), raw, 8)
+    assert stereo.correspondences.verified_with == 'rectified' and len(stereo.correspondences.normalized1) == 8
+
+
+def test_rig_pipeline_with_a_resize_takes_a_side_already_at_that_size(matcher, rig):
+    """With a resize the two images of a pair may have other sizes (the refusal says so), but one that was
+    already at the resize size stayed in colour while the other was resized to grey: the pair was refused.
+    Both now go in as grey, and each side's keypoints come back in its own pixels."""
+    import cv2
+
+    resized = Matcher(matcher.superpoint, matcher.superglue, device='cpu', resize=(160, 120))
+    resized.configure(max_keypoints=200, sinkhorn_iterations=20)
+    camera = CameraPipeline(resized)
+    geometry = StereoGeometry.from_camera_infos(*infos(rig[0]))
+    small_right = cv2.resize(rig[0].right, (160, 120), interpolation=cv2.INTER_AREA)
+    result = camera.process(rig[0].left, 1.0, right=small_right, stereo_geometry=geometry)  # 320x240 | 160x120
+    assert result.stereo is not None and len(result.stereo.correspondences.confidence) > 0
+    right_points = result.stereo.correspondences.points1
+    assert right_points.max(0)[0] < 160 and right_points.max(0)[1] < 120  # the right image's own pixels
+    with pytest.raises(ImageError, match='must have the size and type of the left one'):  # a dtype still differs
+        camera.submit(rig[0].left, 2.0, right=small_right.astype(np.uint16) * 257)

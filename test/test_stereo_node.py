@@ -191,3 +191,141 @@ def test_a_bad_stereo_pair_stops_the_start_naming_it(weight_files, pairs, says):
     node = NodeProcess('/test_bad_stereo_pair', {**SETTINGS, **weight_files, 'stereo_pairs': pairs})
     assert node.wait() != 0
     assert says in node.output and 'FATAL' in node.output and 'Traceback' not in node.output, node.output
+
+
+class InProcessRig:
+    """The node in this process (no spinning): frames go straight into the rig's frame path
+    (Camera._process, what its worker thread runs), its publishers are recorded."""
+
+    def __init__(self, context, weight_files, **parameters):
+        from rclpy.parameter import Parameter
+        from superglue_ros import node as node_module
+
+        values = {'device': 'cpu', 'resize': [320, 240], 'max_keypoints': 256, 'sinkhorn_iterations': 20,
+                  'keyframe_min_matches': 0, 'keyframe_min_match_ratio': 0.0, 'cameras': ['left', 'right'],
+                  'stereo_pairs': ['left:right'], 'geometric_verification': 'essential', **weight_files, **parameters}
+        self.node_module = node_module
+        self.node = node_module.SuperGlueNode(context=context, namespace=f'/test_rig_{next(_seconds)}',
+                                              parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+        self.rig = self.node.cameras[0]
+        self.published = {}
+        for name in ('_matches_pub', '_stereo_pub', '_keyframe_pub', '_loop_candidates_pub'):
+            self.published[name] = []
+            getattr(self.rig, name).publish = self.published[name].append
+
+    def frame(self, left, right, left_info, right_info, sec: int, nanosec: int = 0, right_nanosec: int | None = None):
+        node_module = self.node_module
+        msgs = []
+        for image, info, ns in ((left, left_info, nanosec), (right, right_info, nanosec if right_nanosec is None
+                                                             else right_nanosec)):
+            msg = numpy_to_image_msg(image, 'bgr8') if isinstance(image, np.ndarray) else image
+            msg.header.stamp.sec, msg.header.stamp.nanosec = sec, ns
+            if info is not None:
+                info.header.stamp = msg.header.stamp
+            msgs.append(node_module.Frame(msg, time.monotonic(), info))
+        msgs[0].right = msgs[1]
+        return msgs[0]
+
+    def process(self, *args, **kwargs):
+        self.rig._process(self.frame(*args, **kwargs))
+
+    def close(self):
+        self.node.destroy_node()
+
+
+def test_a_rectified_rig_normalises_left_points_with_p_not_the_raw_k_and_d(context, weight_files):
+    """image_rect topics come with the raw camera_info (K and D of the unrectified camera, R the rectification):
+    the rectified images' points are mapped with P (README: Rectification), also in ~/left/matches, where the
+    keyframe matches, the essential fit and the PnP pose use them."""
+    pairs = stereo_sequence(2)
+    raw_left = {**pairs[0].left_info, 'k': [480.0, 0, 300.0, 0, 485.0, 250.0, 0, 0, 1],
+                'd': [-0.3, 0.1, 0.001, -0.002, 0.0], 'r': [0.9998, -0.01, 0.0174, 0.01, 0.99995, 0.0, -0.0174, 0.0,
+                                                              0.99985]}
+    raw_right = {**raw_left, 'p': pairs[0].right_info['p']}
+    rig = InProcessRig(context, weight_files, stereo_rectified=True)
+    try:
+        for i, pair in enumerate(pairs):
+            rig.process(pair.left, pair.right, camera_info(raw_left, 'left'), camera_info(raw_right, 'right'), 3000 + i)
+        matches = rig.published['_matches_pub'][-1]
+        assert matches.verified_with == 'essential' and len(matches.confidence) > 10
+        p = np.asarray(pairs[0].left_info['p']).reshape(3, 4)
+        pixels = np.asarray(matches.frame_points).reshape(-1, 2)
+        expected = np.stack([(pixels[:, 0] - p[0, 2]) / p[0, 0], (pixels[:, 1] - p[1, 2]) / p[1, 1]], 1)
+        np.testing.assert_allclose(np.asarray(matches.frame_points_normalized).reshape(-1, 2), expected, atol=1e-5)
+        stereo = rig.published['_stereo_pub'][-1]
+        assert stereo.verified_with == 'rectified'
+        np.testing.assert_allclose(np.asarray(stereo.left_points_normalized).reshape(-1, 2),
+                                   np.stack([(np.asarray(stereo.left_points[0::2]) - p[0, 2]) / p[0, 0],
+                                             (np.asarray(stereo.left_points[1::2]) - p[1, 2]) / p[1, 1]], 1),
+                                   atol=1e-5)
+    finally:
+        rig.close()
+
+
+def test_a_camera_info_of_another_image_size_gives_no_depth(context, weight_files, capfd):
+    """The right camera_info's P was used whatever image size it was for (the left camera's K is checked):
+    a 1280x960 calibration on 640x480 images gave wrong depths. Now the pair's geometry is ignored with one
+    line naming the sizes, and the pair is verified with the fundamental matrix."""
+    pairs = stereo_sequence(2)
+    left, right = pairs[0].left_info, pairs[0].right_info
+    rig = InProcessRig(context, weight_files)
+    try:
+        rig.process(pairs[0].left, pairs[0].right, camera_info(left, 'left'), camera_info(right, 'right'), 3100)
+        assert rig.published['_stereo_pub'][-1].verified_with == 'rectified'
+        rig.process(pairs[1].left, pairs[1].right, camera_info(left, 'left'),
+                    camera_info({**right, 'width': 1280, 'height': 960}, 'right'), 3101)
+        stereo = rig.published['_stereo_pub'][-1]
+        assert stereo.verified_with == 'fundamental' and np.isnan(stereo.depth).all()
+        assert 'is for 1280x960 images, the images on' in capfd.readouterr().err
+    finally:
+        rig.close()
+
+
+def test_match_keyframes_of_a_rigs_right_camera_says_to_ask_the_left_one(context, weight_files):
+    """The right camera of a rig has no keyframes of its own: the answer named it as a camera the node does not
+    have (listing only 'left'), which reads as a typo. It now says it is the rig's right camera and which to ask."""
+    from superglue_ros.srv import MatchKeyframes
+
+    pairs = stereo_sequence(1)
+    rig = InProcessRig(context, weight_files)
+    try:
+        rig.process(pairs[0].left, pairs[0].right, camera_info(pairs[0].left_info, 'left'),
+                    camera_info(pairs[0].right_info, 'right'), 3200)
+        response = rig.node._on_match_keyframes(MatchKeyframes.Request(camera='right', keyframe_id0=0, keyframe_id1=0),
+                                                MatchKeyframes.Response())
+        assert not response.success and "the right camera of the stereo rig 'left:right'" in response.message
+        assert "ask for camera 'left'" in response.message and '\n' not in response.message
+        response = rig.node._on_match_keyframes(MatchKeyframes.Request(camera='left', keyframe_id0=0, keyframe_id1=0),
+                                                MatchKeyframes.Response())
+        assert response.success and response.pose_source == 'pnp'  # the rig's keyframe has its stereo depth
+    finally:
+        rig.close()
+
+
+@pytest.mark.parametrize('case, says', [
+    ('no right camera_info', ('(no camera_info received on /{ns}/right/camera_info)', '; publish both camera_infos')),
+    ('right P all zero', ('(a camera_info has no P (all zero)', '; publish both camera_infos')),
+    ('Tx = 0', ('(the right P has Tx = 0: no baseline)', 'no depth; check the stereo calibration')),
+    ('R not identity', ('(R is not the identity): left-right matches verified with the fundamental matrix, no depth; '
+                        'for rectified images (image_rect) set stereo_rectified: true',))])
+def test_an_unrectified_pair_says_which_camera_info_is_wrong_and_what_to_do(context, weight_files, capfd, case, says):
+    """The warning said 'none with a P, or one ignored as logged' whether a camera_info was missing or had no P,
+    named neither, and advised stereo_rectified: true for every reason (it only helps when R is not the identity)."""
+    pair = stereo_sequence(1)[0]
+    left, right = dict(pair.left_info), dict(pair.right_info)
+    if case == 'right P all zero':
+        right['p'] = [0.0] * 12
+    elif case == 'Tx = 0':
+        right['p'] = left['p']
+    elif case == 'R not identity':
+        left['r'] = [0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    rig = InProcessRig(context, weight_files)
+    try:
+        rig.process(pair.left, pair.right, camera_info(left, 'left'),
+                    None if case == 'no right camera_info' else camera_info(right, 'right'), 3300)
+        assert rig.published['_stereo_pub'][-1].verified_with == 'fundamental'
+        log = capfd.readouterr().err
+        assert all(part.format(ns=rig.node.get_namespace().strip('/')) in log for part in says), log
+        assert case == 'R not identity' or 'stereo_rectified' not in log, log
+    finally:
+        rig.close()
