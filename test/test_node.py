@@ -23,6 +23,7 @@ from std_srvs.srv import Trigger
 
 from ros_helpers import (Inbox, Spinner, call_service, import_interfaces, random_weight_files,
                           wait_until)
+from superglue_ros.ros import diagnostics as diagnostics_module
 from superglue_ros.ros.image_conversion import image_msg_to_numpy, numpy_to_image_msg
 from superglue_ros.visualization import MARGIN
 
@@ -269,7 +270,10 @@ def test_live_parameters(make_rig, frames):
     assert rig.send(frames[2]).frame_keypoint_count == 64
 
 
-def test_bad_images_are_skipped_counted_and_logged_once_per_kind(make_rig, frames, capfd):
+def test_bad_images_are_skipped_counted_and_logged_once_per_kind(make_rig, frames, capfd, monkeypatch):
+    # Once per kind within the throttle period: the period is made longer than this test can take, since on a
+    # slow machine the five frames matched between the two yuv422 images took over the 10 s default (CI).
+    monkeypatch.setattr(diagnostics_module, 'LOG_EVERY_S', 3600.0)
     rig = make_rig()
     diagnostics = Inbox('/diagnostics')
     rig.helper.create_subscription(DiagnosticArray, '/diagnostics', diagnostics, 100)
@@ -306,6 +310,19 @@ def test_bad_images_are_skipped_counted_and_logged_once_per_kind(make_rig, frame
     for kind in bad:
         assert log.count(f'skipped ({kind})') == 1, kind
     assert "unsupported encoding 'yuv422'" in log
+
+
+def test_a_rejection_kind_is_logged_again_after_the_throttle_period(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(diagnostics_module.time, 'monotonic', lambda: clock[0])
+    stats = diagnostics_module.Statistics()
+    assert stats.rejected('empty_image', 'a') and not stats.rejected('empty_image', 'b')
+    assert stats.rejected('too_small', 'c')  # each kind has its own period
+    clock[0] += diagnostics_module.LOG_EVERY_S - 0.1
+    assert not stats.rejected('empty_image', 'd')
+    clock[0] += 0.2
+    assert stats.rejected('empty_image', 'e')
+    assert stats.rejections() == {'empty_image': 4, 'too_small': 1}
 
 
 def test_match_image_drawn_only_while_subscribed(make_rig, frames, monkeypatch):
