@@ -1,7 +1,7 @@
 """GPU front-end speed: pipeline.CameraPipeline (one and two cameras) against transformers, per stage.
 
     python benchmarks/benchmark_gpu.py [--device cuda] [--keypoints 512 1024 2048] [--precisions fp32 fp16]
-        [--runs sequential pipelined two_cameras transformers] [--frames 200] [--warmup 20]
+        [--runs sequential pipelined graphs onnxruntime two_cameras transformers] [--frames 200] [--warmup 20]
         [--size 640 480] [--sinkhorn-iterations 20] [--threads N] [--json OUT.json]
         [--superglue-weights SPEC [--superpoint-weights SPEC]]
 
@@ -13,6 +13,10 @@ keyframe (the first frame; KeyframePolicy with every rule off):
 
   sequential    CameraPipeline depth 1: a frame's result is collected before the next one is submitted
   pipelined     CameraPipeline depth 2: frame N+1's upload and SuperPoint overlap frame N's SuperGlue
+  graphs        pipelined, with static_shapes: SuperGlue padded to the keypoint count and replayed from a
+                CUDA graph per camera stream (static_shapes.py), against eager launches above
+  onnxruntime   pipelined, with backend onnxruntime (runtime.py: onnxruntime's CUDA / TensorRT provider
+                on the camera's stream); not available where onnxruntime has no CUDA provider, nor in fp16
   two_cameras   two CameraPipelines (depth 2) on one shared Matcher, each driven by its own thread with
                 its own frames (the sequence, and the sequence started half-way, so the second
                 camera's keyframe is the middle frame and its match counts differ): frames/s of each
@@ -66,7 +70,9 @@ from superglue_ros.weights import load_superglue, load_superpoint  # noqa: E402
 
 FREIBURG = REPO.parent / 'shared' / 'data' / 'freiburg_sequence'
 STAGES = ('preprocess', 'upload', 'superpoint', 'superglue', 'download', 'verify', 'total')
-RUNS = {'sequential': 1, 'pipelined': 2, 'two_cameras': 2, 'transformers': None}  # run -> pipeline depth
+RUNS = {'sequential': 1, 'pipelined': 2, 'graphs': 2, 'onnxruntime': 2, 'two_cameras': 2,
+        'transformers': None}  # run -> pipeline depth
+MATCHER_OPTIONS = {'graphs': {'static_shapes': True}, 'onnxruntime': {'backend': 'onnxruntime'}}  # others: eager torch
 FIXED_KEYFRAME = KeyframePolicy(min_matches=0, min_match_ratio=0.0, max_age_s=0.0)
 AUTOCAST = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -224,13 +230,16 @@ def load_models(args):
     return (superpoint, superglue), states
 
 
-def make_matcher(models, device, precision: str, keypoints: int, args) -> Matcher:
-    """A Matcher on its own copy of the models (a precision converts them in place); NotAvailable
-    when the Matcher refuses the precision."""
+def make_matcher(models, device, precision: str, keypoints: int, args, **options) -> Matcher:
+    """A Matcher on its own copy of the models (a precision converts them in place), with `options`
+    (MATCHER_OPTIONS); NotAvailable when the Matcher refuses the precision or the options."""
+    superpoint, superglue = copy.deepcopy(models)
+    superpoint.config = {**superpoint.config, 'max_keypoints': keypoints}  # static_shapes reads it at once
     try:
-        matcher = Matcher(*copy.deepcopy(models), device=device, precision=precision)
+        matcher = Matcher(superpoint, superglue, device=device, precision=precision, **options)
     except Exception as e:
-        raise NotAvailable(f'Matcher(precision={precision!r}): {type(e).__name__}: {e}') from None
+        described = ', '.join([f'precision={precision!r}'] + [f'{k}={v!r}' for k, v in options.items()])
+        raise NotAvailable(f'Matcher({described}): {type(e).__name__}: {e}') from None
     matcher.configure(max_keypoints=keypoints, sinkhorn_iterations=args.sinkhorn_iterations)
     return matcher
 
@@ -289,6 +298,9 @@ def ratios(rows: list) -> list:
             parts.append(f'pipelined / sequential {get("pipelined") / get("sequential"):.2f}')
         if best[0] and get('transformers'):
             parts.append(f'{best[1]} / transformers {best[0] / get("transformers"):.2f}')
+        for run in ('graphs', 'onnxruntime'):
+            if get(run) and get('pipelined'):
+                parts.append(f'{run} / pipelined (eager) {get(run) / get("pipelined"):.2f}')
         if get('two_cameras') and get('pipelined'):
             parts.append(f'two cameras (total) / one camera (pipelined) {get("two_cameras") / get("pipelined"):.2f}')
         if parts:
@@ -362,7 +374,7 @@ def main():
     for keypoints in args.keypoints:
         hf_model = None
         for precision in args.precisions:
-            matcher = None
+            matchers = {}  # options -> Matcher, made on first use
             for run in args.runs:
                 row = {'keypoints': keypoints, 'precision': precision, 'run': run, 'depth': RUNS[run],
                        'cameras': 2 if run == 'two_cameras' else 1,
@@ -370,16 +382,17 @@ def main():
                 try:
                     if device.type == 'cuda':
                         torch.cuda.reset_peak_memory_stats(device)
+                    options = MATCHER_OPTIONS.get(run, {})
+                    key = tuple(sorted(options.items()))
+                    if key not in matchers and (run != 'transformers' or precision != 'fp32'):
+                        # (transformers is compared only where this code runs the precision)
+                        matchers[key] = make_matcher(models, device, precision, keypoints, args, **options)
                     if run == 'transformers':
-                        if precision != 'fp32' and matcher is None:  # compared only where this code runs it
-                            matcher = make_matcher(models, device, precision, keypoints, args)
                         if hf_model is None:
                             hf_model = make_transformers(states, keypoints, args, device)
                         figures = run_transformers(hf_model, images, args, precision, device)
                     else:
-                        if matcher is None:
-                            matcher = make_matcher(models, device, precision, keypoints, args)
-                        figures = run_pipeline(matcher, images, args, run)
+                        figures = run_pipeline(matchers[key], images, args, run)
                     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == 'cuda' else None
                     row.update(status='ok', peak_gpu_mib=peak, **figures)
                 except NotAvailable as e:
@@ -390,7 +403,7 @@ def main():
                 rows.append(row)
                 print(row_line(row), flush=True)
                 write_json()
-            del matcher
+            del matchers
         del hf_model
         if device.type == 'cuda':
             torch.cuda.empty_cache()

@@ -15,7 +15,9 @@
 #          there. Test modules that cannot be imported for want of a package outside the core (rclpy
 #          and the ROS messages on a machine without ROS, transformers) are left out, with a line each.
 #   bench  (GPU_CHECK_BENCH_S=210)  benchmarks/benchmark_gpu.py: 640x480, 512 / 1024 / 2048 keypoints,
-#          fp32 / fp16, sequential / pipelined / two cameras / transformers.
+#          fp32 / fp16, sequential / pipelined (eager) / graphs (static_shapes: CUDA graphs) / onnxruntime
+#          (where its build has CUDA; the device machine's is CPU-only: reported not available) / two
+#          cameras / transformers.
 #   node   (GPU_CHECK_NODE_S=90)    benchmarks/benchmark_node_latency.py --device cuda, only where ROS 2
 #          and the built messages are importable (not on the device machine: a line says so).
 # GPU_CHECK_PARTS="tests bench node" (default) picks parts, e.g. to rerun one. PYTHON: the interpreter

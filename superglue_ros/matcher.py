@@ -39,6 +39,7 @@ from .models import SuperGlue, SuperPoint
 from .precision import check_precision
 from .runtime import OnnxRuntimeBackend
 from .settings import check, check_all, defaults, names, resize_of
+from .static_shapes import StaticSuperGlue
 from .weights import load_superglue, load_superpoint
 
 
@@ -157,6 +158,18 @@ def check_backend(backend: str, precision: str) -> str:
     return backend
 
 
+def check_static_shapes(static_shapes: bool, backend: str, max_keypoints: int, resize) -> bool:
+    """The static_shapes setting, checked against the others; ValueError saying what it needs."""
+    static_shapes = check('static_shapes', static_shapes)
+    if static_shapes and max_keypoints == -1:
+        raise ValueError('static_shapes pads every image to max_keypoints, which is -1 (all keypoints): set '
+                         'max_keypoints (1024 in the presets), or static_shapes false')
+    if static_shapes and backend == 'onnxruntime' and resize_of(resize) is None:
+        raise ValueError("static_shapes with backend 'onnxruntime' runs the static export, made for one image size: "
+                         'set resize [width, height], or static_shapes false')
+    return static_shapes
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """'auto' -> CUDA when available, else CPU; 'cpu', 'cuda', 'cuda:N' as given, if usable.
     ValueError saying what to use otherwise."""
@@ -182,12 +195,16 @@ class Matcher:
     them back. precision: 'fp32' (the original computation), 'bf16' or 'fp16' (settings.py).
     backend: 'torch' or 'onnxruntime' (runtime.py: the exported networks in ONNX Runtime, fp32 only;
     `log` takes its one line when it exports them, the first time for these weights and settings).
+    static_shapes: SuperGlue on every image padded to max_keypoints, with padding masks (the same
+    matches): with backend torch, replayed from a CUDA graph per camera stream on a GPU
+    (static_shapes.py); with backend onnxruntime, the static export (one shape: no TensorRT engine
+    rebuild), which needs a resize and takes at most the max_keypoints it was made for.
     Settings (defaults and accepted values: settings.py) change live with configure().
     """
     MODEL_SETTINGS = names('superpoint') + names('superglue') + ('max_matching_memory_mb',)
 
     def __init__(self, superpoint: SuperPoint, superglue: SuperGlue, device='auto', resize=None,
-                 precision: str = 'fp32', backend: str = 'torch', log=None):
+                 precision: str = 'fp32', backend: str = 'torch', log=None, static_shapes: bool = False):
         if not isinstance(superpoint, SuperPoint) or not isinstance(superglue, SuperGlue):
             raise TypeError(f'Matcher(superpoint, superglue) takes a models.SuperPoint and a models.SuperGlue, '
                             f'got {type(superpoint).__name__} and {type(superglue).__name__}')
@@ -203,12 +220,17 @@ class Matcher:
         for model in (self.superpoint, self.superglue):
             model.set_precision(self.precision)  # ValueError where the device has no fast kernels for it
         self.max_matching_memory_mb = defaults('matcher')['max_matching_memory_mb']
+        self.static_shapes = check_static_shapes(static_shapes, self.backend, superpoint.config['max_keypoints'],
+                                                 self.resize)
+        static = (superpoint.config['max_keypoints'], self.resize) if self.static_shapes else None
         self.runtime = None if self.backend == 'torch' else OnnxRuntimeBackend(
-            self.superpoint, self.superglue, self.device, log, image_size=self.resize)
+            self.superpoint, self.superglue, self.device, log, static=static, image_size=self.resize)
+        self.static_superglue = (StaticSuperGlue(self.superglue, self.device)
+                                 if self.static_shapes and self.runtime is None else None)
 
     @classmethod
     def from_weights(cls, superpoint_weights, superglue_weights, device='auto', resize=None, precision='fp32',
-                     backend='torch', log=None, **settings) -> 'Matcher':
+                     backend='torch', log=None, static_shapes=False, **settings) -> 'Matcher':
         """Matcher from weights specs (weights.py: preset, hub id, file or Hugging Face directory).
         superpoint_weights None or '': SuperPoint from superglue_weights (weights.load_superpoint).
         settings: MODEL_SETTINGS. ValueError / WeightsError before anything slow when a value is bad."""
@@ -217,10 +239,14 @@ class Matcher:
         check_precision(precision, device)
         check_backend(backend, precision)
         resize = resize_of(resize)
+        check_static_shapes(static_shapes, backend, settings.get('max_keypoints', defaults('superpoint')['max_keypoints']),
+                            resize)
         superpoint = load_superpoint(superpoint_weights or None, superglue_spec=superglue_weights)
         superglue = load_superglue(superglue_weights, {name: settings[name] for name in names('superglue')
                                                        if name in settings})  # settings baked into an export
-        matcher = cls(superpoint, superglue, device, resize, precision, backend, log)
+        if 'max_keypoints' in settings:  # the static count, read by the constructor
+            superpoint.config = {**superpoint.config, 'max_keypoints': settings['max_keypoints']}
+        matcher = cls(superpoint, superglue, device, resize, precision, backend, log, static_shapes)
         matcher.configure(**settings)
         return matcher
 
@@ -231,15 +257,30 @@ class Matcher:
                   'max_matching_memory_mb': self.max_matching_memory_mb}
         return {name: config[name] for name in self.MODEL_SETTINGS}
 
-    def configure(self, **settings):
-        """Change MODEL_SETTINGS now, without reloading weights; all or nothing (ValueError naming
-        every bad value). Each model's config is replaced as a whole, so a forward running in
-        another thread reads either the old or the new settings. Extracted Features and their
-        cached encodings stay valid."""
+    def check_settings(self, **settings) -> dict:
+        """The MODEL_SETTINGS values configure() would apply, checked: settings.check_all, and what
+        static_shapes needs (max_keypoints >= 1; with onnxruntime, at most the static export's count).
+        ValueError naming the bad values; the node's on-set parameters step calls this too."""
         unknown = sorted(set(settings) - set(self.MODEL_SETTINGS))
         if unknown:
             raise ValueError(f'unknown setting(s) {unknown}; Matcher.configure takes {", ".join(self.MODEL_SETTINGS)}')
         settings = check_all(settings)
+        if self.static_shapes and 'max_keypoints' in settings:
+            count = settings['max_keypoints']
+            if count == -1:
+                raise ValueError('max_keypoints must stay >= 1 with static_shapes (every image is padded to it); got -1')
+            if self.runtime is not None and count > self.runtime.static[0]:
+                raise ValueError(f'max_keypoints must be at most {self.runtime.static[0]} with static_shapes and backend '
+                                 f"'onnxruntime' (the static export's count); got {count}: restart the node to "
+                                 'export for more')
+        return settings
+
+    def configure(self, **settings):
+        """Change MODEL_SETTINGS now, without reloading weights; all or nothing (ValueError naming
+        every bad value: check_settings). Each model's config is replaced as a whole, so a forward
+        running in another thread reads either the old or the new settings. Extracted Features and
+        their cached encodings stay valid."""
+        settings = self.check_settings(**settings)
         for model, scope in ((self.superpoint, 'superpoint'), (self.superglue, 'superglue')):
             changed = {name: value for name, value in settings.items() if name in names(scope)}
             if changed:
@@ -274,15 +315,22 @@ class Matcher:
                 for keypoints, scores, descriptors, upload
                 in zip(pred['keypoints'], pred['scores'], pred['descriptors'], uploads)]
 
-    def encoded(self, features: Features) -> Tensor:
-        """features.encoded, computed on first use: [1, D, N]."""
+    def encoded(self, features: Features, count: int | None = None) -> Tensor:
+        """features.encoded, computed on first use: [1, D, N]; with static_shapes [1, D, K], K = count
+        (default: max_keypoints, or N if larger), encoded again when the cached one has another K."""
+        if self.static_superglue is not None:
+            count = count or max(self.superpoint.config['max_keypoints'], len(features.scores))
+            if features.encoded is not None and features.encoded.shape[2] != count:
+                features.encoded = None
         if features.encoded is None:
             if features.descriptors.device != self.device:
                 raise ValueError(f'features extracted on {features.descriptors.device} cannot be matched on '
                                  f'{self.device}: extract them with this matcher')
-            encode = self.superglue.encode if self.runtime is None else self.runtime.encode
-            features.encoded = encode(features.keypoints[None], features.scores[None], features.descriptors[None],
-                                      features.image_size)
+            data = features.keypoints[None], features.scores[None], features.descriptors[None], features.image_size
+            if self.static_superglue is not None:
+                features.encoded = self.static_superglue.encode(*data, count)
+            else:
+                features.encoded = (self.superglue.encode if self.runtime is None else self.runtime.encode)(*data)
         return features.encoded
 
     def check_matching_memory(self, n: int, m: int):
@@ -302,6 +350,12 @@ class Matcher:
         n, m = len(features0.scores), len(features1.scores)
         with memory_guard(self.device, f'matching {n} x {m} keypoints',
                           'max_keypoints (or max_matching_memory_mb, which refuses such pairs before they run)'):
+            if self.static_superglue is not None:
+                if not (n and m):  # nothing to match: SuperGlue.match's result for an empty side
+                    return self.superglue.matches_from_scores(torch.zeros((1, n, m), device=self.device))
+                # both sides at one count: max_keypoints, or more for a keyframe detected before it was lowered
+                count = max(self.superpoint.config['max_keypoints'], n, m)
+                return self.static_superglue.match(self.encoded(features0, count), n, self.encoded(features1, count), m)
             if self.runtime is None:
                 return self.superglue.match(self.encoded(features0), self.encoded(features1))
             # Sinkhorn and the mutual check of the torch model, on onnxruntime's score matrix

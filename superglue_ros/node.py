@@ -47,6 +47,7 @@ import numpy as np
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -518,6 +519,7 @@ class SuperGlueNode(Node):
         self.matcher = Matcher.from_weights(
             v['superpoint_weights'], v['superglue_weights'], device=v['device'], resize=v['resize'],
             precision=v['precision'], backend=v['backend'], log=self.get_logger().info,
+            static_shapes=v['static_shapes'],
             **{name: v[name] for name in Matcher.MODEL_SETTINGS})
         self.verification = Verification.from_settings(v)
         self.stereo = StereoVerification.from_settings(v)
@@ -531,7 +533,7 @@ class SuperGlueNode(Node):
                         if name in rigs else Camera(self, name, self.matcher, policy, self.verification, store(),
                                                     mask=masks.get(name))
                         for name in v['cameras'] if name not in rigs.values()]
-        self.add_on_set_parameters_callback(parameters.validate)
+        self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
 
         self._service_lock = threading.Lock()
@@ -553,6 +555,7 @@ class SuperGlueNode(Node):
         logger.info(f'matching {topics} on {self.matcher.device} (superglue_weights={v["superglue_weights"]!r}, '
                     f'superpoint_weights={v["superpoint_weights"] or "from superglue_weights"!r}, '
                     f'resize={self.matcher.resize}, precision={self.matcher.precision}, backend={self.matcher.backend}'
+                    + (', static_shapes' if self.matcher.static_shapes else '')
                     + (f' ({self.matcher.runtime.directory})' if self.matcher.runtime else '')
                     + f', {self.matcher.settings})')
         if message_filters is None:
@@ -605,6 +608,18 @@ class SuperGlueNode(Node):
         super().destroy_node()
 
     # -- parameters: on-set validates (settings.check), post-set applies (as ros2/demos) ----------
+
+    def _validate_parameters(self, changed) -> SetParametersResult:
+        """On-set step: each value (parameters.validate), then what the Matcher refuses of them together
+        with its start-up settings (Matcher.check_settings: static_shapes' rules)."""
+        result = parameters.validate(changed)
+        if result.successful:
+            model = {name: value for name, value in parameters.changes(changed).items() if name in Matcher.MODEL_SETTINGS}
+            try:
+                self.matcher.check_settings(**model)
+            except ValueError as e:
+                return SetParametersResult(successful=False, reason=str(e))
+        return result
 
     def _after_set_parameters(self, changed):
         values = parameters.changes(changed)  # checked by parameters.validate

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from .export import cached_export
 from .models import SuperGlue, SuperPoint
+from .static_shapes import pad, padding_mask
 
 MAX_PROFILE_KEYPOINTS = 4096  # TensorRT shape profiles: keypoints per image (beyond: TensorRT builds another engine)
 ELEMENT_TYPES = {torch.float32: np.float32, torch.int64: np.int64, torch.bool: np.bool_}
@@ -185,12 +186,13 @@ class OnnxRuntimeBackend:
         size = torch.tensor(image_size, dtype=torch.float32).to(self.device, non_blocking=True)
         inputs = {'keypoints': keypoints, 'scores': scores, 'descriptors': descriptors, 'image_size': size}
         if self.static is not None:  # padded to K, with the mask: [1, D, K] out, its first N columns the real ones
-            inputs = {**pad(inputs, n, self.static[0]), 'mask': self.mask(n)}
+            count = self.static[0]
+            if n > count:
+                raise ValueError(f'{n} keypoints, but the static ONNX export takes at most {count} per image: lower '
+                                 f'max_keypoints to {count}, or export for more')
+            inputs = {**inputs, 'keypoints': pad(keypoints, count, 1), 'scores': pad(scores, count, 1),
+                      'descriptors': pad(descriptors, count, 2), 'mask': padding_mask(n, count, self.device)}
         return self.run('superglue_encode.onnx', inputs, {'encoded': (1, self.dim, inputs['scores'].shape[1])})[0]
-
-    def mask(self, n: int) -> Tensor:
-        """Padding mask [1, K] of a static export: True for the first n (real) keypoints."""
-        return torch.arange(self.static[0], device=self.device)[None] < n
 
     def score_matrix(self, encoded0: Tensor, encoded1: Tensor, n: int, m: int) -> Tensor:
         """SuperGlue.score_matrix of n and m keypoints: encode() outputs [1, D, N], [1, D, M] (N, M = n, m;
@@ -201,21 +203,8 @@ class OnnxRuntimeBackend:
         if self.static is None:
             return self.run('superglue_scores.onnx', inputs, {'scores': (1, n, m)})[0]
         count = self.static[0]
-        scores = self.run('superglue_scores.onnx', {**inputs, 'mask0': self.mask(n), 'mask1': self.mask(m)},
+        scores = self.run('superglue_scores.onnx', {**inputs, 'mask0': padding_mask(n, count, self.device),
+                                                     'mask1': padding_mask(m, count, self.device)},
                           {'scores': (1, count, count)})[0]
         return scores[:, :n, :m]  # the real rows and columns: those of the unpadded images
 
-
-def pad(inputs: dict, n: int, count: int) -> dict:
-    """keypoints [1, n, 2], scores [1, n], descriptors [1, D, n] of `inputs` padded with zeros to `count`
-    keypoints (ValueError when n > count); other entries as they are."""
-    if n > count:
-        raise ValueError(f'{n} keypoints, but the static ONNX export takes at most {count} per image: lower '
-                         f'max_keypoints to {count}, or export for more')
-    padded = dict(inputs)
-    for key, axis in (('keypoints', 1), ('scores', 1), ('descriptors', 2)):
-        tensor = inputs[key]
-        shape = list(tensor.shape)
-        shape[axis] = count - n
-        padded[key] = torch.cat([tensor, tensor.new_zeros(shape)], axis)
-    return padded

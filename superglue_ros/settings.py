@@ -174,6 +174,12 @@ _ROWS = [
             'settings) and run by ONNX Runtime, on the CPU or CUDA as device says, fp32 only; keypoint selection, '
             'Sinkhorn and the mutual check stay in torch, so every setting stays live',
             'matcher', live=False, cli=True),
+    Setting('static_shapes', False, 'true or false', lambda v: isinstance(v, bool),
+            'SuperGlue on every image padded to max_keypoints, with padding masks: the same matches, at one shape. '
+            "With backend 'torch' on a GPU, each camera's SuperGlue is captured once in a CUDA graph and replayed "
+            "(no per-kernel launch cost); with 'onnxruntime', the static export runs (no TensorRT engine rebuild; "
+            'needs a resize, and max_keypoints stays at most its start-up value). Needs max_keypoints >= 1; '
+            'on a CPU it only costs time', 'matcher', live=False),
     # -- SuperPoint (models/superpoint.py), live ----------------------------------------------
     Setting('max_keypoints', -1, 'an integer >= 1, or -1 for all', lambda v: _is_int(v) and (v == -1 or v >= 1),
             'Most keypoints kept per image, highest detection scores first; -1: all', 'superpoint', cli=True),

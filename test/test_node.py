@@ -270,6 +270,24 @@ def test_live_parameters(make_rig, frames):
     assert rig.send(frames[2]).frame_keypoint_count == 64
 
 
+def test_static_shapes_node_publishes_the_matches_of_the_dynamic_one(make_rig, frames):
+    static, dynamic = make_rig(static_shapes=True), make_rig()
+    for rig in (static, dynamic):
+        rig.send(frames[0])
+    for image in frames[1:3]:
+        a, b = static.send(image), dynamic.send(image)
+        assert len(a.confidence) > 20
+        np.testing.assert_array_equal(a.keyframe_indices, b.keyframe_indices)
+        np.testing.assert_array_equal(a.frame_indices, b.frame_indices)
+        np.testing.assert_allclose(a.confidence, b.confidence, rtol=0, atol=1e-5)
+    result, = static.set_parameters(max_keypoints=-1)
+    assert not result.successful and 'static_shapes' in result.reason
+    result, = static.set_parameters(static_shapes=False)
+    assert not result.successful and 'read-only' in result.reason
+    assert static.set_parameters(max_keypoints=128)[0].successful  # padded to 128 now; the keyframe to its 256
+    assert len(static.send(frames[3]).confidence) > 0
+
+
 def test_bad_images_are_skipped_counted_and_logged_once_per_kind(make_rig, frames, capfd, monkeypatch):
     # Once per kind within the throttle period: the period is made longer than this test can take, since on a
     # slow machine the five frames matched between the two yuv422 images took over the 10 s default (CI).
