@@ -1,17 +1,17 @@
-"""CPU speed of SuperPoint + SuperGlue: this project in fp32 and bf16 against transformers, in one run.
+"""CPU speed of SuperPoint + SuperGlue: this project in fp32, bf16 and on onnxruntime against transformers, in one run.
 
     python benchmarks/benchmark_core.py [--threads 2] [--runs 5] [--warmup 1] [--max-keypoints 1024]
         [--sinkhorn-iterations 100] [--resize WIDTH HEIGHT] [--device cpu] [--no-transformers] [--no-bf16]
-        [--sharp] [--candidates] [IMAGE0 IMAGE1]
+        [--no-onnxruntime] [--sharp] [--candidates] [IMAGE0 IMAGE1]
 
-Everything runs in one process, on the same two images (default: freiburg frames 0 and 1, 640x480; the
-first is the keyframe), with the same confident random weights (random_weights.py; --sharp: with a 19x final projection,
+Everything runs in one process, on the same two images (default: freiburg frames 0 and 1, 640x480, else
+frames 0 and 2 of demo/synthetic.py's 640x480 sequence; the first is the keyframe), with the same confident random weights (random_weights.py; --sharp: with a 19x final projection,
 whose couplings span > 10,000 units: Sinkhorn on the CPU must stay fast for them too), the same threads and settings (max_keypoints, keypoint threshold 0.005,
 NMS radius 4, no border removal (see BORDER), Sinkhorn iterations, match threshold 0.2). Each round
 runs every implementation once, so that a change of machine load hits all of them; figures are
 medians over the rounds after warm-up, and the ratios compare figures of this one run.
 
-Measured, for this project (the models called directly, grey [1, 1, H, W] tensors in):
+Measured, for this project (the models called directly, grey [1, 1, H, W] tensors in; in ms):
   per-frame front-end  what the node does for each new frame: SuperPoint on the frame, SuperGlue.encode
                        of it, SuperGlue.match against the keyframe's cached encoding; and the same through
                        the node's own frame path (pipeline.CameraPipeline.process on the uint8 image: upload,
@@ -20,6 +20,14 @@ Measured, for this project (the models called directly, grey [1, 1, H, W] tensor
   stages (ms)          superpoint (one image), encode (one image), match (the remaining GNN layers,
                        final projection, Sinkhorn, mutual check), and the Sinkhorn part of that
                        match (log_optimal_transport, timed inside it)
+onnxruntime: the same rows for backend 'onnxruntime' (runtime.py) on the same weights and settings in fp32, as
+Matcher runs it: superpoint.onnx then the keypoint selection in torch, superglue_encode.onnx,
+superglue_scores.onnx then torch's Sinkhorn and mutual check (SuperGlue.matches_from_scores), and
+CameraPipeline.process on a Matcher with that backend. onnxruntime's intra-op threads are torch's. The
+export goes to a temporary directory of this run unless SUPERGLUE_ROS_ONNX_DIR is set. Its keypoints and
+matches are checked against fp32 (keypoints identical, match agreement), and a line names the faster of
+torch fp32 and onnxruntime per stage. Where onnxruntime is missing or the export fails, the reason is printed.
+(benchmark_onnxruntime.py: the whole superglue.onnx against this split.)
 transformers: SuperGlueForKeypointMatching on the pair (it has no keyframe cache: its per-frame cost is
 its pair); its superpoint row is half its keypoint detector's time on the two images (forward hooks).
 
@@ -34,9 +42,11 @@ encoder (and the channels-last candidate), keypoint NMS, one GNN layer, Sinkhorn
 candidate), with whether each result is identical (or its difference / error against float64).
 """
 import argparse
+import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,10 +62,12 @@ from superglue_ros.match import read_image  # noqa: E402
 from superglue_ros.matcher import Matcher  # noqa: E402
 from superglue_ros.models import SuperGlue, SuperPoint  # noqa: E402
 from superglue_ros.pipeline import CameraPipeline  # noqa: E402
+from superglue_ros.export import ExportError  # noqa: E402
 from superglue_ros.models import superglue as superglue_module  # noqa: E402
 from superglue_ros.models import superpoint as superpoint_module  # noqa: E402
 from superglue_ros.precision import check_precision, cpu_description  # noqa: E402
-from superglue_ros.precision_check import compare, encode  # noqa: E402
+from superglue_ros.runtime import RuntimeUnavailable  # noqa: E402
+from superglue_ros.precision_check import agreement, compare  # noqa: E402
 from superglue_ros.tracking import KeyframePolicy  # noqa: E402
 
 FREIBURG = REPO.parent / 'shared' / 'data' / 'freiburg_sequence'
@@ -69,6 +81,8 @@ ROWS = ('superpoint', 'encode', 'match', 'sinkhorn', 'frame', 'pipeline', 'pair'
 LABELS = {'superpoint': 'superpoint (1 image)', 'encode': 'superglue encode (1 image)',
           'match': 'superglue match', 'sinkhorn': '  of which sinkhorn', 'frame': 'per-frame front-end',
           'pipeline': '  as CameraPipeline.process', 'pair': 'full pair'}
+STAGES = {'superpoint': 'superpoint', 'encode': 'encode', 'match': 'match', 'sinkhorn': 'sinkhorn',
+          'frame': 'per-frame', 'pipeline': 'CameraPipeline.process', 'pair': 'full pair'}
 
 
 def timed_transport(*args):
@@ -96,6 +110,36 @@ def matmul_rates(runs: int = 3) -> dict:
     return best
 
 
+def match_set(keypoints, matches0) -> set:
+    """The matches as pixel pairs ((x0, y0), (x1, y1)): comparable also where the keypoints differ."""
+    idx = np.flatnonzero(matches0 > -1)
+    return {(tuple(keypoints[0][i]), tuple(keypoints[1][j])) for i, j in zip(idx, matches0[idx])}
+
+
+def default_images() -> list[Path]:
+    """Freiburg frames 0 and 1 where ../shared/data has them, else frames 0 and 2 of a synthetic 640x480
+    sequence (demo/synthetic.py), written to a temporary directory."""
+    paths = sorted(FREIBURG.glob('*.png'))[:2]
+    if len(paths) == 2:
+        return paths
+    from superglue_ros.demo.synthetic import generate_sequence
+    return generate_sequence(Path(tempfile.mkdtemp(prefix='benchmark_frames_')), num_frames=3, size=(640, 480),
+                             seed=0).files[::2]
+
+
+def load_images(parser, paths, resize, device) -> tuple[list[Path], list[torch.Tensor]]:
+    """The paths of two images (default_images() when none given) and their grey [1, 1, H, W] float
+    tensors in [0, 1], resized to resize (width, height) when given; parser.error when unusable."""
+    paths = paths or default_images()
+    if len(paths) != 2:
+        parser.error('give two images')
+    try:
+        return paths, [(torch.from_numpy(read_image(path, resize)[0]).float() / 255)[None, None].to(device)
+                       for path in paths]
+    except ValueError as e:
+        parser.error(str(e))
+
+
 def cpu_model() -> str:
     return cpu_description()
 
@@ -114,9 +158,10 @@ def now(device: torch.device) -> float:
 
 
 class Ours:
-    """This project's models in one precision."""
+    """This project's models in one precision, on one backend: torch, or onnxruntime (runtime.py: the
+    exported networks in ONNX Runtime, keypoint selection, Sinkhorn and the mutual check in torch)."""
 
-    def __init__(self, sp_state, sg_state, settings, device, precision):
+    def __init__(self, sp_state, sg_state, settings, device, precision, backend='torch'):
         self.superpoint = SuperPoint({'remove_borders': BORDER, 'max_keypoints': settings['max_keypoints']})
         self.superglue = SuperGlue({'sinkhorn_iterations': settings['sinkhorn_iterations']})
         self.superpoint.load_state_dict(sp_state)
@@ -126,33 +171,49 @@ class Ours:
         for model in (self.superpoint, self.superglue):
             model.set_precision(precision)
         self.device = device
+        self.matcher = Matcher(self.superpoint, self.superglue, device, precision=precision, backend=backend)
+        self.runtime = self.matcher.runtime  # None with backend torch
         # the node's frame path on the same models: upload, grey conversion, SuperPoint, SuperGlue against
         # the keyframe's cached encoding, verification (off) and the tracker (keyframe never replaced)
-        self.pipeline = CameraPipeline(Matcher(self.superpoint, self.superglue, device, precision=precision),
-                                       KeyframePolicy(min_matches=0, min_match_ratio=0.0))
+        self.pipeline = CameraPipeline(self.matcher, KeyframePolicy(min_matches=0, min_match_ratio=0.0))
         self.stamp = 0.0
 
+    def detect(self, image):
+        """SuperPoint on a grey [1, 1, H, W] image, as Matcher.detect runs it on this backend."""
+        if self.runtime is None:
+            return self.superpoint(image)
+        return self.superpoint.keypoints_from_maps(*self.runtime.superpoint_maps(image))
+
     def encode(self, features, image):
-        return encode(self.superglue, features, (image.shape[3], image.shape[2]))
+        encode = self.superglue.encode if self.runtime is None else self.runtime.encode
+        return encode(features['keypoints'][0][None], features['scores'][0][None], features['descriptors'][0][None],
+                      (image.shape[3], image.shape[2]))
+
+    def match(self, encoded0, encoded1):
+        """SuperGlue.match of two encodings, as Matcher.superglue_match runs it on this backend."""
+        if self.runtime is None:
+            return self.superglue.match(encoded0, encoded1)
+        return self.superglue.matches_from_scores(
+            self.runtime.score_matrix(encoded0, encoded1, encoded0.shape[2], encoded1.shape[2]))
 
     @torch.inference_mode()
     def __call__(self, images):
         """One full pair, then one per-frame front-end (image 1 against image 0's cached encoding)."""
         t, marks = self.device, {}
         start = now(t)
-        features = [self.superpoint(image) for image in images]
+        features = [self.detect(image) for image in images]
         encoded = [self.encode(f, image) for f, image in zip(features, images)]
-        result = self.superglue.match(*encoded)
+        result = self.match(*encoded)
         matches0 = result['matches0'][0].cpu().numpy()
         end = now(t)
         marks['pair'] = end - start
 
         start = now(t)
-        frame_features = self.superpoint(images[1])
+        frame_features = self.detect(images[1])
         detected_frame = now(t)
         frame_encoded = self.encode(frame_features, images[1])
         encoded_frame = now(t)
-        self.superglue.match(encoded[0], frame_encoded)['matches0'].cpu()
+        self.match(encoded[0], frame_encoded)['matches0'].cpu()
         end_frame = now(t)
         marks.update(frame=end_frame - start, superpoint=detected_frame - start, encode=encoded_frame - detected_frame,
                      match=end_frame - encoded_frame, sinkhorn=timed_transport.seconds)
@@ -322,7 +383,8 @@ def candidates(images, sp_state, sg_state, settings, rounds):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('images', nargs='*', type=Path, metavar='IMAGE', help='two images (default: freiburg 0, 1)')
+    parser.add_argument('images', nargs='*', type=Path, metavar='IMAGE',
+                        help='two images (default: freiburg 0, 1, else two synthetic frames)')
     parser.add_argument('--runs', type=int, default=5, help='timed rounds (default 5)')
     parser.add_argument('--warmup', type=int, default=1, help='untimed rounds first (default 1)')
     parser.add_argument('--max-keypoints', type=int, default=1024)
@@ -332,6 +394,7 @@ def main():
     parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (default 2)')
     parser.add_argument('--no-transformers', action='store_true', help='leave transformers out (preset tuning)')
     parser.add_argument('--no-bf16', action='store_true', help='leave bf16 out, timing and numerics (preset tuning)')
+    parser.add_argument('--no-onnxruntime', action='store_true', help='leave the onnxruntime backend out')
     parser.add_argument('--sharp', action='store_true',
                         help=f'SuperGlue weights with a {SHARP_SCALE}x final projection (couplings spanning > 10,000 units)')
     parser.add_argument('--candidates', action='store_true',
@@ -339,14 +402,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    paths = args.images or sorted(FREIBURG.glob('*.png'))[:2]
-    if len(paths) != 2:
-        parser.error(f'give two images (or put the freiburg frames in {FREIBURG})')
-    try:
-        images = [(torch.from_numpy(read_image(path, args.resize)[0]).float() / 255)[None, None].to(device)
-                  for path in paths]
-    except ValueError as e:
-        parser.error(str(e))
+    paths, images = load_images(parser, args.images, args.resize, device)
 
     settings = {'max_keypoints': args.max_keypoints, 'sinkhorn_iterations': args.sinkhorn_iterations,
                 'match_threshold': 0.2}
@@ -365,15 +421,26 @@ def main():
             runners['bf16'] = Ours(sp_state, sg_state, settings, device, 'bf16')
     except ValueError as e:
         bf16_note = str(e)
+    onnx_note = 'left out (--no-onnxruntime)' if args.no_onnxruntime else ''
+    if not args.no_onnxruntime:
+        if not os.environ.get('SUPERGLUE_ROS_ONNX_DIR'):  # these weights' export: in a directory of this run
+            export_dir = tempfile.TemporaryDirectory(prefix='benchmark_core_onnx_')  # removed at exit
+            os.environ['SUPERGLUE_ROS_ONNX_DIR'] = export_dir.name
+        try:
+            runners['onnxruntime'] = Ours(sp_state, sg_state, settings, device, 'fp32', backend='onnxruntime')
+        except (RuntimeUnavailable, ExportError) as e:
+            onnx_note = str(e)
     if not args.no_transformers:
         runners['transformers'] = Transformers(sp_state, sg_state, settings, device)
 
     import transformers
     height, width = images[0].shape[2:]
-    print(f'machine: {cpu_model()}; {torch.get_num_threads()} torch threads, device {device}'
+    print(f'machine: {cpu_model()}; {torch.get_num_threads()} torch threads'
+          + (' = onnxruntime intra-op threads' if 'onnxruntime' in runners else '') + f', device {device}'
           + (f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else ''))
-    print(f'torch {torch.__version__}, transformers {transformers.__version__}, python {platform.python_version()}, '
-          f'{time.strftime("%Y-%m-%d")}')
+    ort_version = f'onnxruntime {sys.modules["onnxruntime"].__version__}, ' if 'onnxruntime' in runners else ''
+    print(f'torch {torch.__version__}, transformers {transformers.__version__}, {ort_version}'
+          f'python {platform.python_version()}, {time.strftime("%Y-%m-%d %H:%M %Z")}')
     print(f'images: {", ".join(p.name for p in paths)} ({width}x{height}); max_keypoints {args.max_keypoints}, '
           f'sinkhorn_iterations {args.sinkhorn_iterations}; {args.warmup} warm-up + {args.runs} timed rounds; '
           f'weights: {f"sharp ({SHARP_SCALE}x final projection)" if args.sharp else "confident random"}')
@@ -400,6 +467,19 @@ def main():
     if 'bf16' in outputs:
         print(f'; matches bf16: {(outputs["bf16"][1] > -1).sum()}', end='')
     print()
+    if 'onnxruntime' in outputs:
+        kp_ort, m_ort = outputs['onnxruntime']
+        same = all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(kp, kp_ort))
+        common = [len(set(map(tuple, a)) & set(map(tuple, b))) for a, b in zip(kp, kp_ort)]  # the same positions
+        print(f'onnxruntime against fp32: keypoints {len(kp_ort[0])}, {len(kp_ort[1])} ('
+              + ('identical' if same else 'the same positions in another order'
+                 if common == [len(k) for k in kp] == [len(k) for k in kp_ort]
+                 else f'{common[0]}, {common[1]} at fp32\'s positions') + ')'
+              f', matches {(m_ort > -1).sum()}, match agreement '
+              f'{agreement([match_set(kp, m)], [match_set(kp_ort, m_ort)]):.1%}'
+              + (f', same decision for {(m == m_ort).sum()} of {len(m)} keypoints' if same else ''))
+    else:
+        print(f'onnxruntime not timed: {onnx_note}')
 
     medians = {name: {row: statistics.median(v) for row, v in rows.items() if v} for name, rows in times.items()}
     print(f'\n{"median ms":<28}' + ''.join(f'{name:>14}' for name in runners))
@@ -408,11 +488,18 @@ def main():
                                              for name in runners))
     if 'transformers' in medians:
         pair = medians['transformers']['pair']
-        for name in ('fp32', 'bf16'):
+        for name in ('fp32', 'onnxruntime', 'bf16'):
             if name in medians:
                 print(f'{name}: per-frame / transformers pair {medians[name]["frame"] / pair:.2f} '
                       f'(as CameraPipeline.process {medians[name]["pipeline"] / pair:.2f}), '
                       f'full pair / transformers pair {medians[name]["pair"] / pair:.2f}')
+    if 'onnxruntime' in medians:
+        ours, ort = medians['fp32'], medians['onnxruntime']
+        print(f'onnxruntime / fp32: per-frame {ort["frame"] / ours["frame"]:.2f}, full pair {ort["pair"] / ours["pair"]:.2f}')
+        print('fastest per stage on this CPU: ' + ', '.join(
+            f'{label} {"onnxruntime" if ort[row] < ours[row] else "torch fp32"} '
+            f'{max(ours[row], ort[row]) / min(ours[row], ort[row]):.2f}x' for row, label in STAGES.items())
+            + " (x: the other's time / its time; sinkhorn is torch's in both)")
     if 'bf16' in medians:
         print(f'bf16 / fp32: per-frame {medians["bf16"]["frame"] / medians["fp32"]["frame"]:.2f}, '
               f'full pair {medians["bf16"]["pair"] / medians["fp32"]["pair"]:.2f}')

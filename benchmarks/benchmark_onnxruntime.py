@@ -1,28 +1,23 @@
-"""CPU speed of the two backends (setting backend: torch / onnxruntime), per stage, in one run.
+"""Why Sinkhorn stays in torch with backend 'onnxruntime': the whole superglue.onnx against the backend's split.
 
     python benchmarks/benchmark_onnxruntime.py [--threads 2] [--runs 3] [--max-keypoints 1024]
         [--sinkhorn-iterations 100] [IMAGE0 IMAGE1]
 
-Both backends are Matchers on the same confident random weights (the speed does not depend on the
-values) and settings, on the same two images (default: a 640x480 pair of the synthetic sequence of
-demo/synthetic.py; the first is the keyframe). Each round runs every row once, alternately, so that a
-change of machine load hits both; figures are medians over the rounds after one warm-up round.
-
-Rows (ms):
-  superpoint dense maps    SuperPoint's network, both heads: torch (encode, dense_scores,
-                           descriptor_map) against superpoint.onnx
-  superpoint (frame)       Matcher.extract: the dense maps, then the keypoint selection in torch
-  superglue encode         one image: SuperGlue.encode against superglue_encode.onnx
-  superglue scores         the remaining GNN layers and the score matrix: SuperGlue.score_matrix against
-                           superglue_scores.onnx
-  sinkhorn + mutual        torch (exp-domain Sinkhorn, SuperGlue.matches_from_scores) against the same
-                           in onnxruntime's log-space graph: superglue.onnx (the whole SuperGlue, both
-                           encodings included) minus superglue_encode.onnx twice and superglue_scores.onnx
-  superglue.onnx           the whole SuperGlue in onnxruntime, against torch's encode x2 + match
-  frame (backend)          what the node does per frame: Matcher.extract + Matcher.match against the
-                           keyframe's cached encoding, as each backend runs it
+benchmark_core.py times the onnxruntime backend per stage beside torch fp32 and transformers (superpoint,
+encode, match, Sinkhorn, per frame, CameraPipeline.process, full pair). This script shows only what it
+does not: SuperGlue on one pair (features of the two images extracted once, nothing cached), run
+  split           as the backend runs it: superglue_encode.onnx on each image, superglue_scores.onnx, then
+                  torch's exp-domain Sinkhorn and mutual check (SuperGlue.matches_from_scores)
+  superglue.onnx  the whole SuperGlue in one onnxruntime graph: the same networks, then the log-space
+                  Sinkhorn and mutual check exported with them (the file a runtime that takes one graph uses)
+alternately each round, on benchmark_core's images (freiburg 0 and 1, else two synthetic frames), weights
+(confident random) and settings (Ours), onnxruntime's intra-op threads = torch's. Rows (median ms over the
+rounds after one warm-up round): encode x2, scores, Sinkhorn + mutual check and the total; superglue.onnx's
+Sinkhorn + mutual check is its total minus the split's encode x2 and scores (the same graphs). Printed
+with the match agreement of the two (float32 log space against float64 exp domain).
 """
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -30,23 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO)]
+sys.path[:0] = [str(REPO), str(REPO / 'benchmarks')]
 
-from superglue_ros.demo.synthetic import generate_sequence  # noqa: E402
-from superglue_ros.matcher import Matcher  # noqa: E402
-from superglue_ros.precision import cpu_description  # noqa: E402
-from superglue_ros.random_weights import random_superglue, random_superpoint  # noqa: E402
-
-
-def timed(function):
-    start = time.perf_counter()
-    result = function()
-    return result, time.perf_counter() - start
+from benchmark_core import Ours, confident_weights, cpu_model, load_average, load_images, timed_transport  # noqa: E402
+from superglue_ros.precision_check import agreement  # noqa: E402
 
 
 def main():
@@ -55,96 +41,67 @@ def main():
     parser.add_argument('--runs', type=int, default=3)
     parser.add_argument('--max-keypoints', type=int, default=1024)
     parser.add_argument('--sinkhorn-iterations', type=int, default=100)
-    parser.add_argument('images', nargs='*', type=Path)
+    parser.add_argument('images', nargs='*', type=Path, help='two images (default: as benchmark_core.py)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.images:
-        paths = args.images
-    else:
-        paths = generate_sequence(Path(tempfile.mkdtemp()), num_frames=3, size=(640, 480), seed=0).files[::2]
-    images = [cv2.imread(str(path), cv2.IMREAD_COLOR) for path in paths[:2]]
+    paths, images = load_images(parser, args.images, None, torch.device('cpu'))
     settings = {'max_keypoints': args.max_keypoints, 'sinkhorn_iterations': args.sinkhorn_iterations}
-    matchers = {}
-    for backend in ('torch', 'onnxruntime'):
-        superpoint, superglue = random_superpoint(0), random_superglue(0, {'sinkhorn_iterations': args.sinkhorn_iterations})
-        matchers[backend] = Matcher(superpoint, superglue, 'cpu', backend=backend,
-                                    log=lambda line: print(f'[{backend}] {line}'))
-        matchers[backend].configure(**settings)
-    torch_matcher, ort_matcher = matchers['torch'], matchers['onnxruntime']
-    runtime = ort_matcher.runtime
-    import onnxruntime
-
-    print(f'machine: {cpu_description()}; {torch.get_num_threads()} torch threads = onnxruntime intra-op threads')
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.setdefault('SUPERGLUE_ROS_ONNX_DIR', tmp)
+        ours = Ours(*confident_weights(seed=0), settings, torch.device('cpu'), 'fp32', backend='onnxruntime')
+        import onnxruntime
+        options = onnxruntime.SessionOptions()  # the whole superglue.onnx, which the backend does not run
+        options.intra_op_num_threads = torch.get_num_threads()
+        whole = onnxruntime.InferenceSession(str(ours.runtime.directory / 'superglue.onnx'), options,
+                                             providers=['CPUExecutionProvider'])
+    print(f'machine: {cpu_model()}; {torch.get_num_threads()} torch threads = onnxruntime intra-op threads')
     print(f'torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, python {platform.python_version()}, '
-          f'{time.strftime("%Y-%m-%d")}')
-    print(f'images: {", ".join(str(p) for p in paths[:2])} ({images[0].shape[1]}x{images[0].shape[0]}); '
-          f'max_keypoints {args.max_keypoints}, sinkhorn_iterations {args.sinkhorn_iterations}; '
-          f'1 warm-up + {args.runs} timed rounds; export files: {runtime.directory}')
+          f'{time.strftime("%Y-%m-%d %H:%M %Z")}; load average before {load_average()}')
+    print(f'images: {", ".join(p.name for p in paths)} ({images[0].shape[3]}x{images[0].shape[2]}); max_keypoints '
+          f'{args.max_keypoints}, sinkhorn_iterations {args.sinkhorn_iterations}; 1 warm-up + {args.runs} rounds')
 
-    grey = torch.from_numpy(cv2.cvtColor(images[0], cv2.COLOR_BGR2GRAY)).float()[None, None] / 255
-    options = onnxruntime.SessionOptions()  # the whole superglue.onnx, which the backend does not run
-    options.intra_op_num_threads = torch.get_num_threads()
-    whole = onnxruntime.InferenceSession(str(runtime.directory / 'superglue.onnx'), options,
-                                         providers=['CPUExecutionProvider'])
-    rows = {}
+    runtime, superglue = ours.runtime, ours.superglue
+    times = {}
     with torch.inference_mode():
-        keyframes = {name: m.extract(images[0]) for name, m in matchers.items()}
-        for name, m in matchers.items():
-            m.encoded(keyframes[name])
-        features = torch_matcher.extract(images[1])
-        f0, f1 = keyframes['torch'], features
-        e0, e1 = torch_matcher.encoded(f0), torch_matcher.encoded(f1)
-        scores = torch_matcher.superglue.score_matrix(e0, e1)
+        features = [ours.detect(image) for image in images]
         inputs = {}
-        for i, f in enumerate((f0, f1)):
-            inputs.update({f'keypoints{i}': f.keypoints[None].numpy(), f'scores{i}': f.scores[None].numpy(),
-                           f'descriptors{i}': f.descriptors[None].numpy(),
-                           f'image_size{i}': np.array(f.image_size, np.float32)})
-        superpoint, superglue = torch_matcher.superpoint, torch_matcher.superglue
-
-        def torch_maps():
-            x = superpoint.encode(grey)
-            return superpoint.dense_scores(x), superpoint.descriptor_map(x)
-
-        def torch_encode():
-            return superglue.encode(f1.keypoints[None], f1.scores[None], f1.descriptors[None], f1.image_size)
-
-        def ort_encode():
-            return runtime.encode(f1.keypoints[None], f1.scores[None], f1.descriptors[None], f1.image_size)
-
-        def torch_whole():
-            return superglue.match(superglue.encode(f0.keypoints[None], f0.scores[None], f0.descriptors[None],
-                                                    f0.image_size), torch_encode())
-
+        for i, (f, image) in enumerate(zip(features, images)):
+            inputs.update({f'keypoints{i}': f['keypoints'][0][None].numpy(), f'scores{i}': f['scores'][0][None].numpy(),
+                           f'descriptors{i}': f['descriptors'][0][None].numpy(),
+                           f'image_size{i}': np.array([image.shape[3], image.shape[2]], np.float32)})
         for round_index in range(1 + args.runs):
-            marks = {
-                'superpoint dense maps': (torch_maps, lambda: runtime.superpoint_maps(grey)),
-                'superpoint (frame)': (lambda: torch_matcher.extract(images[1]), lambda: ort_matcher.extract(images[1])),
-                'superglue encode': (torch_encode, ort_encode),
-                'superglue scores': (lambda: superglue.score_matrix(e0, e1), lambda: runtime.score_matrix(e0, e1, e0.shape[2], e1.shape[2])),
-                'sinkhorn + mutual (torch)': (lambda: superglue.matches_from_scores(scores), None),
-                'superglue.onnx': (torch_whole, lambda: whole.run(None, inputs)),
-                'frame (backend)': tuple(
-                    (lambda m=m, name=name: m.match(keyframes[name], m.extract(images[1]))) for name, m in matchers.items()),
-            }
-            for row, (torch_run, ort_run) in marks.items():
-                for backend, run in (('torch', torch_run), ('onnxruntime', ort_run)):
-                    if run is not None:
-                        _, seconds = timed(run)
-                        if round_index:  # after the warm-up round
-                            rows.setdefault((row, backend), []).append(seconds * 1e3)
-    med = {key: statistics.median(values) for key, values in rows.items()}
-    sinkhorn_ort = (med[('superglue.onnx', 'onnxruntime')] - 2 * med[('superglue encode', 'onnxruntime')]
-                    - med[('superglue scores', 'onnxruntime')])
-    print(f'{"ms (median)":28s} {"torch":>9s} {"onnxruntime":>12s} {"torch / ort":>12s}')
-    for row in ('superpoint dense maps', 'superpoint (frame)', 'superglue encode', 'superglue scores',
-                'superglue.onnx', 'frame (backend)'):
-        t, o = med[(row, 'torch')], med[(row, 'onnxruntime')]
-        print(f'{row:28s} {t:9.1f} {o:12.1f} {t / o:12.2f}')
-    t = med[('sinkhorn + mutual (torch)', 'torch')]
-    print(f'{"sinkhorn + mutual":28s} {t:9.1f} {sinkhorn_ort:12.1f} {t / sinkhorn_ort:12.2f}   (onnxruntime: '
-          'superglue.onnx - 2 encode - scores)')
-    print(f'keypoints: keyframe {len(f0.scores)}, frame {len(f1.scores)}')
+            marks = [time.perf_counter()]
+            encoded = [ours.encode(f, image) for f, image in zip(features, images)]
+            marks.append(time.perf_counter())
+            scores = runtime.score_matrix(*encoded, encoded[0].shape[2], encoded[1].shape[2])
+            marks.append(time.perf_counter())
+            split = superglue.matches_from_scores(scores)['matches0'][0].numpy()
+            marks.append(time.perf_counter())
+            sinkhorn = timed_transport.seconds
+            start = time.perf_counter()
+            one_graph = whole.run(['matches0'], inputs)[0][0]
+            marks.append(time.perf_counter())
+            if round_index:  # after the warm-up round
+                split_ms = dict(zip(('encode x2', 'scores', 'sinkhorn + mutual'), np.diff(marks[:4]) * 1e3))
+                for row, ms in {**split_ms, 'of which sinkhorn': sinkhorn * 1e3, 'total': (marks[3] - marks[0]) * 1e3,
+                                'superglue.onnx': (marks[4] - start) * 1e3}.items():
+                    times.setdefault(row, []).append(ms)
+    print(f'load average after:  {load_average()}')
+    med = {row: statistics.median(values) for row, values in times.items()}
+    whole_sinkhorn = med['superglue.onnx'] - med['encode x2'] - med['scores']
+    print(f'\n{"median ms":<28}{"split (backend)":>16}{"superglue.onnx":>16}')
+    print(f'{"superglue encode x2":<28}{med["encode x2"]:>16.1f}{"(same graph)":>16}')
+    print(f'{"GNN to the score matrix":<28}{med["scores"]:>16.1f}{"(same graph)":>16}')
+    print(f'{"sinkhorn + mutual check":<28}{med["sinkhorn + mutual"]:>16.1f}{whole_sinkhorn:>16.1f}'
+          f'   (superglue.onnx: its total - the split\'s encode x2 and scores)')
+    print(f'{"  of which sinkhorn":<28}{med["of which sinkhorn"]:>16.1f}{"-":>16}')
+    print(f'{"total":<28}{med["total"]:>16.1f}{med["superglue.onnx"]:>16.1f}')
+    print(f'sinkhorn + mutual check: superglue.onnx / split {whole_sinkhorn / med["sinkhorn + mutual"]:.1f}x; '
+          f'total: superglue.onnx / split {med["superglue.onnx"] / med["total"]:.2f}')
+    kp = [f['keypoints'][0].numpy() for f in features]
+    sets = [{(i, j) for i, j in enumerate(m) if j > -1} for m in (split, one_graph)]
+    print(f'keypoints {len(kp[0])}, {len(kp[1])}; matches split {len(sets[0])}, superglue.onnx {len(sets[1])}, '
+          f'agreement {agreement([sets[0]], [sets[1]]):.1%}')
 
 
 if __name__ == '__main__':
