@@ -3,7 +3,7 @@
     python -m superglue_ros.match IMAGE0 IMAGE1 [--superpoint-weights W] [--superglue-weights W]
         [--max-keypoints N] [--keypoint-threshold T] [--nms-radius R] [--match-threshold M]
         [--sinkhorn-iterations K] [--max-matching-memory-mb MIB] [--resize WIDTH HEIGHT]
-        [--device auto|cpu|cuda|cuda:N] [--precision fp32|bf16|fp16] [--backend torch|onnxruntime]
+        [--device auto|cpu|cuda|cuda:N] [--precision fp32|bf16|fp16] [--backend torch|onnxruntime|auto]
         [--json OUT.json] [--image OUT.png]
 
 The setting flags are the rows of superglue_ros/settings.py (defaults, accepted values, descriptions),

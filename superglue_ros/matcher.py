@@ -25,6 +25,7 @@ the results; nothing here synchronises the device.
 Resources: running out of host or GPU memory raises ResourceError (what ran out, what to lower),
 and SuperGlue refuses a pair whose estimated memory exceeds max_matching_memory_mb before it starts.
 """
+import importlib.util
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -149,9 +150,16 @@ class MatchResult:
         return idx0, self.matches0[idx0], self.matching_scores0[idx0]
 
 
-def check_backend(backend: str, precision: str) -> str:
-    """The backend setting, checked; ValueError for a combination it does not run."""
+def resolve_backend(backend: str, device: torch.device, precision: str, static_shapes: bool = False) -> str:
+    """The backend setting, checked, with 'auto' resolved: 'onnxruntime' on a CPU in fp32, without
+    static_shapes, when onnxruntime is installed (it passes the torch backend's fidelity gate and ran a frame
+    in 0.79x of torch's time, the node at 1.56x / 2.06x the frame rate with config/indoor.yaml / cpu.yaml on
+    the 2-core development CPU, 2026-12-03, docs/BENCHMARKS.md); 'torch' everywhere else (GPUs: onnxruntime
+    unmeasured there). ValueError for a combination it does not run."""
     backend = check('backend', backend)
+    if backend == 'auto':
+        fits = device.type == 'cpu' and precision == 'fp32' and not static_shapes
+        backend = 'onnxruntime' if fits and importlib.util.find_spec('onnxruntime') is not None else 'torch'
     if backend == 'onnxruntime' and precision != 'fp32':
         raise ValueError(f"backend 'onnxruntime' runs fp32 only (the exported graphs), got precision {precision!r}: "
                          "use precision 'fp32', or backend 'torch' for half precision")
@@ -193,8 +201,10 @@ class Matcher:
     resize: None (images as given) or (width, height) every image is resized to (INTER_AREA) before
     SuperPoint; keypoints are in pixels of the processed image, Features.keypoints_original() maps
     them back. precision: 'fp32' (the original computation), 'bf16' or 'fp16' (settings.py).
-    backend: 'torch' or 'onnxruntime' (runtime.py: the exported networks in ONNX Runtime, fp32 only;
-    `log` takes its one line when it exports them, the first time for these weights and settings).
+    backend: 'torch', 'onnxruntime' (runtime.py: the exported networks in ONNX Runtime, fp32 only;
+    `log` takes its one line when it exports them, the first time for these weights and settings) or
+    'auto' (resolve_backend: onnxruntime on a CPU where it is installed, else torch); self.backend is
+    the one that runs.
     static_shapes: SuperGlue on every image padded to max_keypoints, with padding masks (the same
     matches): with backend torch, replayed from a CUDA graph per camera stream on a GPU
     (static_shapes.py); with backend onnxruntime, the static export (one shape: no TensorRT engine
@@ -214,7 +224,7 @@ class Matcher:
         self.device = resolve_device(device)
         self.resize = resize_of(resize)
         self.precision = check('precision', precision)
-        self.backend = check_backend(backend, self.precision)
+        self.backend = resolve_backend(backend, self.device, self.precision, static_shapes)
         self.superpoint = superpoint.eval().to(self.device)
         self.superglue = superglue.eval().to(self.device)
         for model in (self.superpoint, self.superglue):
@@ -237,7 +247,7 @@ class Matcher:
         check_all(settings)  # before the slow part: bad values fail at once
         device, precision = resolve_device(device), check('precision', precision)
         check_precision(precision, device)
-        check_backend(backend, precision)
+        backend = resolve_backend(backend, device, precision, static_shapes)
         resize = resize_of(resize)
         check_static_shapes(static_shapes, backend, settings.get('max_keypoints', defaults('superpoint')['max_keypoints']),
                             resize)

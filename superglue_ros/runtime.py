@@ -135,6 +135,10 @@ class OnnxRuntimeBackend:
         options.log_severity_level = 3  # errors only: its warnings about unused initialisers are noise here
         if self.device.type == 'cpu':
             options.intra_op_num_threads = torch.get_num_threads()
+            # no busy-waiting after a run: spinning threads took the cores from the torch work in between
+            # (keypoint selection, Sinkhorn): a frame took 0.75x of torch's time without, 0.81x with
+            # (2026-12-03, one alternating run, docs/BENCHMARKS.md)
+            options.add_session_config_entry('session.intra_op.allow_spinning', '0')
             return ort.InferenceSession(str(self.directory / name), options, providers=self.providers)
         index = self.index
         cuda = {'device_id': index, 'user_compute_stream': str(stream)}

@@ -168,11 +168,13 @@ _ROWS = [
             'Published coordinates are always pixels of the image as given',
             'matcher', live=False, cli=True),
     # -- deployment runtimes (export.py, runtime.py): chosen at start-up ----------------------
-    Setting('backend', 'torch', "'torch' or 'onnxruntime'", _one_of('torch', 'onnxruntime'),
+    Setting('backend', 'torch', "'torch', 'onnxruntime' or 'auto'", _one_of('torch', 'onnxruntime', 'auto'),
             "What runs the networks. 'torch': the PyTorch models. 'onnxruntime': SuperPoint's dense network and "
             "SuperGlue's encoder and GNN exported to ONNX (python -m superglue_ros.export, cached by weights and "
             'settings) and run by ONNX Runtime, on the CPU or CUDA as device says, fp32 only; keypoint selection, '
-            'Sinkhorn and the mutual check stay in torch, so every setting stays live',
+            "Sinkhorn and the mutual check stay in torch, so every setting stays live. 'auto' (the presets): "
+            'onnxruntime on a CPU in fp32 where it is installed (measured faster there, same results within the '
+            'fidelity gate), torch elsewhere',
             'matcher', live=False, cli=True),
     Setting('static_shapes', False, 'true or false', lambda v: isinstance(v, bool),
             'SuperGlue on every image padded to max_keypoints, with padding masks: the same matches, at one shape. '

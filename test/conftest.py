@@ -1,4 +1,7 @@
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -7,6 +10,12 @@ import torch
 # One intra-op thread: the suite also runs node processes beside the test process, and on a small
 # machine two torch threads per process fight for the cores (measured: 2-40x slower model calls).
 torch.set_num_threads(1)
+
+# Models the suite's nodes export for the onnxruntime backend (the presets' backend: auto, on a CPU) go to a
+# cache of this session's, not to the user's ~/.cache; processes the tests start inherit it.
+if not os.environ.get('SUPERGLUE_ROS_ONNX_DIR'):
+    os.environ['SUPERGLUE_ROS_ONNX_DIR'] = tempfile.mkdtemp(prefix='superglue_ros_onnx_')
+    atexit.register(shutil.rmtree, os.environ['SUPERGLUE_ROS_ONNX_DIR'], ignore_errors=True)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FREIBURG_DIR = REPO_ROOT.parent / 'shared' / 'data' / 'freiburg_sequence'

@@ -7,6 +7,7 @@ exports once into the cache and a second Matcher starts from it without exportin
 weights or settings in its place is detected by its sidecar and exported again; onnxruntime's threads
 follow torch's; every refusal is one line. The fidelity gate of the backend is in test_fidelity.py.
 """
+import importlib.util
 import json
 
 import cv2
@@ -20,7 +21,7 @@ from superglue_ros import runtime
 from superglue_ros.demo.synthetic import generate_sequence
 from superglue_ros.download import sha256_of
 from superglue_ros.export import FILES, SIDECAR, ExportError, cached_export, export, main, state_sha256
-from superglue_ros.matcher import Matcher
+from superglue_ros.matcher import Matcher, resolve_backend
 from superglue_ros.models import SuperGlue, SuperPoint
 from superglue_ros.random_weights import write_files
 from superglue_ros.runtime import OnnxRuntimeBackend, RuntimeUnavailable, providers_for, tensorrt_profiles
@@ -163,6 +164,19 @@ def test_onnxruntime_threads_follow_torch(cache):
     for session_ in backend.sessions().values():
         assert int(session_.get_session_options().intra_op_num_threads) == threads
         assert session_.get_providers() == ['CPUExecutionProvider']
+
+
+def test_auto_is_onnxruntime_on_a_cpu_in_fp32_where_installed_and_torch_elsewhere(cache, monkeypatch):
+    cpu, cuda = torch.device('cpu'), torch.device('cuda')
+    assert Matcher(*models(), device='cpu', backend='auto').backend == 'onnxruntime'
+    assert resolve_backend('auto', cpu, 'fp32') == 'onnxruntime'
+    assert resolve_backend('auto', cuda, 'fp32') == 'torch'            # unmeasured on GPUs
+    assert resolve_backend('auto', cpu, 'bf16') == 'torch'             # onnxruntime runs fp32 only
+    assert resolve_backend('auto', cpu, 'fp32', static_shapes=True) == 'torch'
+    assert resolve_backend('torch', cpu, 'fp32') == 'torch'
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name: None)  # onnxruntime not installed
+    assert resolve_backend('auto', cpu, 'fp32') == 'torch'
+    assert resolve_backend('onnxruntime', cpu, 'fp32') == 'onnxruntime'  # asked for: refused later, in one line
 
 
 def test_refusals_are_one_line(cache, monkeypatch):

@@ -26,7 +26,7 @@ SAMPLES = {
     'superpoint_weights': (['', 'superpoint', 'dir/x.safetensors'], [5, None]),
     'device': (['auto', 'cpu', 'cuda', 'cuda:1'], ['gpu', 'cuda:x', '', 0]),
     'precision': (['fp32', 'bf16', 'fp16'], ['fp8', 'FP32', 1]),
-    'backend': (['torch', 'onnxruntime'], ['onnx', 'ORT', 'tensorrt', 1]),
+    'backend': (['torch', 'onnxruntime', 'auto'], ['onnx', 'ORT', 'tensorrt', 'AUTO', 1]),
     'static_shapes': ([True, False], [1, 'true', None]),
     'resize': ([[0, 0], [], [320, 240], [16, 16], [8192, 4320]], [[640], [10, 10], [320.0, 240.0], 'big', [-1, -1],
                                                                   [100000, 100000], [8193, 16]]),
