@@ -325,8 +325,10 @@ def mismatch(content: dict | None, expected: dict, directory: Path) -> str | Non
     for field in ('format', 'opset', 'torch', 'shape_mode', 'input_size', 'max_keypoints', 'settings', 'architecture'):
         if content.get(field) != expected[field]:
             differences.append(f'{field} {content.get(field)!r} (wanted {expected[field]!r})')
+    found_weights = content.get('weights') if isinstance(content.get('weights'), dict) else {}
     for name, weights in expected['weights'].items():
-        found = (content.get('weights') or {}).get(name, {}).get('state_sha256')
+        found = found_weights.get(name)  # a sidecar of another format or a damaged one: anything may be there
+        found = found.get('state_sha256') if isinstance(found, dict) else None
         if found != weights['state_sha256']:
             differences.append(f'{name} weights sha256 {str(found)[:12]}... (wanted {weights["state_sha256"][:12]}...)')
     if differences:

@@ -157,6 +157,21 @@ def test_an_export_for_other_weights_is_detected_and_exported_again(cache):
     assert 'lacks superglue_scores.onnx' in lines[0] and (directory / 'superglue_scores.onnx').is_file()
 
 
+def test_a_sidecar_of_another_layout_is_detected_and_exported_again(cache):
+    """A sidecar that is JSON but not of this layout (another format, a damaged or hand-edited one) is a
+    reason to export again, not a crash."""
+    superpoint, superglue = models()
+    directory = cached_export(superpoint, superglue)
+    for weights in ([{'name': 'superglue'}], {'superglue': 'abc', 'superpoint': None}):
+        sidecar = json.loads((directory / SIDECAR).read_text())
+        (directory / SIDECAR).write_text(json.dumps({**sidecar, 'format': 2, 'weights': weights}))
+        lines = []
+        assert cached_export(superpoint, superglue, lines.append) == directory
+        assert len(lines) == 1 and 'was exported for other weights or settings: format 2 (wanted 1)' in lines[0]
+        assert 'superglue weights sha256 None... (wanted' in lines[0]
+        assert json.loads((directory / SIDECAR).read_text())['format'] == export_module.FORMAT
+
+
 def test_onnxruntime_threads_follow_torch(cache):
     backend = OnnxRuntimeBackend(*models(), torch.device('cpu'))
     threads = torch.get_num_threads()
