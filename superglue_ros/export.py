@@ -78,6 +78,7 @@ from .settings import SETTINGS, check_all
 
 FORMAT = 1            # of the sidecar and the files; part of the cache key
 OPSET = 17            # read by onnxruntime, TensorRT 8.6+ and OpenVINO; the graphs need nothing newer
+MIN_OPSET = 14        # the oldest the graphs export to (scaled_dot_product_attention)
 SIDECAR = 'export.json'
 FILES = ('superpoint.onnx', 'superglue.onnx', 'superglue_encode.onnx', 'superglue_scores.onnx')
 BAKED_SETTINGS = ('sinkhorn_iterations', 'match_threshold')  # superglue.onnx fixes them
@@ -244,6 +245,18 @@ def graphs(superpoint: SuperPoint, superglue: SuperGlue, static: tuple | None = 
     }
 
 
+def check_opset(opset: int) -> int:
+    """opset, or ExportError when the graphs cannot be exported to it (checked before exporting: torch's
+    exporter prints its whole graph to stderr when an operator has no export at an opset)."""
+    from torch.onnx import _constants
+    newest = getattr(_constants, 'ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET', OPSET)
+    if not MIN_OPSET <= opset <= newest:
+        raise ExportError(f'cannot export to opset {opset}: the graphs need opset {MIN_OPSET} or newer, and torch '
+                          f'{torch.__version__} exports up to {newest}: give --opset {MIN_OPSET} to {newest} '
+                          f'(default {OPSET})')
+    return opset
+
+
 def check_static(max_keypoints, input_size) -> tuple:
     """(max_keypoints, (width, height)) of a static export, or ValueError saying what it needs."""
     from .settings import check, resize_of
@@ -267,7 +280,7 @@ def export(superpoint: SuperPoint, superglue: SuperGlue, directory: Path, opset:
     except ImportError:
         raise ExportError('the ONNX export needs the onnx package (pip install onnx onnxscript), or use backend '
                           "'torch'") from None
-    content = describe(superpoint, superglue, opset, sources, static)
+    content = describe(superpoint, superglue, check_opset(opset), sources, static)
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -418,6 +431,7 @@ def run(args) -> Path:
 
     settings = check_all({name: getattr(args, name) for name in ('superpoint_weights', 'superglue_weights')
                           + BAKED_SETTINGS if getattr(args, name) is not None})
+    check_opset(args.opset)
     static = None
     if args.shape_mode == 'static':
         static = check_static(-1 if args.max_keypoints is None else args.max_keypoints, args.input_size)

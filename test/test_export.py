@@ -92,6 +92,17 @@ def test_the_command_refuses_bad_input_in_one_line(tmp_path, capsys):
     assert 'sinkhorn_iterations must be an integer in [1, 1000]; got 0' in capsys.readouterr().err
 
 
+def test_an_opset_the_graphs_cannot_take_is_one_line(exported, tmp_path, capfd):
+    """Refused before exporting: torch's exporter prints its whole graph to stderr when it fails on an opset."""
+    superpoint_file, superglue_file = exported[1]
+    for opset in ('13', '99'):
+        assert main(['--superpoint-weights', str(superpoint_file), '--superglue-weights', str(superglue_file),
+                     '--opset', opset, '--output', str(tmp_path / opset)]) == 2
+        err = capfd.readouterr().err
+        assert err.count('\n') == 1 and f'cannot export to opset {opset}: the graphs need opset 14 or newer' in err
+        assert 'give --opset 14 to ' in err and not (tmp_path / opset).exists()
+
+
 @torch.inference_mode()
 def test_superpoint_onnx_gives_the_dense_maps_at_any_size(exported):
     superpoint, _ = models()
