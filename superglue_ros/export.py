@@ -58,7 +58,8 @@ which need no host read), and SuperGlue's keypoint normalisation takes the image
 
 Errors: ExportError (one line: what failed and what to do) for an export that fails or a directory that
 cannot be written. An export directory made for other weights or settings, or incomplete, is detected
-by its sidecar and exported again (cached_export), with one line saying why.
+by its sidecar and exported again (cached_export), with one line saying why. The sidecar is written last
+(and an earlier one removed first), so a directory whose export was interrupted is never taken for one.
 """
 import argparse
 import hashlib
@@ -284,6 +285,7 @@ def export(superpoint: SuperPoint, superglue: SuperGlue, directory: Path, opset:
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        (directory / SIDECAR).unlink(missing_ok=True)  # written last: until then the directory is no export
     except OSError as e:
         raise ExportError(f'cannot create the export directory {directory}: {e.strerror or e}') from None
     superpoint, superglue = (_exportable(model) for model in (superpoint, superglue))
@@ -464,6 +466,10 @@ def main(argv=None) -> int:
     except (UsageError, WeightsError, ExportError, ValueError, OSError) as e:
         print(f'{PROG}: error: {" ".join(str(e).split())}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f'{PROG}: interrupted: the export is incomplete (it has no {SIDECAR}); nothing uses it and the '
+              "onnxruntime backend exports again in its place: run the command again to finish it", file=sys.stderr)
+        return 130
     return 0
 
 

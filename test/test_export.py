@@ -92,6 +92,33 @@ def test_the_command_refuses_bad_input_in_one_line(tmp_path, capsys):
     assert 'sinkhorn_iterations must be an integer in [1, 1000]; got 0' in capsys.readouterr().err
 
 
+def test_ctrl_c_during_the_command_is_one_line_and_leaves_no_export(exported, tmp_path, capsys, monkeypatch):
+    """Ctrl-C while the files are written over an earlier export: one line, exit code 130, and the directory
+    no longer passes for a complete export (its sidecar is gone), so the backend exports it again."""
+    superpoint_file, superglue_file = exported[1]
+    output = tmp_path / 'export'
+    output.mkdir()
+    for name in (*FILES, SIDECAR):  # an earlier, complete export
+        (output / name).write_bytes((exported[0] / name).read_bytes())
+    real_export, calls = torch.onnx.export, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, 'export', interrupted)
+    try:
+        code = main(['--superpoint-weights', str(superpoint_file), '--superglue-weights', str(superglue_file),
+                     '--sinkhorn-iterations', '20', '--output', str(output)])
+    except KeyboardInterrupt:
+        pytest.fail('Ctrl-C ended the command with a traceback')
+    err = capsys.readouterr().err
+    assert code == 130 and err.count('\n') == 1 and 'interrupted: the export is incomplete' in err
+    assert export_module.read_sidecar(output) is None
+
+
 def test_an_opset_the_graphs_cannot_take_is_one_line(exported, tmp_path, capfd):
     """Refused before exporting: torch's exporter prints its whole graph to stderr when it fails on an opset."""
     superpoint_file, superglue_file = exported[1]
