@@ -303,6 +303,11 @@ def export(superpoint: SuperPoint, superglue: SuperGlue, directory: Path, opset:
         except OSError as e:
             raise ExportError(f'cannot write {path}: {e.strerror or e}') from None
         except Exception as e:  # torch's exporter and onnx's checker raise many kinds
+            from .matcher import is_out_of_memory  # not at the top: matcher imports runtime, which imports this
+            if is_out_of_memory(e):  # the trace runs the models on example inputs: static ones of max_keypoints
+                lower = 'lower --max-keypoints' if static is not None else 'free some memory'
+                raise ExportError(f'out of host memory while exporting {name} (the exporter runs the model once on '
+                                  f'example inputs{f" of {static[0]} keypoints" if static else ""}): {lower}') from None
             first = (str(e).strip().splitlines() or [''])[0]
             raise ExportError(f'exporting {name} failed ({type(e).__name__}: {first}); torch {torch.__version__}, '
                               f'opset {opset}: try another --opset, or backend torch') from None

@@ -119,6 +119,28 @@ def test_ctrl_c_during_the_command_is_one_line_and_leaves_no_export(exported, tm
     assert export_module.read_sidecar(output) is None
 
 
+def test_running_out_of_memory_in_a_static_export_says_to_lower_max_keypoints(exported, tmp_path, capsys,
+                                                                              monkeypatch):
+    """The exporter traces SuperGlue on max_keypoints x max_keypoints: out of memory there is not an opset
+    problem."""
+    superpoint_file, superglue_file = exported[1]
+    real_export = torch.onnx.export
+
+    def out_of_memory(module, *args, **kwargs):
+        if isinstance(module, export_module.SuperGlueMatches):
+            raise RuntimeError('[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can\'t allocate '
+                               'memory: you tried to allocate 20480000 bytes. Error code 12 (Cannot allocate memory)')
+        return real_export(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, 'export', out_of_memory)
+    assert main(['--superpoint-weights', str(superpoint_file), '--superglue-weights', str(superglue_file),
+                 '--shape-mode', 'static', '--max-keypoints', '20000', '--input-size', '64', '64',
+                 '--sinkhorn-iterations', '2', '--output', str(tmp_path / 'export')]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'out of host memory while exporting superglue.onnx' in err
+    assert 'of 20000 keypoints): lower --max-keypoints' in err and 'opset' not in err
+
+
 def test_an_opset_the_graphs_cannot_take_is_one_line(exported, tmp_path, capfd):
     """Refused before exporting: torch's exporter prints its whole graph to stderr when it fails on an opset."""
     superpoint_file, superglue_file = exported[1]
