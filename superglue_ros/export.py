@@ -58,7 +58,8 @@ which need no host read), and SuperGlue's keypoint normalisation takes the image
 
 Errors: ExportError (one line: what failed and what to do) for an export that fails or a directory that
 cannot be written. An export directory made for other weights or settings, or incomplete, is detected
-by its sidecar and exported again (cached_export), with one line saying why.
+by its sidecar and exported again (cached_export), with one line saying why. The sidecar is written last
+(and an earlier one removed first), so a directory whose export was interrupted is never taken for one.
 """
 import argparse
 import hashlib
@@ -78,6 +79,7 @@ from .settings import SETTINGS, check_all
 
 FORMAT = 1            # of the sidecar and the files; part of the cache key
 OPSET = 17            # read by onnxruntime, TensorRT 8.6+ and OpenVINO; the graphs need nothing newer
+MIN_OPSET = 14        # the oldest the graphs export to (scaled_dot_product_attention)
 SIDECAR = 'export.json'
 FILES = ('superpoint.onnx', 'superglue.onnx', 'superglue_encode.onnx', 'superglue_scores.onnx')
 BAKED_SETTINGS = ('sinkhorn_iterations', 'match_threshold')  # superglue.onnx fixes them
@@ -244,6 +246,18 @@ def graphs(superpoint: SuperPoint, superglue: SuperGlue, static: tuple | None = 
     }
 
 
+def check_opset(opset: int) -> int:
+    """opset, or ExportError when the graphs cannot be exported to it (checked before exporting: torch's
+    exporter prints its whole graph to stderr when an operator has no export at an opset)."""
+    from torch.onnx import _constants
+    newest = getattr(_constants, 'ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET', OPSET)
+    if not MIN_OPSET <= opset <= newest:
+        raise ExportError(f'cannot export to opset {opset}: the graphs need opset {MIN_OPSET} or newer, and torch '
+                          f'{torch.__version__} exports up to {newest}: give --opset {MIN_OPSET} to {newest} '
+                          f'(default {OPSET})')
+    return opset
+
+
 def check_static(max_keypoints, input_size) -> tuple:
     """(max_keypoints, (width, height)) of a static export, or ValueError saying what it needs."""
     from .settings import check, resize_of
@@ -267,10 +281,11 @@ def export(superpoint: SuperPoint, superglue: SuperGlue, directory: Path, opset:
     except ImportError:
         raise ExportError('the ONNX export needs the onnx package (pip install onnx onnxscript), or use backend '
                           "'torch'") from None
-    content = describe(superpoint, superglue, opset, sources, static)
+    content = describe(superpoint, superglue, check_opset(opset), sources, static)
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        (directory / SIDECAR).unlink(missing_ok=True)  # written last: until then the directory is no export
     except OSError as e:
         raise ExportError(f'cannot create the export directory {directory}: {e.strerror or e}') from None
     superpoint, superglue = (_exportable(model) for model in (superpoint, superglue))
@@ -288,6 +303,11 @@ def export(superpoint: SuperPoint, superglue: SuperGlue, directory: Path, opset:
         except OSError as e:
             raise ExportError(f'cannot write {path}: {e.strerror or e}') from None
         except Exception as e:  # torch's exporter and onnx's checker raise many kinds
+            from .matcher import is_out_of_memory  # not at the top: matcher imports runtime, which imports this
+            if is_out_of_memory(e):  # the trace runs the models on example inputs: static ones of max_keypoints
+                lower = 'lower --max-keypoints' if static is not None else 'free some memory'
+                raise ExportError(f'out of host memory while exporting {name} (the exporter runs the model once on '
+                                  f'example inputs{f" of {static[0]} keypoints" if static else ""}): {lower}') from None
             first = (str(e).strip().splitlines() or [''])[0]
             raise ExportError(f'exporting {name} failed ({type(e).__name__}: {first}); torch {torch.__version__}, '
                               f'opset {opset}: try another --opset, or backend torch') from None
@@ -325,8 +345,10 @@ def mismatch(content: dict | None, expected: dict, directory: Path) -> str | Non
     for field in ('format', 'opset', 'torch', 'shape_mode', 'input_size', 'max_keypoints', 'settings', 'architecture'):
         if content.get(field) != expected[field]:
             differences.append(f'{field} {content.get(field)!r} (wanted {expected[field]!r})')
+    found_weights = content.get('weights') if isinstance(content.get('weights'), dict) else {}
     for name, weights in expected['weights'].items():
-        found = (content.get('weights') or {}).get(name, {}).get('state_sha256')
+        found = found_weights.get(name)  # a sidecar of another format or a damaged one: anything may be there
+        found = found.get('state_sha256') if isinstance(found, dict) else None
         if found != weights['state_sha256']:
             differences.append(f'{name} weights sha256 {str(found)[:12]}... (wanted {weights["state_sha256"][:12]}...)')
     if differences:
@@ -416,6 +438,7 @@ def run(args) -> Path:
 
     settings = check_all({name: getattr(args, name) for name in ('superpoint_weights', 'superglue_weights')
                           + BAKED_SETTINGS if getattr(args, name) is not None})
+    check_opset(args.opset)
     static = None
     if args.shape_mode == 'static':
         static = check_static(-1 if args.max_keypoints is None else args.max_keypoints, args.input_size)
@@ -448,6 +471,10 @@ def main(argv=None) -> int:
     except (UsageError, WeightsError, ExportError, ValueError, OSError) as e:
         print(f'{PROG}: error: {" ".join(str(e).split())}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f'{PROG}: interrupted: the export is incomplete (it has no {SIDECAR}); nothing uses it and the '
+              "onnxruntime backend exports again in its place: run the command again to finish it", file=sys.stderr)
+        return 130
     return 0
 
 

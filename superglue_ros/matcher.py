@@ -52,7 +52,8 @@ class ResourceError(RuntimeError):
 def is_out_of_memory(error: BaseException) -> bool:
     """torch.cuda.OutOfMemoryError, MemoryError, a CPU allocator failure (a RuntimeError of c10's
     DefaultCPUAllocator), OpenCV's (cv2.error with code StsNoMem, e.g. from cv2.resize) or onnxruntime's
-    (its own exception types, not RuntimeErrors: 'Failed to allocate memory' of its arena allocator)."""
+    ('Failed to allocate memory' of its arena allocator: its own exception types from run(), a plain
+    RuntimeError 'Error in execution: ...' from run_with_iobinding, which the backend calls)."""
     if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
         return True
     if isinstance(error, cv2.error):
@@ -60,7 +61,8 @@ def is_out_of_memory(error: BaseException) -> bool:
     if type(error).__module__.startswith('onnxruntime'):
         return 'Failed to allocate memory' in str(error)
     return isinstance(error, RuntimeError) and any(
-        text in str(error) for text in ("can't allocate memory", 'DefaultCPUAllocator', 'out of memory'))
+        text in str(error) for text in ("can't allocate memory", 'DefaultCPUAllocator', 'out of memory',
+                                        'Failed to allocate memory'))
 
 
 @contextmanager

@@ -132,7 +132,9 @@ class OnnxRuntimeBackend:
     def _session(self, name: str, stream: int | None):
         ort = self._ort
         options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: its warnings about unused initialisers are noise here
+        # fatal only: its warnings about unused initialisers are noise here, and an error of a run (out of memory)
+        # comes back as the exception, which the caller turns into its one line
+        options.log_severity_level = 4
         if self.device.type == 'cpu':
             options.intra_op_num_threads = torch.get_num_threads()
             # no busy-waiting after a run: spinning threads took the cores from the torch work in between

@@ -93,6 +93,66 @@ def test_the_command_refuses_bad_input_in_one_line(tmp_path, capsys):
     assert 'sinkhorn_iterations must be an integer in [1, 1000]; got 0' in capsys.readouterr().err
 
 
+def test_ctrl_c_during_the_command_is_one_line_and_leaves_no_export(exported, tmp_path, capsys, monkeypatch):
+    """Ctrl-C while the files are written over an earlier export: one line, exit code 130, and the directory
+    no longer passes for a complete export (its sidecar is gone), so the backend exports it again."""
+    superpoint_file, superglue_file = exported[1]
+    output = tmp_path / 'export'
+    output.mkdir()
+    for name in (*FILES, SIDECAR):  # an earlier, complete export
+        (output / name).write_bytes((exported[0] / name).read_bytes())
+    real_export, calls = torch.onnx.export, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, 'export', interrupted)
+    try:
+        code = main(['--superpoint-weights', str(superpoint_file), '--superglue-weights', str(superglue_file),
+                     '--sinkhorn-iterations', '20', '--output', str(output)])
+    except KeyboardInterrupt:
+        pytest.fail('Ctrl-C ended the command with a traceback')
+    err = capsys.readouterr().err
+    assert code == 130 and err.count('\n') == 1 and 'interrupted: the export is incomplete' in err
+    assert export_module.read_sidecar(output) is None
+
+
+def test_running_out_of_memory_in_a_static_export_says_to_lower_max_keypoints(exported, tmp_path, capsys,
+                                                                              monkeypatch):
+    """The exporter traces SuperGlue on max_keypoints x max_keypoints: out of memory there is not an opset
+    problem."""
+    superpoint_file, superglue_file = exported[1]
+    real_export = torch.onnx.export
+
+    def out_of_memory(module, *args, **kwargs):
+        if isinstance(module, export_module.SuperGlueMatches):
+            raise RuntimeError('[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can\'t allocate '
+                               'memory: you tried to allocate 20480000 bytes. Error code 12 (Cannot allocate memory)')
+        return real_export(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, 'export', out_of_memory)
+    assert main(['--superpoint-weights', str(superpoint_file), '--superglue-weights', str(superglue_file),
+                 '--shape-mode', 'static', '--max-keypoints', '20000', '--input-size', '64', '64',
+                 '--sinkhorn-iterations', '2', '--output', str(tmp_path / 'export')]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'out of host memory while exporting superglue.onnx' in err
+    assert 'of 20000 keypoints): lower --max-keypoints' in err and 'opset' not in err
+
+
+def test_an_opset_the_graphs_cannot_take_is_one_line(exported, tmp_path, capfd):
+    """Refused before exporting: torch's exporter prints its whole graph to stderr when it fails on an opset."""
+    superpoint_file, superglue_file = exported[1]
+    for opset in ('13', '99'):
+        assert main(['--superpoint-weights', str(superpoint_file), '--superglue-weights', str(superglue_file),
+                     '--opset', opset, '--output', str(tmp_path / opset)]) == 2
+        err = capfd.readouterr().err
+        assert err.count('\n') == 1 and f'cannot export to opset {opset}: the graphs need opset 14 or newer' in err
+        assert 'give --opset 14 to ' in err and not (tmp_path / opset).exists()
+
+
 @torch.inference_mode()
 def test_superpoint_onnx_gives_the_dense_maps_at_any_size(exported):
     superpoint, _ = models()
@@ -156,6 +216,21 @@ def test_an_export_for_other_weights_is_detected_and_exported_again(cache):
     lines.clear()
     cached_export(superpoint, superglue, lines.append)
     assert 'lacks superglue_scores.onnx' in lines[0] and (directory / 'superglue_scores.onnx').is_file()
+
+
+def test_a_sidecar_of_another_layout_is_detected_and_exported_again(cache):
+    """A sidecar that is JSON but not of this layout (another format, a damaged or hand-edited one) is a
+    reason to export again, not a crash."""
+    superpoint, superglue = models()
+    directory = cached_export(superpoint, superglue)
+    for weights in ([{'name': 'superglue'}], {'superglue': 'abc', 'superpoint': None}):
+        sidecar = json.loads((directory / SIDECAR).read_text())
+        (directory / SIDECAR).write_text(json.dumps({**sidecar, 'format': 2, 'weights': weights}))
+        lines = []
+        assert cached_export(superpoint, superglue, lines.append) == directory
+        assert len(lines) == 1 and 'was exported for other weights or settings: format 2 (wanted 1)' in lines[0]
+        assert 'superglue weights sha256 None... (wanted' in lines[0]
+        assert json.loads((directory / SIDECAR).read_text())['format'] == export_module.FORMAT
 
 
 def test_onnxruntime_threads_follow_torch(cache):

@@ -70,3 +70,20 @@ def test_out_of_memory_under_a_limit_is_one_line(weights, textured):
     assert done.returncode == 2 and done.stderr.count('\n') == 1 and 'Traceback' not in done.stderr
     assert 'out of host memory while detecting keypoints in 2560x1920 images' in done.stderr
     assert 'resize' in done.stderr
+
+
+def test_out_of_memory_in_onnxruntime_under_a_limit_is_one_line(weights, textured, tmp_path, monkeypatch):
+    """The onnxruntime backend's allocation failure comes out of run_with_iobinding as a plain RuntimeError
+    ('Error in execution: ... Failed to allocate memory'), not as onnxruntime's own exception type: the
+    same one line as torch's."""
+    pytest.importorskip('onnxruntime')
+    from superglue_ros.export import cached_export
+    from superglue_ros.weights import load_superglue, load_superpoint
+
+    monkeypatch.setenv('SUPERGLUE_ROS_ONNX_DIR', str(tmp_path))  # exported here first, outside the limit
+    cached_export(load_superpoint(str(weights[0])), load_superglue(str(weights[1]), {'sinkhorn_iterations': 20}))
+    done = run_cli(textured, textured, '--superpoint-weights', weights[0], '--superglue-weights', weights[1],
+                   '--sinkhorn-iterations', '20', '--backend', 'onnxruntime', address_space=3 * 2 ** 30)
+    print(done.stderr)
+    assert done.returncode == 2 and done.stderr.count('\n') == 1 and 'Traceback' not in done.stderr
+    assert 'out of host memory while detecting keypoints in 2560x1920 images' in done.stderr
