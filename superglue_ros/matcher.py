@@ -38,7 +38,7 @@ from torch import Tensor
 from .image import Upload, grey_tensor, to_original, to_upload
 from .models import SuperGlue, SuperPoint
 from .precision import check_precision
-from .runtime import OnnxRuntimeBackend
+from .runtime import OnnxRuntimeBackend, RuntimeUnavailable, import_onnxruntime
 from .settings import check, check_all, defaults, names, resize_of
 from .static_shapes import StaticSuperGlue
 from .weights import load_superglue, load_superpoint
@@ -153,19 +153,39 @@ class MatchResult:
 
 
 def resolve_backend(backend: str, device: torch.device, precision: str, static_shapes: bool = False) -> str:
-    """The backend setting, checked, with 'auto' resolved: 'onnxruntime' on a CPU in fp32, without
-    static_shapes, when onnxruntime is installed (it passes the torch backend's fidelity gate and ran a frame
-    in 0.79x of torch's time, the node at 1.56x / 2.06x the frame rate with config/indoor.yaml / cpu.yaml on
-    the 2-core development CPU, 2026-12-03, docs/BENCHMARKS.md); 'torch' everywhere else (GPUs: onnxruntime
-    unmeasured there). ValueError for a combination it does not run."""
-    backend = check('backend', backend)
+    """The backend setting, checked, with 'auto' resolved (backend_choice). ValueError for a combination it
+    does not run."""
+    return backend_choice(backend, device, precision, static_shapes)[0]
+
+
+def backend_choice(backend: str, device: torch.device, precision: str, static_shapes: bool = False) -> tuple[str, str]:
+    """(backend, why): the backend setting, checked, with 'auto' resolved: 'onnxruntime' on a CPU in fp32,
+    without static_shapes, when onnxruntime is installed and imports (it passes the torch backend's fidelity
+    gate and ran a frame in 0.79x of torch's time, the node at 1.56x / 2.06x the frame rate with
+    config/indoor.yaml / cpu.yaml on the 2-core development CPU, 2026-12-03, docs/BENCHMARKS.md); 'torch'
+    everywhere else (GPUs: onnxruntime unmeasured there), also where onnxruntime is installed but does not
+    import (a broken install): auto falls back, it never fails. why: for 'auto', the reason in a few words
+    (the node's start-up line), else ''. ValueError for a combination it does not run."""
+    backend, why = check('backend', backend), ''
     if backend == 'auto':
-        fits = device.type == 'cpu' and precision == 'fp32' and not static_shapes
-        backend = 'onnxruntime' if fits and importlib.util.find_spec('onnxruntime') is not None else 'torch'
+        if device.type != 'cpu':
+            backend, why = 'torch', f'on {device.type}, where onnxruntime is unmeasured'
+        elif precision != 'fp32':
+            backend, why = 'torch', f'precision {precision}: onnxruntime runs fp32 only'
+        elif static_shapes:
+            backend, why = 'torch', "static_shapes on a CPU (backend 'onnxruntime' runs the static export)"
+        elif importlib.util.find_spec('onnxruntime') is None:
+            backend, why = 'torch', 'onnxruntime is not installed'
+        else:
+            try:
+                import_onnxruntime()
+                backend, why = 'onnxruntime', 'on a CPU in fp32, onnxruntime installed'
+            except RuntimeUnavailable as e:
+                backend, why = 'torch', f'onnxruntime is installed but does not import ({e.cause})'
     if backend == 'onnxruntime' and precision != 'fp32':
         raise ValueError(f"backend 'onnxruntime' runs fp32 only (the exported graphs), got precision {precision!r}: "
                          "use precision 'fp32', or backend 'torch' for half precision")
-    return backend
+    return backend, why
 
 
 def check_static_shapes(static_shapes: bool, backend: str, max_keypoints: int, resize) -> bool:
@@ -205,8 +225,8 @@ class Matcher:
     them back. precision: 'fp32' (the original computation), 'bf16' or 'fp16' (settings.py).
     backend: 'torch', 'onnxruntime' (runtime.py: the exported networks in ONNX Runtime, fp32 only;
     `log` takes its one line when it exports them, the first time for these weights and settings) or
-    'auto' (resolve_backend: onnxruntime on a CPU where it is installed, else torch); self.backend is
-    the one that runs.
+    'auto' (backend_choice: onnxruntime on a CPU where it is installed, else torch); self.backend is
+    the one that runs, self.backend_why why 'auto' chose it ('' for another setting).
     static_shapes: SuperGlue on every image padded to max_keypoints, with padding masks (the same
     matches): with backend torch, replayed from a CUDA graph per camera stream on a GPU
     (static_shapes.py); with backend onnxruntime, the static export (one shape: no TensorRT engine
@@ -226,7 +246,7 @@ class Matcher:
         self.device = resolve_device(device)
         self.resize = resize_of(resize)
         self.precision = check('precision', precision)
-        self.backend = resolve_backend(backend, self.device, self.precision, static_shapes)
+        self.backend, self.backend_why = backend_choice(backend, self.device, self.precision, static_shapes)
         self.superpoint = superpoint.eval().to(self.device)
         self.superglue = superglue.eval().to(self.device)
         for model in (self.superpoint, self.superglue):
@@ -249,7 +269,7 @@ class Matcher:
         check_all(settings)  # before the slow part: bad values fail at once
         device, precision = resolve_device(device), check('precision', precision)
         check_precision(precision, device)
-        backend = resolve_backend(backend, device, precision, static_shapes)
+        backend, why = backend_choice(backend, device, precision, static_shapes)
         resize = resize_of(resize)
         check_static_shapes(static_shapes, backend, settings.get('max_keypoints', defaults('superpoint')['max_keypoints']),
                             resize)
@@ -259,6 +279,7 @@ class Matcher:
         if 'max_keypoints' in settings:  # the static count, read by the constructor
             superpoint.config = {**superpoint.config, 'max_keypoints': settings['max_keypoints']}
         matcher = cls(superpoint, superglue, device, resize, precision, backend, log, static_shapes)
+        matcher.backend_why = why  # why 'auto' chose the backend passed on
         matcher.configure(**settings)
         return matcher
 

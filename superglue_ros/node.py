@@ -555,7 +555,7 @@ class SuperGlueNode(Node):
         logger.info(f'matching {topics} on {self.matcher.device} (superglue_weights={v["superglue_weights"]!r}, '
                     f'superpoint_weights={v["superpoint_weights"] or "from superglue_weights"!r}, '
                     f'resize={self.matcher.resize}, precision={self.matcher.precision}, backend={self.matcher.backend}'
-                    + (' (auto)' if v['backend'] == 'auto' else '')
+                    + (f' (auto: {self.matcher.backend_why})' if v['backend'] == 'auto' else '')
                     + (', static_shapes' if self.matcher.static_shapes else '')
                     + (f' ({self.matcher.runtime.directory})' if self.matcher.runtime else '')
                     + f', {self.matcher.settings})')

@@ -39,16 +39,27 @@ ELEMENT_TYPES = {torch.float32: np.float32, torch.int64: np.int64, torch.bool: n
 
 
 class RuntimeUnavailable(RuntimeError):
-    """The onnxruntime backend cannot run here; the message says why and what to do."""
+    """The onnxruntime backend cannot run here; the message says why and what to do. cause: the
+    underlying problem in a few words, without the advice."""
+
+    def __init__(self, message: str, cause: str = ''):
+        super().__init__(message)
+        self.cause = cause or message
 
 
 def import_onnxruntime():
-    """The onnxruntime module, or RuntimeUnavailable saying how to install it."""
+    """The onnxruntime module, or RuntimeUnavailable saying how to install it; its cause says what the
+    import said (also a broken install's error: a missing shared library, an ABI mismatch, ...)."""
     try:
         import onnxruntime
-    except ImportError:
-        raise RuntimeUnavailable("backend 'onnxruntime' needs the onnxruntime package: pip install onnxruntime "
-                                 "(onnxruntime-gpu for CUDA), or use backend 'torch'") from None
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [''])[0]
+        cause = f'{type(e).__name__}: {first}'
+        if isinstance(e, ImportError):
+            raise RuntimeUnavailable("backend 'onnxruntime' needs the onnxruntime package: pip install onnxruntime "
+                                     "(onnxruntime-gpu for CUDA), or use backend 'torch'", cause) from None
+        raise RuntimeUnavailable(f"backend 'onnxruntime': onnxruntime does not import ({cause}): reinstall it, or "
+                                 "use backend 'torch'", cause) from None
     return onnxruntime
 
 

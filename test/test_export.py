@@ -21,7 +21,7 @@ from superglue_ros import runtime
 from superglue_ros.demo.synthetic import generate_sequence
 from superglue_ros.download import sha256_of
 from superglue_ros.export import FILES, SIDECAR, ExportError, cached_export, export, main, state_sha256
-from superglue_ros.matcher import Matcher, resolve_backend
+from superglue_ros.matcher import Matcher, backend_choice, resolve_backend
 from superglue_ros.models import SuperGlue, SuperPoint
 from superglue_ros.random_weights import write_files
 from superglue_ros.runtime import OnnxRuntimeBackend, RuntimeUnavailable, providers_for, tensorrt_profiles
@@ -252,6 +252,39 @@ def test_auto_is_onnxruntime_on_a_cpu_in_fp32_where_installed_and_torch_elsewher
     monkeypatch.setattr(importlib.util, 'find_spec', lambda name: None)  # onnxruntime not installed
     assert resolve_backend('auto', cpu, 'fp32') == 'torch'
     assert resolve_backend('onnxruntime', cpu, 'fp32') == 'onnxruntime'  # asked for: refused later, in one line
+
+
+def test_auto_falls_back_to_torch_where_onnxruntime_is_installed_but_does_not_import(cache, monkeypatch, tmp_path):
+    """A broken onnxruntime install (found, but its import fails: a missing shared library) made a preset's
+    backend 'auto' stop the node with "needs the onnxruntime package"; auto now runs torch and says why."""
+    cpu, spec = torch.device('cpu'), importlib.util.find_spec('onnxruntime')
+    assert backend_choice('auto', cpu, 'fp32')[0] == 'onnxruntime'
+    assert backend_choice('torch', cpu, 'fp32') == ('torch', '')
+    assert 'static_shapes' in backend_choice('auto', cpu, 'fp32', static_shapes=True)[1]
+    assert 'fp32 only' in backend_choice('auto', cpu, 'bf16')[1]
+    real_import = __builtins__['__import__'] if isinstance(__builtins__, dict) else __builtins__.__import__
+
+    def broken(name, *args, **kwargs):
+        if name == 'onnxruntime':
+            raise OSError('libonnxruntime.so.1: cannot open shared object file')
+        return real_import(name, *args, **kwargs)
+    with monkeypatch.context() as patch:
+        patch.setattr('builtins.__import__', broken)
+        backend, why = backend_choice('auto', cpu, 'fp32')
+        assert backend == 'torch' and 'does not import (OSError: libonnxruntime.so.1' in why
+        matcher = Matcher(*models(), device='cpu', backend='auto')
+        assert matcher.backend == 'torch' and matcher.runtime is None and 'does not import' in matcher.backend_why
+        matcher = Matcher.from_weights(*write_files(tmp_path), device='cpu', backend='auto')  # the node's way
+        assert matcher.backend == 'torch' and 'does not import' in matcher.backend_why
+        with pytest.raises(RuntimeUnavailable, match=r"^backend 'onnxruntime': onnxruntime does not import \(OSError"):
+            runtime.import_onnxruntime()
+    with monkeypatch.context() as patch:  # found by find_spec, import halted (a shim on PYTHONPATH, a blocked import)
+        patch.setattr(importlib.util, 'find_spec', lambda name, *args: spec)
+        patch.setitem(__import__('sys').modules, 'onnxruntime', None)
+        assert backend_choice('auto', cpu, 'fp32')[0] == 'torch'
+    with monkeypatch.context() as patch:
+        patch.setattr(importlib.util, 'find_spec', lambda name, *args: None)
+        assert backend_choice('auto', cpu, 'fp32') == ('torch', 'onnxruntime is not installed')
 
 
 def test_refusals_are_one_line(cache, monkeypatch):
