@@ -265,6 +265,28 @@ def test_a_publisher_that_stops_early_still_has_its_frames_answered(tmp_path, fr
 
 # -- summary maths --------------------------------------------------------------------------------
 
+def test_param_flags_are_not_read_as_remap_rules_of_the_demo_node(tmp_path, monkeypatch):
+    """`--param static_shapes:=true` (README) was also handed to the demo's own rclpy.init through sys.argv:
+    rcl read each as a deprecated remap rule (a warning per --param telling the user to use --ros-args
+    --remap) and remapped the demo node's names. The demo's rclpy.init now gets no command-line arguments."""
+    from superglue_ros.demo import __main__ as demo
+
+    class Stop(Exception):
+        pass
+    seen = {}
+
+    def init(*args, **kwargs):
+        seen.update(kwargs, positional=args)
+        raise Stop
+    argv = ['--random-weights', '--param', 'static_shapes:=true', '--output', str(tmp_path)]
+    monkeypatch.setattr(sys, 'argv', ['demo', *argv])
+    monkeypatch.setattr(rclpy, 'init', init)
+    source = type('Source', (), {'describe': lambda self: 'test', 'path': tmp_path})()
+    with pytest.raises(Stop):
+        demo.run(demo.parse_args(argv), ('sp.pth', 'sg.pth'), True, source, tmp_path, tmp_path)
+    assert seen.get('args') is not None and not any(':=' in arg for arg in seen['args'])
+
+
 def test_correct_matches_under_a_homography():
     H = np.array([[1.1, 0.05, 20], [-0.02, 0.95, -7], [1e-4, -5e-5, 1]])
     keyframe_points = np.random.default_rng(0).uniform(0, 600, (50, 2))

@@ -534,7 +534,9 @@ def run(args, weights: tuple[str, str], meaningless: bool, source, output: Path,
         'report': report_path,
     }
 
-    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C and SIGTERM are handled here
+    # args=[]: not sys.argv, whose `--param NAME:=VALUE` rcl would read as deprecated remap rules of this
+    # process's own node (a warning per --param, with wrong advice); the node gets them as -p above
+    rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C and SIGTERM are handled here
     own = rclpy.create_node('superglue_demo')
     executor = SingleThreadedExecutor()
     executor.add_node(own)
