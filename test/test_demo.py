@@ -20,7 +20,7 @@ from ros_helpers import isolate_ros_network
 from test_sources import typestore, write_ros2_bag
 
 from superglue_ros.demo import summary as summary_io
-from superglue_ros.demo.__main__ import main as demo_main
+from superglue_ros.demo.__main__ import Collector, main as demo_main
 from superglue_ros.demo.publisher import camera_info_msg, frames_to_publish, image_topic, publisher_qos, to_time
 from superglue_ros.demo.publisher import main as publisher_main
 from superglue_ros.random_weights import write_files
@@ -467,6 +467,18 @@ def test_loop_summary_recall_and_precision():
             "precision 0.500 (2 of 4 candidates see >= 0.3 of the keyframe's image)") in text
     no_truth = summary_io.loop_summary([{'keyframe_id': 0, 'candidates': [], 'source_frame': None}])
     assert no_truth['figures'] is None
+
+
+def test_the_demo_waits_for_every_keyframes_loop_candidates(tmp_path):
+    """LoopCandidates come after their keyframe's Matches, on another topic: the demo's end waits for them
+    (a CI run ended between the last keyframe's Matches and its LoopCandidates)."""
+    collector = Collector(None, tmp_path, None, 3.0, False)
+    collector.records = [{'stamp_ns': 10, 'is_new_keyframe': True}, {'stamp_ns': 20, 'is_new_keyframe': False},
+                         {'stamp_ns': 30, 'is_new_keyframe': True}]
+    collector.loops = [{'keyframe_id': 0, 'stamp_ns': 10, 'candidates': []}]
+    assert collector.loop_candidates_missing()
+    collector.loops.append({'keyframe_id': 1, 'stamp_ns': 30, 'candidates': []})
+    assert not collector.loop_candidates_missing()
 
 
 @pytest.mark.timeout(DEMO_TIMEOUT_S + 30)

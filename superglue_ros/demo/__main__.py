@@ -372,6 +372,13 @@ class Collector:
             self.loops.append({'keyframe_id': msg.keyframe_id, 'stamp_ns': nanoseconds(msg.header.stamp),
                                'candidates': list(zip(msg.candidate_ids.tolist(), msg.scores.tolist()))})
 
+    def loop_candidates_missing(self) -> bool:
+        """A new keyframe's LoopCandidates is not here yet: the node publishes it after the keyframe's Matches,
+        on another topic, so it may arrive after the last frame's Matches and match image."""
+        with self.lock:
+            received = {loop['stamp_ns'] for loop in self.loops}
+            return any(r['is_new_keyframe'] and r['stamp_ns'] not in received for r in self.records)
+
     def finished_loops(self, exclude_recent: int) -> list[dict]:
         """The loop candidates received, each keyframe with its frame of the sequence and, where the sequence
         has ground truth, the earlier keyframes (not among the exclude_recent before it) that truly overlap it
@@ -478,10 +485,11 @@ def drive(args, own, collector: Collector, commands: dict, output: Path, env: di
     say(f"published {report['published']} frames{' before it stopped' if failed else ''}; waiting for the node "
         'to answer the last one ...')
 
-    def done():  # the last frame's Matches and its match image (drawn after it), or silence
+    def done():  # the last frame's Matches, its match image and every keyframe's loop candidates, or silence
         now = time.monotonic()
         if last_ns in collector.received_stamps():
-            return last_ns in collector.image_stamps() or now - collector.last_message > MATCH_IMAGE_WAIT_S
+            return ((last_ns in collector.image_stamps() and not collector.loop_candidates_missing())
+                    or now - collector.last_message > MATCH_IMAGE_WAIT_S)
         return now - max(collector.last_message, published_at) > args.idle_timeout
     if not wait_for(done, node, 'the last Matches', deadline - time.monotonic(), node_log):
         return 1
