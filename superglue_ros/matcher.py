@@ -269,17 +269,15 @@ class Matcher:
         check_all(settings)  # before the slow part: bad values fail at once
         device, precision = resolve_device(device), check('precision', precision)
         check_precision(precision, device)
-        backend, why = backend_choice(backend, device, precision, static_shapes)
         resize = resize_of(resize)
-        check_static_shapes(static_shapes, backend, settings.get('max_keypoints', defaults('superpoint')['max_keypoints']),
-                            resize)
+        check_static_shapes(static_shapes, resolve_backend(backend, device, precision, static_shapes),
+                            settings.get('max_keypoints', defaults('superpoint')['max_keypoints']), resize)
         superpoint = load_superpoint(superpoint_weights or None, superglue_spec=superglue_weights)
         superglue = load_superglue(superglue_weights, {name: settings[name] for name in names('superglue')
                                                        if name in settings})  # settings baked into an export
         if 'max_keypoints' in settings:  # the static count, read by the constructor
             superpoint.config = {**superpoint.config, 'max_keypoints': settings['max_keypoints']}
         matcher = cls(superpoint, superglue, device, resize, precision, backend, log, static_shapes)
-        matcher.backend_why = why  # why 'auto' chose the backend passed on
         matcher.configure(**settings)
         return matcher
 

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from .export import cached_export
 from .models import SuperGlue, SuperPoint
-from .static_shapes import pad, padding_mask
+from .static_shapes import padded, padding_mask
 
 MAX_PROFILE_KEYPOINTS = 4096  # TensorRT shape profiles: keypoints per image (beyond: TensorRT builds another engine)
 ELEMENT_TYPES = {torch.float32: np.float32, torch.int64: np.int64, torch.bool: np.bool_}
@@ -204,11 +204,10 @@ class OnnxRuntimeBackend:
         inputs = {'keypoints': keypoints, 'scores': scores, 'descriptors': descriptors, 'image_size': size}
         if self.static is not None:  # padded to K, with the mask: [1, D, K] out, its first N columns the real ones
             count = self.static[0]
-            if n > count:
-                raise ValueError(f'{n} keypoints, but the static ONNX export takes at most {count} per image: lower '
-                                 f'max_keypoints to {count}, or export for more')
-            inputs = {**inputs, 'keypoints': pad(keypoints, count, 1), 'scores': pad(scores, count, 1),
-                      'descriptors': pad(descriptors, count, 2), 'mask': padding_mask(n, count, self.device)}
+            refusal = (f'the static ONNX export takes at most {count} per image: lower max_keypoints to {count}, '
+                       'or export for more')
+            inputs = {**inputs, **dict(zip(('keypoints', 'scores', 'descriptors', 'mask'),
+                                           padded(keypoints, scores, descriptors, count, refusal)))}
         return self.run('superglue_encode.onnx', inputs, {'encoded': (1, self.dim, inputs['scores'].shape[1])})[0]
 
     def score_matrix(self, encoded0: Tensor, encoded1: Tensor, n: int, m: int) -> Tensor:

@@ -46,6 +46,17 @@ def pad(tensor: Tensor, count: int, axis: int) -> Tensor:
     return torch.cat([tensor, tensor.new_zeros(shape)], axis)
 
 
+def padded(keypoints: Tensor, scores: Tensor, descriptors: Tensor, count: int, refusal: str) -> list[Tensor]:
+    """keypoints [1, N, 2], scores [1, N], descriptors [1, D, N] padded with zeros to `count` keypoints, and
+    their padding_mask [1, count] (the static inputs of SuperGlue.encode here and of superglue_encode.onnx).
+    ValueError '{N} keypoints, but {refusal}' when N > count."""
+    n = scores.shape[1]
+    if n > count:
+        raise ValueError(f'{n} keypoints, but {refusal}')
+    return [pad(keypoints, count, 1), pad(scores, count, 1), pad(descriptors, count, 2),
+            padding_mask(n, count, scores.device)]
+
+
 class Graph:
     """One captured function: static input buffers, the CUDA graph, its static outputs."""
 
@@ -99,10 +110,9 @@ class StaticSuperGlue:
         """SuperGlue.encode of one image padded to `count` keypoints: keypoints [1, N, 2] pixels, scores
         [1, N], descriptors [1, D, N], image_size (width, height) -> [1, D, count], its first N columns
         those of the unpadded image. ValueError when N > count."""
-        n = scores.shape[1]
-        check_count(n, count)
-        inputs = [pad(keypoints, count, 1), pad(scores, count, 1), pad(descriptors, count, 2),
-                  padding_mask(n, count, self.device)]
+        inputs = padded(keypoints, scores, descriptors, count,
+                        f'static_shapes pads to max_keypoints = {count}: the keypoints were detected with another '
+                        'max_keypoints; extract them again')
         size = tuple(image_size)
         return self._run(('encode', count, size),
                          lambda k, s, d, mask: self.superglue.encode(k, s, d, size, mask), inputs)
@@ -118,9 +128,3 @@ class StaticSuperGlue:
                            self.superglue.match, inputs)
         return {key: value[:, :(n if key.endswith('0') else m)] for key, value in result.items()}
 
-
-def check_count(n: int, count: int):
-    """ValueError when an image has more keypoints than the static count."""
-    if n > count:
-        raise ValueError(f'{n} keypoints, but static_shapes pads to max_keypoints = {count}: the keypoints were '
-                         'detected with another max_keypoints; extract them again')
