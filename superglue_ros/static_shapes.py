@@ -4,7 +4,7 @@ graph and then replayed.
 
 Why: on a GPU, eager PyTorch is bound by kernel launches. SuperGlue with 100 Sinkhorn iterations is
 over a thousand small kernels (18 GNN layers, 2 x 100 log-space updates), tens of ms of Python and
-launch cost per frame at 10-20 us each. A CUDA graph (torch.cuda.CUDAGraph) launches them all at once,
+launch cost per frame at 10-20 us each (issue 14's estimate; not measured here, no GPU). A CUDA graph (torch.cuda.CUDAGraph) launches them all at once,
 but only at the shapes and memory addresses it was captured with, hence the padding.
 
 The padding changes nothing: SuperGlue's masks keep padded points out of every attention layer and
