@@ -3,12 +3,16 @@
     ros2 launch superglue_ros superglue.launch.py image:=/camera/color/image_raw \\
         camera_info:=/camera/color/camera_info config:=outdoor device:=cuda rviz:=true
     ros2 launch superglue_ros superglue.launch.py config:=stereo namespace:=stereo image:=image_raw
+    ros2 launch superglue_ros superglue.launch.py lifecycle:=true   # managed: starts unconfigured
 
 config is 'indoor', 'outdoor', 'stereo', 'cpu' (the presets in share/superglue_ros/config) or a path to a
 YAML file. cameras, weights and device given here override the config file; left empty, it decides.
 image / camera_info: with the unnamed camera, the topics it reads (any name); with named cameras
 (cameras:=left,right or config:=stereo), the name under each camera: image:=image_raw reads
 left/image_raw and right/image_raw, relative to the namespace.
+lifecycle:=true starts the managed node (superglue_lifecycle_node, a launch_ros LifecycleNode): it waits
+unconfigured for a lifecycle manager (nav2_lifecycle_manager, or `ros2 lifecycle set`) to configure and
+activate it (README: Managed (lifecycle) node).
 """
 import os
 
@@ -16,7 +20,7 @@ import yaml
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackageShare
 
 PACKAGE = 'superglue_ros'
@@ -32,7 +36,9 @@ ARGUMENTS = {  # name: (default, description)
     'device': ('', 'auto, cuda or cpu; empty: from config'),
     'namespace': ('', 'Namespace of the node (and of the rviz topic)'),
     'rviz': ('false', 'Start rviz2 showing the match image of the first camera'),
+    'lifecycle': ('false', 'Start the managed (lifecycle) node, unconfigured until a lifecycle manager configures it'),
 }
+TRUE = ('true', '1', 'yes')
 
 
 def cameras_of(arg: dict, config_path: str) -> list[str]:
@@ -71,10 +77,11 @@ def nodes(context):
             remappings.append((f'{prefix}{topic}', f'{prefix}{arg[topic]}' if camera else arg[topic]))
     namespace = arg['namespace'].strip('/')
 
-    actions = [Node(
-        package=PACKAGE, executable='superglue_node', name=NODE_NAME, namespace=namespace,
-        parameters=[config, overrides], remappings=remappings, output='screen', emulate_tty=True)]
-    if arg['rviz'].lower() in ('true', '1', 'yes'):
+    managed = arg['lifecycle'].lower() in TRUE
+    actions = [(LifecycleNode if managed else Node)(
+        package=PACKAGE, executable='superglue_lifecycle_node' if managed else 'superglue_node', name=NODE_NAME,
+        namespace=namespace, parameters=[config, overrides], remappings=remappings, output='screen', emulate_tty=True)]
+    if arg['rviz'].lower() in TRUE:
         # The rviz config shows /superglue/match_image; point it at the first camera's topic.
         prefix = f'{cameras[0]}/' if cameras[0] else ''
         topic = f'/{NODE_NAME}/match_image'

@@ -25,6 +25,7 @@ the results; nothing here synchronises the device.
 Resources: running out of host or GPU memory raises ResourceError (what ran out, what to lower),
 and SuperGlue refuses a pair whose estimated memory exceeds max_matching_memory_mb before it starts.
 """
+import gc
 import importlib.util
 import time
 from contextlib import contextmanager
@@ -79,6 +80,15 @@ def memory_guard(device: torch.device, doing: str, lower: str):
             torch.cuda.empty_cache()
         raise ResourceError(f'out of {"GPU" if device.type == "cuda" else "host"} memory while {doing} on '
                             f'{device}: lower {lower}') from None
+
+
+def release_device_memory(device: torch.device):
+    """Gives what torch's caching allocator holds on `device` back to the driver, once nothing refers to the
+    models and tensors there any more (the node's lifecycle cleanup); reference cycles are collected first.
+    On the CPU freed tensors go back at once: nothing more to do."""
+    gc.collect()
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
 
 
 def matching_memory_bytes(n: int, m: int, num_heads: int) -> int:

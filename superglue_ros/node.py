@@ -36,11 +36,16 @@ for callbacks, services and parameter changes.
 import signal
 import sys
 
-if __name__ == '__main__':  # Ctrl-C during the slow imports below (torch): leave quietly, as after start-up
-    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+if __name__ == '__main__':  # a signal during the slow imports below (torch): leave quietly, as after start-up
+    for _signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_signum, lambda *_: sys.exit(0))
 
+import ctypes
+import os
 import threading
 import time
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,7 +57,10 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+from rclpy.utilities import remove_ros_args
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud
 from std_msgs.msg import Header
@@ -66,7 +74,7 @@ from .features import FeatureVelocity
 from .geometry import Calibration, Verification
 from .image import ImageError, read_mask
 from .keyframes import KeyframeStore, LoopPolicy
-from .matcher import Matcher, ResourceError
+from .matcher import Matcher, ResourceError, release_device_memory
 from .pipeline import CameraPipeline, match_keyframes, match_pair
 from .ros import parameters
 from .ros.diagnostics import LOG_EVERY_S, Statistics, diagnostic_status, rejection_kind
@@ -91,7 +99,9 @@ NODE_NAME = 'superglue'
 RCLError = _rclpy.RCLError  # what rclpy.init raises for bad --ros-args (rclpy exports no public names)
 UnknownROSArgsError = _rclpy.UnknownROSArgsError
 CAMERA_INFO_CACHE = 30  # camera_info messages kept to find the one of an image's stamp
-SERVICE_DRAIN_S = 30.0  # at shutdown, how long a running service call may take to answer
+STOP_GRACE_S = 1.0  # at SIGINT / SIGTERM, how long frames and calls in progress get to end (README: Shutdown)
+# what stops a start (the plain node's constructor, a configure transition), said in one line; ParameterError is a ValueError
+START_ERRORS = (WeightsError, ValueError, ExportError, RuntimeUnavailable)
 LOG_THROTTLE_S = LOG_EVERY_S  # throttled error logs: the period Statistics.rejected counts rejections by
 
 
@@ -113,19 +123,34 @@ class Frame:
 
 class Mailbox:
     """One slot between a subscription callback and its worker: put() replaces an unread frame
-    (counted in `dropped`), take() waits for one; None after close()."""
+    (counted in `dropped`), take() waits for one; None after close(). While paused (the camera is
+    deactivated) the waiting frame and every frame put are dropped and counted."""
 
     def __init__(self):
         self._changed = threading.Condition()
         self._frame = None
         self._closed = False
+        self._paused = False
         self.dropped = 0
 
     def put(self, frame: Frame):
         with self._changed:
+            if self._paused:  # a callback that was running when the camera was deactivated
+                self.dropped += 1
+                return
             self.dropped += self._frame is not None
             self._frame = frame
             self._changed.notify()
+
+    def pause(self):
+        with self._changed:
+            self._paused = True
+            self.dropped += self._frame is not None
+            self._frame = None
+
+    def resume(self):
+        with self._changed:
+            self._paused = False
 
     def take(self) -> Frame | None:
         with self._changed:
@@ -141,17 +166,26 @@ class Mailbox:
 
 class CameraInfoSource:
     """camera_info for an image: the one with the image's stamp (or the newest before it) where
-    message_filters is available, else the latest received. The subscription's QoS follows the
-    publisher (ros/qos.py)."""
+    message_filters is available, else the latest received. The subscription (subscribe(), while the
+    camera is active) follows the publisher's QoS (ros/qos.py)."""
 
     def __init__(self, node: Node, topic: str):
+        self._node, self._relative_topic = node, topic
+        self.topic = node.resolve_topic_name(topic)
+        self.subscription = None
         self._latest = None
         self._cache = None
         if message_filters is not None:  # a Cache fed by our subscription, so that its QoS can adapt
             self._source = message_filters.SimpleFilter()
             self._cache = message_filters.Cache(self._source, cache_size=CAMERA_INFO_CACHE)
-        self.subscription = AdaptiveSubscription(node, CameraInfo, topic, self._store)
-        self.topic = self.subscription.topic_name
+
+    def subscribe(self):
+        self.subscription = AdaptiveSubscription(self._node, CameraInfo, self._relative_topic, self._store)
+
+    def unsubscribe(self):
+        if self.subscription is not None:
+            self.subscription.destroy()
+            self.subscription = None
 
     def _store(self, msg: CameraInfo):
         self._latest = msg
@@ -165,7 +199,10 @@ class CameraInfoSource:
 
 
 class Camera:
-    """One camera of the node (module doc): topics, mailbox, worker thread, pipeline, statistics."""
+    """One camera of the node (module doc): topics, mailbox, worker thread, pipeline, statistics.
+    Made by the node's configure step with its publishers (silent until a frame is processed) and its
+    worker; activate() / deactivate() create and destroy its subscriptions and ~/new_keyframe service;
+    close() ends the worker and destroys the publishers (cleanup)."""
 
     def __init__(self, node: 'SuperGlueNode', name: str, matcher: Matcher, policy: KeyframePolicy,
                  verification: Verification, keyframes: KeyframeStore, stereo: StereoVerification | None = None,
@@ -178,39 +215,79 @@ class Camera:
         self.mailbox = Mailbox()
         self._keyframe = None  # (header, (image, color_order)) of the keyframe; worker thread only
 
-        self._image_sub = self._subscribe_image(name, self._on_image)
-        self.image_topic = self._image_sub.topic_name
+        self.image_topic = self._image_source(name)[2]
         self.camera_info = CameraInfoSource(node, f'{prefix}camera_info')
-        self._matches_pub = node.create_publisher(Matches, f'~/{prefix}matches', 10)
-        self._keyframe_pub = node.create_publisher(Keyframe, f'~/{prefix}keyframe', 10)
-        self._loop_candidates_pub = node.create_publisher(LoopCandidates, f'~/{prefix}loop_candidates', 10)
-        self._match_image_pub = node.create_publisher(Image, f'~/{prefix}match_image', 1)
+        self._image_sub = self._new_keyframe_service = None  # while active
+        self._publishers = []
+        self._matches_pub = self._publisher(Matches, f'~/{prefix}matches', 10)
+        self._keyframe_pub = self._publisher(Keyframe, f'~/{prefix}keyframe', 10)
+        self._loop_candidates_pub = self._publisher(LoopCandidates, f'~/{prefix}loop_candidates', 10)
+        self._match_image_pub = self._publisher(Image, f'~/{prefix}match_image', 1)
         self._features = self._features_pub = None
         self._said_uncalibrated = False  # publish_features without a calibration: said once
         if node.values['publish_features']:  # camera_id: the camera's place in `cameras` (0 left, 1 right)
             self._features = FeatureVelocity(node.values['cameras'].index(name))
-            self._features_pub = node.create_publisher(PointCloud, f'~/{prefix}features', 10)
-        node.create_service(Trigger, f'~/{prefix}new_keyframe', self._on_new_keyframe)
+            self._features_pub = self._publisher(PointCloud, f'~/{prefix}features', 10)
         self._worker = threading.Thread(target=self._work, name=f'superglue_{name or "camera"}', daemon=True)
         self._worker.start()
 
-    def _subscribe_image(self, name: str, callback) -> AdaptiveSubscription:
-        """The image subscription of camera `name`: image, or with image_transport compressed the resolved
-        base topic + /compressed, as image_transport."""
+    def _publisher(self, msg_type, topic: str, depth: int):
+        """A publisher of this camera's, destroyed by close()."""
+        self._publishers.append(self.node.create_publisher(msg_type, topic, depth))
+        return self._publishers[-1]
+
+    def _image_source(self, name: str) -> tuple:
+        """(message type, topic to subscribe, resolved topic) of camera `name`'s images: image, or with
+        image_transport compressed the resolved base topic + /compressed, as image_transport."""
         prefix = f'{name}/' if name else ''
         if self.node.values['image_transport'] == 'compressed':
-            return AdaptiveSubscription(self.node, CompressedImage,
-                                        self.node.resolve_topic_name(f'{prefix}image') + '/compressed', callback)
-        return AdaptiveSubscription(self.node, Image, f'{prefix}image', callback)
+            topic = self.node.resolve_topic_name(f'{prefix}image') + '/compressed'
+            return CompressedImage, topic, topic
+        return Image, f'{prefix}image', self.node.resolve_topic_name(f'{prefix}image')
+
+    def _subscribe_image(self, name: str, callback) -> AdaptiveSubscription:
+        """The image subscription of camera `name` (_image_source)."""
+        msg_type, topic, _ = self._image_source(name)
+        return AdaptiveSubscription(self.node, msg_type, topic, callback)
+
+    def activate(self):
+        """Frames are taken: the image and camera_info subscriptions and ~/new_keyframe."""
+        self.mailbox.resume()
+        self.camera_info.subscribe()
+        self._image_sub = self._subscribe_image(self.name, self._on_image)
+        self._new_keyframe_service = self.node.create_service(
+            Trigger, f'~/{f"{self.name}/" if self.name else ""}new_keyframe', self._on_new_keyframe)
+
+    def deactivate(self):
+        """No frames taken: subscriptions and ~/new_keyframe destroyed, a frame waiting in the mailbox dropped
+        (counted). A frame in progress is still published; the keyframes stay."""
+        if self._image_sub is not None:
+            self._image_sub.destroy()
+            self.camera_info.unsubscribe()
+            self.node.destroy_service(self._new_keyframe_service)
+            self._image_sub = self._new_keyframe_service = None
+        self.mailbox.pause()
 
     @property
     def status_name(self) -> str:
         """Its /diagnostics status name: the node's name, and the camera's."""
         return f'{self.node.get_name()}: {self.name}' if self.name else self.node.get_name()
 
-    def close(self):
+    def stop(self, timeout_s: float | None) -> bool:
+        """Closes the mailbox and waits up to timeout_s (None: as long as it takes) for the frame in progress
+        to end; True while it is still running."""
         self.mailbox.close()
-        self._worker.join(timeout=30)
+        self._worker.join(timeout_s)
+        return self._worker.is_alive()
+
+    def close(self):
+        """Deactivated, the worker ended after the frame in progress (waited for) and the publishers
+        destroyed: nothing refers to the pipeline, its keyframes and their device memory any more."""
+        self.deactivate()
+        self.stop(None)
+        for publisher in self._publishers:
+            self.node.destroy_publisher(publisher)
+        self._publishers.clear()
 
     # -- executor threads -------------------------------------------------------------------------
 
@@ -372,12 +449,24 @@ class Rig(Camera):
             self._synchronizer.registerCallback(self._on_pair)
         super().__init__(node, left, matcher, policy, verification, keyframes, stereo, mask, right_mask)
         self.right_camera_info = CameraInfoSource(node, f'{right}/camera_info')
-        self._right_sub = self._subscribe_image(right, self._on_right_image)
-        self.right_image_topic = self._right_sub.topic_name
+        self._right_sub = None  # while active
+        self.right_image_topic = self._image_source(right)[2]
         if self._features is not None:  # one ~/<left>/features message per pair: camera_id 0 and 1 (VINS-Fusion stereo)
             self._right_features = FeatureVelocity(node.values['cameras'].index(right))
-        self._stereo_pub = node.create_publisher(StereoMatches, f'~/{self.rig_name}/stereo_matches', 10)
-        self._stereo_image_pub = node.create_publisher(Image, f'~/{self.rig_name}/match_image', 1)
+        self._stereo_pub = self._publisher(StereoMatches, f'~/{self.rig_name}/stereo_matches', 10)
+        self._stereo_image_pub = self._publisher(Image, f'~/{self.rig_name}/match_image', 1)
+
+    def activate(self):
+        super().activate()
+        self.right_camera_info.subscribe()
+        self._right_sub = self._subscribe_image(self.right_name, self._on_right_image)
+
+    def deactivate(self):
+        if self._right_sub is not None:
+            self._right_sub.destroy()
+            self.right_camera_info.unsubscribe()
+            self._right_sub = None
+        super().deactivate()
 
     @property
     def status_name(self) -> str:
@@ -503,16 +592,80 @@ class Rig(Camera):
         return status
 
 
-class SuperGlueNode(Node):
-    """Raises parameters.ParameterError or WeightsError (with what to do) when it cannot start."""
+class SuperGlueNode(LifecycleNode):
+    """The node (module doc), a managed (lifecycle) node.
 
-    def __init__(self, **node_options):
-        super().__init__(NODE_NAME, **node_options)
+    managed=False, the plain node: the constructor configures and activates it, and raises
+    parameters.ParameterError, WeightsError, ExportError or RuntimeUnavailable (with what to do) when it
+    cannot start; it offers no lifecycle services. managed=True: it starts unconfigured and lifecycle_msgs'
+    ChangeState drives it (README: Managed (lifecycle) node): configure checks the parameters together,
+    loads the weights and makes the cameras with their publishers; activate creates the subscriptions,
+    services and the diagnostics timer; deactivate destroys them (weights and keyframes kept); cleanup and
+    shutdown release the cameras and the weights. A failed transition logs one line and returns FAILURE:
+    the node stays where it was. Parameter overrides are checked at construction in both modes.
+    """
+
+    def __init__(self, managed: bool = False, **node_options):
+        super().__init__(NODE_NAME, enable_communication_interface=managed, **node_options)
+        self.managed = managed
         self.values = parameters.declare(self)
         for name, close in parameters.unknown_overrides(self).items():
             self.get_logger().warn(f"parameter '{name}' ignored: this node has no such parameter"
                                    + (f"; did you mean '{close[0]}'?" if close else '')
                                    + ' (a params file or -p sets it)')
+        self.matcher, self.cameras = None, []  # from configure to cleanup
+        self._shared_services, self._diagnostics_pub, self._diagnostics_timer = [], None, None  # while active
+        self._failure = None                   # the error of the last failed transition
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._after_set_parameters)
+
+        self._service_lock = threading.Lock()
+        self._service_counts = {service: {'requests': 0, 'failures': 0, 'last failure': ''}
+                                for service in ('match_images', 'match_keyframes')}
+        self._running = Counter()              # service calls and transitions in progress, by what they are
+        self._served = threading.Condition()
+        if not managed:
+            for transition in (self.trigger_configure, self.trigger_activate):
+                transition()
+                if self._failure is not None:
+                    raise self._failure
+
+    # -- lifecycle transitions (rclpy.lifecycle calls them on an executor thread) -------------------
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        return self._transition('configure', self._configure, undo=self._release)
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        return self._transition('activate', self._activate, undo=self._deactivate)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        return self._transition('deactivate', self._deactivate)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        return self._transition('cleanup', self._release)
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        return self._transition('shutdown', self._release)
+
+    def _transition(self, name: str, step, undo=None) -> TransitionCallbackReturn:
+        """SUCCESS when step() returns; when it raises, undo() and FAILURE (the state stays as it was), with
+        one error line saying why (managed) or the error kept for the constructor to raise (plain)."""
+        with self._doing(f'the {name} transition'):
+            try:
+                step()
+                return TransitionCallbackReturn.SUCCESS
+            except Exception as e:
+                self._failure = e
+                if undo is not None:
+                    undo()
+                if self.managed:
+                    reason = str(e) if isinstance(e, START_ERRORS) else f'{type(e).__name__}: {e}'
+                    self.get_logger().error(f'{name} failed: {reason}')
+                return TransitionCallbackReturn.FAILURE
+
+    def _configure(self):
+        """The parameters checked together (masks, stereo pairs, the models' settings), the weights loaded onto
+        the device, the cameras made (pipelines, keyframe stores, workers and publishers)."""
         v = self.values
         masks = self._read_masks()  # before the slow part: a bad mask fails at once
         rigs = dict(stereo_pairs_of(v['stereo_pairs'], v['cameras']))  # left -> right; ValueError: before the weights
@@ -528,26 +681,13 @@ class SuperGlueNode(Node):
         def store():
             return KeyframeStore(v['keyframe_store_size'], loop)
 
-        self.cameras = [Rig(self, name, rigs[name], self.matcher, policy, self.verification, store(), self.stereo,
-                            masks.get(name), masks.get(rigs[name]))
-                        if name in rigs else Camera(self, name, self.matcher, policy, self.verification, store(),
-                                                    mask=masks.get(name))
-                        for name in v['cameras'] if name not in rigs.values()]
-        self.add_on_set_parameters_callback(self._validate_parameters)
-        self.add_post_set_parameters_callback(self._after_set_parameters)
-
-        self._service_lock = threading.Lock()
-        self._service_counts = {service: {'requests': 0, 'failures': 0, 'last failure': ''}
-                                for service in ('match_images', 'match_keyframes')}
-        self._serving = 0                          # service callbacks running (destroy_node waits for them)
-        self._served = threading.Condition()
-        services = MutuallyExclusiveCallbackGroup()  # they wait for the models: not on the image path
-        self.create_service(MatchImages, '~/match_images', self._counted(self._on_match_images),
-                            callback_group=services)
-        self.create_service(MatchKeyframes, '~/match_keyframes', self._counted(self._on_match_keyframes),
-                            callback_group=services)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_timer(1.0, self._publish_diagnostics, clock=Clock(clock_type=ClockType.STEADY_TIME))
+        for name in v['cameras']:
+            if name not in rigs.values():
+                self.cameras.append(
+                    Rig(self, name, rigs[name], self.matcher, policy, self.verification, store(), self.stereo,
+                        masks.get(name), masks.get(rigs[name]))
+                    if name in rigs else Camera(self, name, self.matcher, policy, self.verification, store(),
+                                                mask=masks.get(name)))
 
         logger = self.get_logger()
         topics = ', '.join(f'{camera.image_topic} | {camera.right_image_topic} (stereo)' if isinstance(camera, Rig)
@@ -562,6 +702,68 @@ class SuperGlueNode(Node):
         if message_filters is None:
             logger.info('message_filters is not installed: Matches.camera_info is the latest camera_info '
                         'received, not the one with the image stamp')
+
+    def _activate(self):
+        """Subscriptions, services and the /diagnostics publisher and timer created: frames are taken."""
+        for camera in self.cameras:
+            camera.activate()
+        services = MutuallyExclusiveCallbackGroup()  # they wait for the models: not on the image path
+        self._shared_services = [
+            self.create_service(MatchImages, '~/match_images',
+                                self._counted('a ~/match_images call', self._on_match_images), callback_group=services),
+            self.create_service(MatchKeyframes, '~/match_keyframes',
+                                self._counted('a ~/match_keyframes call', self._on_match_keyframes),
+                                callback_group=services)]
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics,
+                                                    clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    def _deactivate(self):
+        """What _activate created destroyed: no frame taken (Camera.deactivate), no service call answered."""
+        for camera in self.cameras:
+            camera.deactivate()
+        while self._shared_services:
+            self.destroy_service(self._shared_services.pop())
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+            self.destroy_publisher(self._diagnostics_pub)
+            self._diagnostics_timer = self._diagnostics_pub = None
+
+    def _release(self):
+        """Cleanup and shutdown: deactivated, the cameras closed (each after its frame in progress: keyframes and
+        pipelines go) and the weights dropped, with the device memory they held; the parameters stay."""
+        self._deactivate()
+        while self.cameras:
+            self.cameras.pop().close()
+        if self.matcher is not None:
+            self.matcher, device = None, self.matcher.device
+            release_device_memory(device)
+
+    def stop(self, grace_s: float) -> list[str]:
+        """SIGINT / SIGTERM (main): no frame is taken any more (the mailboxes close), and the frames, service
+        calls and transitions in progress get up to grace_s seconds to end. What is still running then, e.g.
+        ['a frame of /camera/image', 'a ~/match_images call']: main exits without it."""
+        deadline = time.monotonic() + grace_s
+        cameras = list(self.cameras)
+        for camera in cameras:
+            camera.mailbox.close()
+        running = [f'a frame of {camera.image_topic}' for camera in cameras
+                   if camera.stop(max(0.0, deadline - time.monotonic()))]
+        with self._served:
+            self._served.wait_for(lambda: not +self._running, timeout=max(0.0, deadline - time.monotonic()))
+            return running + list((+self._running).elements())
+
+    @contextmanager
+    def _doing(self, what: str):
+        """`what` counted as running while the block runs: stop() waits for it, then names it."""
+        with self._served:
+            self._running[what] += 1
+        try:
+            yield
+        finally:
+            with self._served:
+                self._running[what] -= 1
+                self._served.notify_all()
 
     def _read_masks(self) -> dict:
         """{camera: [H, W] bool} of the masks parameter; ValueError (one line) for a camera not in cameras or
@@ -583,38 +785,24 @@ class SuperGlueNode(Node):
         """Frames replaced by a newer one before a worker took them, all cameras, since start."""
         return sum(camera.mailbox.dropped for camera in self.cameras)
 
-    def _counted(self, handler):
-        """`handler` counted in _serving while it runs, so that destroy_node lets it answer first."""
+    def _counted(self, what: str, handler):
+        """`handler` counted in _running (as `what`) while it runs."""
         def serve(request, response):
-            with self._served:
-                self._serving += 1
-            try:
+            with self._doing(what):
                 return handler(request, response)
-            finally:
-                with self._served:
-                    self._serving -= 1
-                    self._served.notify_all()
         return serve
 
     def destroy_node(self):
-        # Ctrl-C during a service call: rclpy's executor.shutdown() does not wait for running callbacks, and a
-        # response sent after its service is destroyed fails with a stray 'exception was never retrieved'
-        # line; let the call finish and answer (bounded, as the camera threads' join)
-        with self._served:
-            if not self._served.wait_for(lambda: self._serving == 0, timeout=SERVICE_DRAIN_S):
-                self.get_logger().warn(f'shutting down with a service call still running after {SERVICE_DRAIN_S:.0f} '
-                                       's: its caller gets no answer')
-        for camera in self.cameras:
-            camera.close()
+        self._release()
         super().destroy_node()
 
     # -- parameters: on-set validates (settings.check), post-set applies (as ros2/demos) ----------
 
     def _validate_parameters(self, changed) -> SetParametersResult:
         """On-set step: each value (parameters.validate), then what the Matcher refuses of them together
-        with its start-up settings (Matcher.check_settings: static_shapes' rules)."""
+        with its start-up settings (Matcher.check_settings: static_shapes' rules) once configured."""
         result = parameters.validate(changed)
-        if result.successful:
+        if result.successful and self.matcher is not None:
             model = {name: value for name, value in parameters.changes(changed).items() if name in Matcher.MODEL_SETTINGS}
             try:
                 self.matcher.check_settings(**model)
@@ -628,7 +816,7 @@ class SuperGlueNode(Node):
             return
         self.values.update(values)
         model = {name: value for name, value in values.items() if name in Matcher.MODEL_SETTINGS}
-        if model:
+        if model and self.matcher is not None:  # unconfigured: configure reads self.values
             self.matcher.configure(**model)
         if set(values) & set(names('verification')):
             self.verification = Verification.from_settings(self.values)
@@ -724,41 +912,86 @@ class SuperGlueNode(Node):
         self._diagnostics_pub.publish(DiagnosticArray(header=header, status=statuses))
 
 
+class StopSignals:
+    """SIGINT and SIGTERM, as ros2 launch sends them (SIGINT, SIGTERM 5 s later, SIGKILL 5 s after that) and
+    Ctrl-C. Installed in place of rclpy's handlers (rclpy.init with SignalHandlerOptions.NO), which shut the
+    context down under running callbacks. Until `running` is set a signal ends the start at once
+    (KeyboardInterrupt, in the main thread); after, it is noted in `received` (its name) for main to stop
+    the node."""
+
+    def __init__(self):
+        self.received = None
+        self.running = False
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame):
+        self.received = self.received or signal.Signals(signum).name
+        if not self.running:
+            raise KeyboardInterrupt
+
+
 def main(args=None) -> int:
-    """The node until Ctrl-C (0), or one FATAL line and exit code 1 when it cannot start."""
-    # Ctrl-C: rclpy's handler (installed by init, chained to this one) shuts the context down and the
-    # executor returns; a KeyboardInterrupt raised at any later bytecode would cut the clean-up short.
-    signal.signal(signal.SIGINT, lambda *_: None)
+    """The node until SIGINT or SIGTERM (exit 0 within STOP_GRACE_S and a moment, README: Shutdown), or one
+    FATAL line and exit code 1 when it cannot start. `--lifecycle` before --ros-args: the managed node
+    (SuperGlueNode(managed=True), executable superglue_lifecycle_node)."""
+    signals = StopSignals()
     logger = rclpy.logging.get_logger(NODE_NAME)
     try:
-        rclpy.init(args=args)
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     except (RCLError, UnknownROSArgsError) as e:  # a --params-file that does not exist or does not parse, a
         reason = ' '.join(str(e).split())            # malformed remap rule, an option --ros-args does not know
         if isinstance(e, UnknownROSArgsError):
             reason = f"unknown option(s) {reason}: --ros-args takes -p, -r, --params-file, --log-level and the like"
         logger.fatal(f'cannot start: bad --ros-args: {reason}')
         return 1
+    except KeyboardInterrupt:
+        return 0
     try:
-        node = SuperGlueNode()
-    except (WeightsError, ValueError, ExportError, RuntimeUnavailable) as e:  # ParameterError is a ValueError
+        node = SuperGlueNode(managed='--lifecycle' in remove_ros_args(sys.argv if args is None else args)[1:])
+    except START_ERRORS as e:
         logger.fatal(f'cannot start: {e}')
         rclpy.try_shutdown()
         return 1
-    except Exception:
-        if not rclpy.ok():  # Ctrl-C while the models were loading
-            return 0
-        raise
+    except KeyboardInterrupt:  # a signal while the models were loading
+        rclpy.try_shutdown()
+        return 0
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
+    failure = []
+    spinning = threading.Thread(target=spin, args=(executor, failure), name='executor', daemon=True)
+    signals.running = True
+    spinning.start()
+    while signals.received is None and spinning.is_alive():
+        time.sleep(0.1)  # the signal handler runs in this (the main) thread
+    if failure:  # a callback raised: as rclpy's spin in the main thread would, with its traceback
+        raise failure[0]
+    abandoned = node.stop(STOP_GRACE_S)
+    if abandoned:
+        # Threads inside torch or onnxruntime cannot be interrupted, and the interpreter's exit would wait for a
+        # service callback on the executor's thread: exit without them, the logs flushed (rclpy's shutdown
+        # closes the log files; C stdio buffers; Python's own streams).
+        logger.warn(f'{signals.received}: exiting without waiting for {", ".join(abandoned)}: dropped unfinished')
+        rclpy.try_shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        ctypes.CDLL(None).fflush(None)
+        os._exit(0)
+    executor.shutdown()
+    spinning.join()
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
+
+
+def spin(executor, failure: list):
+    """executor.spin() on its own thread (main); an exception it raises is appended to `failure`."""
     try:
         executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:
         pass
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    except Exception as e:
+        failure.append(e)
 
 
 if __name__ == '__main__':

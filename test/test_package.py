@@ -24,7 +24,8 @@ def test_package_xml_declares_an_interface_package():
     assert root.findtext('member_of_group') == 'rosidl_interface_packages'
     deps = {element.text for element in root if element.tag.endswith('depend')}
     assert {'rosidl_default_generators', 'rosidl_default_runtime', 'rclpy', 'sensor_msgs', 'std_msgs',
-            'std_srvs', 'diagnostic_msgs', 'cv_bridge', 'message_filters', 'launch_ros'} <= deps
+            'std_srvs', 'diagnostic_msgs', 'cv_bridge', 'message_filters', 'launch_ros',
+            'lifecycle_msgs'} <= deps
 
 
 def test_install_has_every_source_module_and_share_file(install_prefix):
@@ -43,6 +44,7 @@ def test_install_has_every_source_module_and_share_file(install_prefix):
 
 
 def test_node_executable_is_installed_for_ros2_run(install_prefix):
-    executable = install_prefix / 'lib' / 'superglue_ros' / 'superglue_node'
-    assert executable.is_file() and os.access(executable, os.X_OK)
-    assert 'superglue_ros.node' in executable.read_text()
+    for name in ('superglue_node', 'superglue_lifecycle_node'):  # the plain node and the managed one
+        executable = install_prefix / 'lib' / 'superglue_ros' / name
+        assert executable.is_file() and os.access(executable, os.X_OK)
+        assert 'superglue_ros.node' in executable.read_text()

@@ -142,6 +142,7 @@ class FakeLaunch:
         launch_ros = types.ModuleType('launch_ros')
         ros_actions = types.ModuleType('launch_ros.actions')
         ros_actions.Node = lambda **kwargs: kwargs
+        ros_actions.LifecycleNode = lambda **kwargs: {**kwargs, 'lifecycle_node': True}
         ros_substitutions = types.ModuleType('launch_ros.substitutions')
         ros_substitutions.FindPackageShare = FindPackageShare
         return {'launch': launch, 'launch.actions': actions, 'launch.substitutions': substitutions,
@@ -170,7 +171,7 @@ def fake_launch():
 def test_launch_one_camera(fake_launch, monkeypatch):
     node, = fake_launch.nodes(monkeypatch, image='/camera/image_raw', camera_info='/camera/camera_info',
                               device='cpu')
-    assert node['executable'] == 'superglue_node' and node['name'] == 'superglue'
+    assert node['executable'] == 'superglue_node' and node['name'] == 'superglue' and 'lifecycle_node' not in node
     config, overrides = node['parameters']
     assert config == str(REPO_ROOT / 'config' / 'indoor.yaml') and overrides == {'device': 'cpu'}
     assert node['remappings'] == [('image', '/camera/image_raw'), ('camera_info', '/camera/camera_info')]
@@ -190,13 +191,21 @@ def test_launch_stereo_preset_and_cameras_argument(fake_launch, monkeypatch):
         fake_launch.nodes(monkeypatch, config='stereo', image='/camera/image_raw')
 
 
+def test_launch_lifecycle_argument_starts_the_managed_node(fake_launch, monkeypatch):
+    plain, = fake_launch.nodes(monkeypatch, namespace='robot', device='cpu')
+    node, = fake_launch.nodes(monkeypatch, namespace='robot', device='cpu', lifecycle='true')
+    assert node.pop('lifecycle_node') and node['executable'] == 'superglue_lifecycle_node'
+    assert {**node, 'executable': 'superglue_node'} == plain  # the same parameters, remappings, name, namespace
+    assert (REPO_ROOT / 'scripts' / 'superglue_lifecycle_node').stat().st_mode & 0o111
+
+
 def test_launch_arguments_are_described():
     tree = ast.parse(LAUNCH_FILE.read_text())
     arguments = next(node.value for node in tree.body
                      if isinstance(node, ast.Assign) and getattr(node.targets[0], 'id', '') == 'ARGUMENTS')
     names = {key.value for key in arguments.keys}
     assert names == {'image', 'camera_info', 'cameras', 'config', 'superpoint_weights', 'superglue_weights',
-                     'device', 'namespace', 'rviz'}
+                     'device', 'namespace', 'rviz', 'lifecycle'}
 
 
 def test_rviz_shows_the_match_image():
