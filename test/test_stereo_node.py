@@ -165,7 +165,7 @@ def test_stereo_rig_over_dds(context, weight_files):
         assert last.unpaired_frames == 1 and not [m for m in driver.stereo.messages if m.header.stamp.sec == lone]
         bad = next(_seconds)  # a pair whose right image has an encoding the node does not read: skipped, counted
         driver.publish('left', rig[2].left, infos['left'], bad, 0)
-        driver.publish('right', rig[2].right, infos['right'], bad, 0, encoding='yuv422')
+        driver.publish('right', rig[2].right, infos['right'], bad, 0, encoding='nv21')
         wait_until(lambda: 'skipped (unsupported_encoding): right image on' in node.output,
                    'the pair with a bad right image to be skipped', WAIT_S)
         picture = driver.pictures.wait_for(lambda m: m.header.stamp.sec == sec, f'stamp {sec}', WAIT_S)
