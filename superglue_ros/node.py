@@ -467,8 +467,8 @@ class Rig(Camera):
                        else 'a camera_info has no P (all zero): the rig is not calibrated')
                 advice = 'publish both camera_infos with the stereo calibration (P; the right Tx = -fx * B)'
             elif geometry is not None and geometry.baseline_m > 0:  # R is not the identity
-                advice = f"for rectified images (image_rect) list both in rectified_cameras: ['{self.name}', " \
-                         f"'{self.right_name}']'
+                advice = (f"for rectified images (image_rect) list both in rectified_cameras: ['{self.name}', "
+                          f"'{self.right_name}']")
             self.node.get_logger().warn(
                 f'stereo pair {self.rig_name} is not known to be rectified ({why}): left-right matches verified '
                 f'with the fundamental matrix, no depth; {advice}', throttle_duration_sec=LOG_THROTTLE_S)
