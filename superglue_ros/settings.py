@@ -332,6 +332,8 @@ def mask_paths(value) -> dict[str, str]:
     """The masks setting as {camera name: path} ('' the unnamed camera; {} for ['']). ValueError as check()."""
     value = check('masks', value)
     return dict(_split_mask(entry) for entry in value if entry)
+
+
 def rectified_cameras_of(rectified, cameras, pairs) -> set[str]:
     """rectified_cameras as a set, checked against `cameras` and the stereo rigs `pairs` ((left, right) names, as
     stereo_pairs_of gives them): ValueError as check(), or naming a camera not in cameras, or a rig listed by one

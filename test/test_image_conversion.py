@@ -113,7 +113,6 @@ def test_big_endian_array_is_written_in_machine_order():
     np.testing.assert_array_equal(image_msg_to_numpy(msg)[0], image)
 
 
-
 # -- YUV 4:2:2 and Bayer, converted to grey as cv_bridge converts them -----------------------------------
 
 # cv_bridge's cvtColor codes to grey (vision_opencv cv_bridge/src/cv_bridge.cpp, getConversionCodes: the
