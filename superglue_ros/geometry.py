@@ -4,7 +4,9 @@ Verification flags the matches consistent with one epipolar geometry (fundamenta
 scene; essential matrix, the same on calibrated cameras) or one homography (planar scene, pure
 rotation), fitted with RANSAC (OpenCV's USAC MAGSAC++ where available, else classic RANSAC).
 Calibration maps pixels to the normalised image plane with lens distortion removed, from the fields of
-a sensor_msgs/CameraInfo (k, distortion_model, d), read without importing ROS.
+a sensor_msgs/CameraInfo, read without importing ROS, as image_geometry's PinholeCameraModel reads them:
+K and P adjusted for the ROI and binning (REP 104), raw images undistorted with K and D, rectified images
+(image_proc's image_rect) projected by P with no distortion.
 """
 from dataclasses import dataclass, replace
 from numbers import Integral, Real
@@ -21,10 +23,13 @@ METHODS = ('none', 'fundamental', 'homography', 'essential')
 MIN_POINTS = {'fundamental': 8, 'homography': 4, 'essential': 5}
 _USAC = getattr(cv2, 'USAC_MAGSAC', None)  # OpenCV >= 4.5
 
-# sensor_msgs/CameraInfo distortion_model -> number of coefficients in D (sensor_msgs distortion_models:
-# plumb_bob k1 k2 t1 t2 k3; rational_polynomial k1 k2 t1 t2 k3 k4 k5 k6; equidistant k1 k2 k3 k4).
-# An empty or all-zero D means no distortion, whatever the model.
-DISTORTION_MODELS = {'plumb_bob': 5, 'rational_polynomial': 8, 'equidistant': 4}
+# sensor_msgs/CameraInfo distortion_model -> the lengths of D accepted. sensor_msgs names plumb_bob k1 k2 t1 t2
+# k3 and rational_polynomial k1 k2 t1 t2 k3 k4 k5 k6, but image_geometry hands D to OpenCV whatever its length,
+# and OpenCV takes 4, 5, 8, 12 or 14 (k1 k2 p1 p2 [k3 [k4 k5 k6 [s1 s2 s3 s4 [tx ty]]]]): drivers publish 4
+# (kalibr's radtan), 8 for plumb_bob (five, then zeros) and 14. equidistant: k1 k2 k3 k4 (cv2.fisheye).
+# An empty or all-zero D means no distortion, whatever the model (image_geometry's rule).
+_OPENCV_LENGTHS = (4, 5, 8, 12, 14)
+DISTORTION_MODELS = {'plumb_bob': _OPENCV_LENGTHS, 'rational_polynomial': _OPENCV_LENGTHS, 'equidistant': (4,)}
 # Iterative undistortion until the point reprojects within 1e-6 px (cv2.undistortPoints stops after
 # 5 iterations by default: up to 5e-4 off on the normalised plane at the corners of a strong lens).
 _UNDISTORT_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-6)
@@ -36,6 +41,74 @@ def is_calibrated(camera_info) -> bool:
     return camera_info is not None and bool(np.any(np.asarray(camera_info.k, np.float64) != 0))
 
 
+def _binning(camera_info) -> tuple[int, int]:
+    """(binning_x, binning_y) of a camera_info, 0 read as 1 (REP 104)."""
+    return tuple(max(1, int(getattr(camera_info, name, 0) or 0)) for name in ('binning_x', 'binning_y'))
+
+
+def _roi(camera_info) -> tuple[int, int, int, int]:
+    """(x_offset, y_offset, width, height) of a camera_info's ROI in full-resolution pixels; an all-zero ROI
+    (or none) is the full image (REP 104)."""
+    roi = getattr(camera_info, 'roi', None)
+    fields = tuple(int(getattr(roi, name, 0)) for name in ('x_offset', 'y_offset', 'width', 'height'))
+    return fields if any(fields) else (0, 0, int(getattr(camera_info, 'width', 0)), int(getattr(camera_info, 'height', 0)))
+
+
+def image_size(camera_info) -> tuple[int, int] | None:
+    """(width, height) in pixels of the images a sensor_msgs/CameraInfo describes: its ROI (the full
+    width x height when the ROI is all zero) divided by its binning, as image_geometry's
+    reducedResolution(); None when it gives no size (width 0 and no ROI)."""
+    _, _, width, height = _roi(camera_info)
+    if not (width and height):
+        return None
+    binning_x, binning_y = _binning(camera_info)
+    return width // binning_x, height // binning_y
+
+
+def size_problem(camera_info, size: tuple[int, int], images: str = 'the images') -> str | None:
+    """Why a camera_info does not describe images of `size` (width, height): one phrase naming both sizes and
+    the ROI / binning that gave the camera_info's ('it is for 1280x960 images with binning 2x2, i.e. 640x480,
+    <images> are 320x240'); None when it does, or gives no size."""
+    expected = image_size(camera_info)
+    if expected is None or tuple(size) == expected:
+        return None
+    how = reduction(camera_info)
+    said = f'it is for {camera_info.width}x{camera_info.height} images' + (
+        f' with {how}, i.e. {expected[0]}x{expected[1]}' if how else '')
+    return f'{said}, {images} are {size[0]}x{size[1]}'
+
+
+def reduction(camera_info) -> str:
+    """The ROI and binning of a camera_info in words ('ROI 640x480 at (8, 4), binning 2x2'), '' without."""
+    roi, binning = _roi(camera_info), _binning(camera_info)
+    full = (0, 0, int(getattr(camera_info, 'width', 0)), int(getattr(camera_info, 'height', 0)))
+    return ', '.join(([f'ROI {roi[2]}x{roi[3]} at ({roi[0]}, {roi[1]})'] if roi != full else [])
+                     + ([f'binning {binning[0]}x{binning[1]}'] if binning != (1, 1) else []))
+
+
+def reduced_matrices(camera_info) -> tuple[np.ndarray, np.ndarray]:
+    """K [3, 3] and P [3, 4] (float64, pixels) of a sensor_msgs/CameraInfo for the images it describes, as
+    image_geometry's PinholeCameraModel.fromCameraInfo adjusts them (REP 104): the ROI offset subtracted from
+    the principal points, then fx, cx, Tx divided by binning_x and fy, cy, Ty by binning_y. The message's K
+    and P are for the full-resolution sensor. ValueError when K is not 9 numbers or P not 12."""
+    k, p = np.asarray(camera_info.k, np.float64).reshape(-1), np.asarray(getattr(camera_info, 'p', np.zeros(12)),
+                                                                         np.float64).reshape(-1)
+    if k.size != 9 or p.size != 12:
+        raise ValueError(f'camera_info K must be 9 numbers and P 12, got {k.size} and {p.size}')
+    k, p = k.reshape(3, 3).copy(), p.reshape(3, 4).copy()
+    x, y, _, _ = _roi(camera_info)
+    k[0, 2] -= x
+    k[1, 2] -= y
+    p[0, 2] -= x
+    p[1, 2] -= y
+    binning_x, binning_y = _binning(camera_info)
+    k[0, :] /= [binning_x, 1, binning_x]
+    k[1, :] /= [1, binning_y, binning_y]
+    p[0, :] /= [binning_x, 1, binning_x, binning_x]
+    p[1, :] /= [1, binning_y, binning_y, binning_y]
+    return k, p
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Intrinsics of one camera as sensor_msgs/CameraInfo gives them.
@@ -43,11 +116,14 @@ class Calibration:
     k: the 3x3 camera matrix K, row-major (fx 0 cx; 0 fy cy; 0 0 1), pixels.
     distortion_model: 'plumb_bob', 'rational_polynomial' or 'equidistant' (DISTORTION_MODELS), with d
     their coefficients; an empty or all-zero d means no distortion (any model name then).
+    rectified: the images are rectified and k is the left 3x3 of the camera_info's P (no distortion):
+    image_geometry's projectPixelTo3dRay, ((u - cx') / fx', (v - cy') / fy') in the rectified camera's frame.
     Raises ValueError naming the field when K is not a camera matrix or the model / d do not fit.
     """
     k: tuple
     distortion_model: str = 'plumb_bob'
     d: tuple = ()
+    rectified: bool = False
 
     def __post_init__(self):
         k = np.asarray(self.k, np.float64).reshape(-1)
@@ -62,22 +138,39 @@ class Calibration:
                              'with fx, fy > 0 pixels: check the camera calibration')
         if not np.isfinite(d).all():
             raise ValueError(f'distortion coefficients D must be finite, got {list(self.d)}')
+        if self.rectified and self.distorted:
+            raise ValueError(f'a rectified camera has no distortion, got D = {list(self.d)}')
         if self.distorted:
-            expected = DISTORTION_MODELS.get(self.distortion_model)
-            if expected is None:
+            lengths = DISTORTION_MODELS.get(self.distortion_model)
+            if lengths is None:
                 raise ValueError(f'unsupported distortion_model {self.distortion_model!r}; supported: '
                                  f'{", ".join(DISTORTION_MODELS)} (or D empty / all zero for none)')
-            if d.size != expected:
-                raise ValueError(f'distortion_model {self.distortion_model!r} takes {expected} coefficients '
-                                 f'in D, got {d.size}: {list(self.d)}')
+            if d.size not in lengths:
+                raise ValueError(f'distortion_model {self.distortion_model!r} takes '
+                                 f'{" or ".join(map(str, lengths))} coefficients in D, got {d.size}: {list(self.d)}')
 
     @classmethod
-    def from_camera_info(cls, camera_info) -> 'Calibration | None':
-        """The calibration of a sensor_msgs/CameraInfo (any object with k, distortion_model and d),
-        None when there is none (camera_info None or K all zero). ValueError as the constructor."""
+    def from_camera_info(cls, camera_info, rectified: bool = False) -> 'Calibration | None':
+        """The calibration of a sensor_msgs/CameraInfo for the images it describes (K, P adjusted for its
+        ROI and binning: reduced_matrices), None when there is none (camera_info None or K all zero).
+
+        camera_info: a sensor_msgs/CameraInfo, or any object with k, distortion_model and d (and optionally
+        p, width, height, binning_x, binning_y, roi). rectified: the images are rectified (image_proc's
+        image_rect): the rays come from P, with no distortion; ValueError when P is all zero. Otherwise K
+        and D (the raw camera). The image size is not checked here: size_problem. ValueError as the
+        constructor."""
         if not is_calibrated(camera_info):
             return None
-        return cls(camera_info.k, camera_info.distortion_model, camera_info.d)
+        k, p = reduced_matrices(camera_info)
+        if rectified:
+            if not p.any():
+                raise ValueError('the images are rectified but the camera_info has no P (all zero): publish the '
+                                 'rectified calibration, or take the camera off rectified_cameras')
+            try:
+                return cls(p[:, :3].reshape(-1), 'plumb_bob', (), rectified=True)
+            except ValueError as e:
+                raise ValueError(f'P = {np.asarray(camera_info.p).tolist()}: its left 3x3 {e}') from None
+        return cls(k.reshape(-1), camera_info.distortion_model, camera_info.d)
 
     @property
     def camera_matrix(self) -> np.ndarray:
@@ -92,6 +185,15 @@ class Calibration:
     @property
     def distorted(self) -> bool:
         return any(self.d)
+
+    @property
+    def model(self) -> str:
+        """Which camera model maps the pixels, in words (the node logs it once per camera)."""
+        if self.rectified:
+            return 'rectified input, rays from P (no distortion)'
+        if self.distorted:
+            return f'{self.distortion_model} with {len(self.d)} coefficients, undistorted with K and D'
+        return 'no distortion (D empty or all zero), rays from K'
 
     def normalize(self, points) -> np.ndarray:
         """Pixels [N, 2] (x, y) of the distorted image -> [N, 2] float64 (x, y) on the normalised image

@@ -71,7 +71,7 @@ from superglue_ros.srv import MatchImages, MatchKeyframes
 
 from .export import ExportError
 from .features import FeatureVelocity
-from .geometry import Calibration, Verification
+from .geometry import Calibration, Verification, reduction, size_problem
 from .image import ImageError, read_mask
 from .keyframes import KeyframeStore, LoopPolicy
 from .matcher import Matcher, ResourceError, release_device_memory
@@ -85,7 +85,7 @@ from .ros.messages import (features_message, fill_match_images_response, fill_ma
                            keyframe_message, loop_candidates_message, match_picture, matches_message,
                            stamp_to_seconds, stereo_matches_message, stereo_picture)
 from .runtime import RuntimeUnavailable
-from .settings import mask_paths, names, stereo_pairs_of
+from .settings import mask_paths, names, rectified_cameras_of, stereo_pairs_of
 from .stereo import LEFT, NO_TRACK, PAIR_QUEUE_SIZE, RIGHT, StampPairer, StereoGeometry, StereoVerification, stamp_ns
 from .tracking import KeyframePolicy
 from .weights import WeightsError
@@ -225,6 +225,7 @@ class Camera:
         self._match_image_pub = self._publisher(Image, f'~/{prefix}match_image', 1)
         self._features = self._features_pub = None
         self._said_uncalibrated = False  # publish_features without a calibration: said once
+        self._said_model = ''            # the camera model last logged (_say_model)
         if node.values['publish_features']:  # camera_id: the camera's place in `cameras` (0 left, 1 right)
             self._features = FeatureVelocity(node.values['cameras'].index(name))
             self._features_pub = self._publisher(PointCloud, f'~/{prefix}features', 10)
@@ -326,19 +327,31 @@ class Camera:
 
     def _calibration(self, camera_info: CameraInfo | None, image_size: tuple[int, int]) -> Calibration | None:
         """The frame's calibration, or None: no camera_info, K all zero, or one that cannot be used
-        (malformed, or of another image size: logged, throttled)."""
-        if camera_info is not None and camera_info.width and (camera_info.width, camera_info.height) != image_size:
-            self.node.get_logger().error(
-                f'camera_info on {self.camera_info.topic} ignored: it is for {camera_info.width}x{camera_info.height} '
-                f'images, the images on {self.image_topic} are {image_size[0]}x{image_size[1]}',
-                throttle_duration_sec=LOG_THROTTLE_S)
+        (malformed, or of another image size after its ROI and binning: logged, throttled). A camera in
+        rectified_cameras is projected by P, others undistorted with K and D (geometry.Calibration)."""
+        problem = camera_info is not None and size_problem(camera_info, image_size, f'the images on {self.image_topic}')
+        if problem:
+            self.node.get_logger().error(f'camera_info on {self.camera_info.topic} ignored: {problem}',
+                                         throttle_duration_sec=LOG_THROTTLE_S)
             return None
         try:
-            return Calibration.from_camera_info(camera_info)
+            calibration = Calibration.from_camera_info(camera_info, rectified=self.name in self.node.rectified_cameras)
         except ValueError as e:
             self.node.get_logger().error(f'camera_info on {self.camera_info.topic} ignored: {e}',
                                          throttle_duration_sec=LOG_THROTTLE_S)
             return None
+        self._say_model(calibration, camera_info)
+        return calibration
+
+    def _say_model(self, calibration: Calibration | None, camera_info: CameraInfo | None):
+        """Log which camera model maps this camera's pixels: once, and again when it changes."""
+        if calibration is None:
+            return
+        how = reduction(camera_info)
+        said = f"camera '{self.name}': {calibration.model}" + (f' ({how} of the camera_info applied)' if how else '')
+        if said != self._said_model:
+            self._said_model = said
+            self.node.get_logger().info(said)
 
     def _process(self, frame: Frame):
         msg = frame.msg
@@ -523,10 +536,12 @@ class Rig(Camera):
             for info, array, topic, image_topic in (
                     (frame.camera_info, image[0], self.camera_info.topic, self.image_topic),
                     (frame.right.camera_info, right[0], self.right_camera_info.topic, self.right_image_topic)):
-                if info is not None and info.width and (info.width, info.height) != (array.shape[1], array.shape[0]):
-                    raise ValueError(f'the camera_info on {topic} is for {info.width}x{info.height} images, the images '
-                                     f'on {image_topic} are {array.shape[1]}x{array.shape[0]}')
-            geometry = StereoGeometry.from_camera_infos(frame.camera_info, frame.right.camera_info)
+                problem = info is not None and size_problem(info, (array.shape[1], array.shape[0]),
+                                                            f'the images on {image_topic}')
+                if problem:
+                    raise ValueError(f'the camera_info on {topic} {problem.removeprefix("it ")}')
+            geometry = StereoGeometry.from_camera_infos(frame.camera_info, frame.right.camera_info,
+                                                        rectified=self.name in self.node.rectified_cameras)
         except ValueError as e:
             geometry, ignored = None, True
             self.node.get_logger().error(f'camera_infos of {self.rig_name} ignored: {e}',
@@ -541,7 +556,8 @@ class Rig(Camera):
                        else 'a camera_info has no P (all zero): the rig is not calibrated')
                 advice = 'publish both camera_infos with the stereo calibration (P; the right Tx = -fx * B)'
             elif geometry is not None and geometry.baseline_m > 0:  # R is not the identity
-                advice = 'for rectified images (image_rect) set stereo_rectified: true'
+                advice = (f"for rectified images (image_rect) list both in rectified_cameras: ['{self.name}', "
+                          f"'{self.right_name}']")
             self.node.get_logger().warn(
                 f'stereo pair {self.rig_name} is not known to be rectified ({why}): left-right matches verified '
                 f'with the fundamental matrix, no depth; {advice}', throttle_duration_sec=LOG_THROTTLE_S)
@@ -551,7 +567,9 @@ class Rig(Camera):
         """A rectified pair's left image is projected by the left P, not by the camera_info's K and D (those
         of the raw camera, with image_rect): its keyframe matches, pose and features use P, as the depth does."""
         if self.pipeline.stereo.is_rectified(stereo_geometry):
-            return stereo_geometry.calibration(LEFT)
+            calibration = stereo_geometry.calibration(LEFT)
+            self._say_model(calibration, frame.camera_info)
+            return calibration
         return super()._frame_calibration(frame, image, stereo_geometry)
 
     def _other_features(self, result, features) -> list:
@@ -669,6 +687,7 @@ class SuperGlueNode(LifecycleNode):
         v = self.values
         masks = self._read_masks()  # before the slow part: a bad mask fails at once
         rigs = dict(stereo_pairs_of(v['stereo_pairs'], v['cameras']))  # left -> right; ValueError: before the weights
+        self.rectified_cameras = rectified_cameras_of(v['rectified_cameras'], v['cameras'], rigs.items())
         self.matcher = Matcher.from_weights(
             v['superpoint_weights'], v['superglue_weights'], device=v['device'], resize=v['resize'],
             precision=v['precision'], backend=v['backend'], log=self.get_logger().info,

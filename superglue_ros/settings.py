@@ -103,6 +103,11 @@ def _stereo_pairs(value) -> bool:
             and len(set(names)) == len(names))
 
 
+def _rectified_cameras(value) -> bool:
+    """None / [] (none) or unique camera names ('' the unnamed camera)."""
+    return value is None or (isinstance(value, (list, tuple)) and not value) or _cameras(value)
+
+
 @dataclass(frozen=True)
 class Setting:
     """One row of the table.
@@ -256,11 +261,13 @@ _ROWS = [
             'Largest stamp difference of a left and a right image paired together (software-synchronised '
             'cameras; keep it under half the frame period); 0: equal stamps only (hardware-synchronised)',
             'node', live=False),
-    Setting('stereo_rectified', False, 'true or false', lambda v: isinstance(v, bool),
-            "The rig's images are rectified (e.g. image_proc's image_rect) even though their camera_info has a "
-            "rectification R other than identity. With a right P whose Tx (P[3]) is non-zero and rectified images "
-            '(this, or R identity in both camera_infos), left-right matches are checked on image rows and get a '
-            'depth; otherwise the fundamental matrix checks them and there is no depth', 'stereo', live=False),
+    Setting('rectified_cameras', [], "[] (none) or a list of unique names of cameras ('' the unnamed camera)",
+            _rectified_cameras,
+            "Cameras whose images are already rectified (image_proc's image_rect, with the raw camera's camera_info): "
+            "their points are mapped with the camera_info's P and no distortion (image_geometry's "
+            'projectPixelTo3dRay), not undistorted with K and D. A stereo rig lists both its cameras: with a right P '
+            'whose Tx (P[3]) is non-zero and rectified images (this, or R identity in both camera_infos), left-right '
+            'matches are checked on image rows and get a depth', 'node', live=False),
     Setting('stereo_row_threshold_px', 2.0, 'a number of pixels > 0', _number(0, low_open=True),
             'Rectified rig: a left-right match is an inlier when its rows differ by at most this (|y_left - '
             'y_right|, pixels of the images as given) and its disparity is positive', 'stereo'),
@@ -325,6 +332,25 @@ def mask_paths(value) -> dict[str, str]:
     """The masks setting as {camera name: path} ('' the unnamed camera; {} for ['']). ValueError as check()."""
     value = check('masks', value)
     return dict(_split_mask(entry) for entry in value if entry)
+
+
+def rectified_cameras_of(rectified, cameras, pairs) -> set[str]:
+    """rectified_cameras as a set, checked against `cameras` and the stereo rigs `pairs` ((left, right) names, as
+    stereo_pairs_of gives them): ValueError as check(), or naming a camera not in cameras, or a rig listed by one
+    camera only (a pair's images are rectified together)."""
+    rectified, cameras = set(check('rectified_cameras', rectified)), check('cameras', cameras)
+    unknown = sorted(rectified - set(cameras))
+    if unknown:
+        raise ValueError(f'rectified_cameras names {", ".join(map(repr, unknown))}, not in cameras {cameras}: list '
+                         'cameras of this node whose images are rectified (image_rect)')
+    for pair in pairs:
+        if len(rectified & set(pair)) == 1:
+            raise ValueError(f'rectified_cameras lists {next(iter(rectified & set(pair)))!r} of the stereo pair '
+                             f'{":".join(pair)!r} but not the other camera: a rig\'s images are rectified together, '
+                             'list both or neither')
+    return rectified
+
+
 def stereo_pairs_of(pairs, cameras) -> list[tuple[str, str]]:
     """stereo_pairs as (left, right) names, checked against `cameras`: ValueError as check(), or naming a
     camera of a pair that is not in cameras."""

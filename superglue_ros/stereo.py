@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .geometry import Calibration, Verification
+from .geometry import Calibration, Verification, reduced_matrices
 from .settings import check, defaults
 from .tracking import Correspondences, FrameResult
 
@@ -93,14 +93,15 @@ def _matrix(values, size: int, name: str) -> np.ndarray:
 @dataclass(frozen=True)
 class StereoGeometry:
     """The two cameras of a rig as their sensor_msgs/CameraInfo give them: P (3x4, row-major, pixels of
-    the rectified image) of each, and whether each R (3x3 rectification rotation) is the identity.
+    the rectified image, adjusted for ROI and binning as geometry.reduced_matrices) of each, and whether the
+    images are rectified.
 
     fx, cx: of the left P; baseline_m = -Tx / fx' from the right P (module doc). ValueError naming the
     field when a P is not a projection matrix [fx 0 cx Tx; 0 fy cy Ty; 0 0 1 0] with fx, fy > 0.
     """
     left_p: tuple
     right_p: tuple
-    identity_r: bool = False  # both camera_infos have R = identity (their images are rectified)
+    rectified: bool = False  # the images are rectified: both R are the identity, or the node was told
 
     def __post_init__(self):
         for name in ('left_p', 'right_p'):
@@ -111,14 +112,18 @@ class StereoGeometry:
                                  'Ty, 0, 0, 1, 0] with fx, fy > 0 pixels: check the stereo calibration')
 
     @classmethod
-    def from_camera_infos(cls, left, right) -> 'StereoGeometry | None':
-        """From two sensor_msgs/CameraInfo (any objects with p and r); None when either has no P (all
-        zero: uncalibrated). ValueError as the constructor, or for an R that is not 9 numbers."""
+    def from_camera_infos(cls, left, right, rectified: bool = False) -> 'StereoGeometry | None':
+        """From two sensor_msgs/CameraInfo (any objects with k, p and r, optionally binning and roi); None
+        when either has no P (all zero: uncalibrated). rectified: the images are rectified whatever R says
+        (image_proc's image_rect: both cameras in the node's rectified_cameras); otherwise they are when both
+        R are the identity. ValueError as the constructor, or for an R that is not 9 numbers."""
         if left is None or right is None or not (np.any(np.asarray(left.p)) and np.any(np.asarray(right.p))):
             return None
         identity = all(np.allclose(_matrix(info.r, 9, 'R of the camera_info'), np.eye(3).reshape(-1), atol=1e-9)
                        for info in (left, right))
-        return cls(left.p, right.p, identity)
+        for info, side in ((left, 'left'), (right, 'right')):
+            _matrix(info.p, 12, f'{side}_p (P of the camera_info)')  # a malformed P named by its side
+        return cls(reduced_matrices(left)[1].reshape(-1), reduced_matrices(right)[1].reshape(-1), rectified or identity)
 
     @property
     def fx(self) -> float:
@@ -133,7 +138,7 @@ class StereoGeometry:
         """The rectified camera of `side` as a geometry.Calibration: K' = P's left 3x3, no distortion (a
         rectified image is projected by P, not by the camera_info's K and D: image_pipeline's convention)."""
         p = np.asarray(self.left_p if side == LEFT else self.right_p).reshape(3, 4)
-        return Calibration(p[:, :3].reshape(-1).tolist(), 'plumb_bob', ())
+        return Calibration(p[:, :3].reshape(-1).tolist(), 'plumb_bob', (), rectified=True)
 
     def normalize(self, points, side: int) -> np.ndarray:
         """Pixels [K, 2] of a rectified image of `side` -> [K, 2] float32 (x, y) on that rectified camera's
@@ -180,19 +185,19 @@ class StereoResult:
 
 @dataclass(frozen=True)
 class StereoVerification:
-    """Left-right verification of a rig (settings.py: stereo_row_threshold_px, stereo_rectified).
+    """Left-right verification of a rig (settings.py: stereo_row_threshold_px).
 
-    A pair is treated as rectified when the right P has a non-zero Tx and the images are rectified:
-    `rectified` is set (stereo_rectified), or both camera_infos have R = identity. Then a match is an
+    A pair is treated as rectified when the right P has a non-zero Tx and the images are rectified
+    (StereoGeometry.rectified: both cameras in rectified_cameras, or both camera_infos have R = identity).
+    Then a match is an
     inlier when its rows differ by at most row_threshold_px and its disparity gives a positive depth,
     and it has a depth (module doc). Otherwise `fallback` (the fundamental matrix with the node's
     ransac_threshold_px, OpenCV's USAC MAGSAC) flags the inliers, and there is no depth.
     """
     row_threshold_px: float = defaults('stereo')['stereo_row_threshold_px']
-    rectified: bool = defaults('stereo')['stereo_rectified']
     fallback: Verification = Verification('fundamental')
 
-    SETTINGS = {'row_threshold_px': 'stereo_row_threshold_px', 'rectified': 'stereo_rectified'}
+    SETTINGS = {'row_threshold_px': 'stereo_row_threshold_px'}
 
     def __post_init__(self):
         for name, setting in self.SETTINGS.items():
@@ -224,7 +229,7 @@ class StereoVerification:
         if geometry.baseline_m < 0:
             return (f'the right P has Tx = {geometry.right_p[3]:g} > 0, a baseline of {geometry.baseline_m:g} m: '
                     'the right camera is on the left, so the pair looks swapped; stereo_pairs takes "left:right"')
-        if not (self.rectified or geometry.identity_r):
+        if not geometry.rectified:
             return 'R is not the identity'
         return None
 

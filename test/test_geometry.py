@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from superglue_ros import geometry
-from superglue_ros.geometry import DISTORTION_MODELS, MIN_POINTS, Calibration, Verification, is_calibrated
+from superglue_ros.geometry import (DISTORTION_MODELS, MIN_POINTS, Calibration, Verification, image_size, is_calibrated,
+                                    reduced_matrices, size_problem)
 
 WIDTH, HEIGHT = 640, 480
 CAMERA = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
@@ -281,7 +282,9 @@ def test_from_camera_info():
     (dict(k=[500.0, 0, 320, 0, 500, 240, 0, 0, 0]), 'is not a camera matrix'),
     (dict(k=CAMERA.ravel(), distortion_model='fov', d=[0.9]), "unsupported distortion_model 'fov'"),
     (dict(k=CAMERA.ravel(), distortion_model='equidistant', d=[0.1] * 5), "'equidistant' takes 4 coefficients"),
-    (dict(k=CAMERA.ravel(), distortion_model='plumb_bob', d=[0.1] * 8), "'plumb_bob' takes 5 coefficients"),
+    (dict(k=CAMERA.ravel(), distortion_model='plumb_bob', d=[0.1] * 6), "'plumb_bob' takes 4 or 5 or 8 or 12 or 14 "
+                                                                        'coefficients in D, got 6'),
+    (dict(k=CAMERA.ravel(), d=[0.1] * 5, rectified=True), 'a rectified camera has no distortion'),
     (dict(k=CAMERA.ravel(), distortion_model='plumb_bob', d=[np.inf] * 5), 'D must be finite'),
 ])
 def test_bad_calibration(fields, message):
@@ -293,7 +296,117 @@ def test_bad_calibration(fields, message):
 
 
 def test_distortion_models_are_the_ros_ones():
-    assert DISTORTION_MODELS == {'plumb_bob': 5, 'rational_polynomial': 8, 'equidistant': 4}
+    """The sensor_msgs models, with the lengths of D OpenCV (and so image_geometry) takes."""
+    assert DISTORTION_MODELS == {'plumb_bob': (4, 5, 8, 12, 14), 'rational_polynomial': (4, 5, 8, 12, 14),
+                                 'equidistant': (4,)}
+
+
+# -- camera models as image_geometry reads a CameraInfo (issue 17, point 4) ---------------------------------------
+
+STRONG_LENS = [-0.28, 0.07, 0.0008, -0.0005, 0.0]  # plumb_bob of a wide-angle camera (the issue's D)
+
+
+def full_camera_info(d=STRONG_LENS, model='plumb_bob', p=None, width=WIDTH, height=HEIGHT, binning=(0, 0),
+                     roi=(0, 0, 0, 0)):
+    """A sensor_msgs/CameraInfo's fields: K of CAMERA scaled to width x height, P from OpenCV's
+    getOptimalNewCameraMatrix (alpha 0: image_proc's image_rect shows only valid pixels) unless given."""
+    scale = width / WIDTH
+    K = CAMERA * [[scale], [scale], [1]]
+    if p is None:
+        new, _ = cv2.getOptimalNewCameraMatrix(K, np.array(d, np.float64), (width, height), 0)
+        p = np.c_[new, np.zeros(3)]
+    return SimpleNamespace(k=K.ravel(), distortion_model=model, d=list(d), p=np.asarray(p, np.float64).ravel(),
+                           r=np.eye(3).ravel(), width=width, height=height, binning_x=binning[0], binning_y=binning[1],
+                           roi=SimpleNamespace(x_offset=roi[0], y_offset=roi[1], width=roi[2], height=roi[3]))
+
+
+def test_rectified_input_is_projected_by_p_not_undistorted_again():
+    """image_rect pixels with the raw camera's camera_info: the ray is image_geometry's projectPixelTo3dRay from P
+    ((u - cx') / fx', (v - cy') / fy'; Tx = 0 for a monocular camera). Undistorting them with K and D (the old
+    handling) was off by many pixels at the border; the figures are printed."""
+    info = full_camera_info()
+    P = info.p.reshape(3, 4)
+    u, v = np.meshgrid(np.linspace(0, WIDTH - 1, 33), np.linspace(0, HEIGHT - 1, 25))
+    pixels = np.c_[u.ravel(), v.ravel()]
+    rays = np.c_[(pixels[:, 0] - P[0, 2] - P[0, 3]) / P[0, 0], (pixels[:, 1] - P[1, 2] - P[1, 3]) / P[1, 1]]
+    rectified = Calibration.from_camera_info(info, rectified=True)
+    assert rectified.rectified and not rectified.distorted and rectified.model.startswith('rectified input, rays from P')
+    np.testing.assert_allclose(rectified.normalize(pixels), rays, rtol=0, atol=1e-12)
+    # the same rays through the raw camera (K, D) land on the raw pixels: the rectified image is that camera's
+    raw, _ = cv2.projectPoints(np.c_[rays, np.ones(len(rays))], np.zeros(3), np.zeros(3), info.k.reshape(3, 3),
+                               np.array(info.d))
+    raw_model = Calibration.from_camera_info(info)
+    np.testing.assert_allclose(raw_model.normalize(raw.reshape(-1, 2)), rays, rtol=0, atol=1e-7)
+    off_px = np.linalg.norm(raw_model.normalize(pixels) - rays, axis=1) * P[0, 0]
+    print(f'\n[rectified input] undistorting image_rect pixels again (old handling), D = {info.d}: off by '
+          f'{off_px.mean():.1f} px on average, {off_px.max():.1f} px at most (units of fx\' = {P[0, 0]:.0f} px)')
+    assert off_px.mean() > 3 and off_px.max() > 15
+    with pytest.raises(ValueError, match='the images are rectified but the camera_info has no P'):
+        Calibration.from_camera_info(full_camera_info(p=np.zeros(12)), rectified=True)
+
+
+@pytest.mark.parametrize('binning, roi', [((2, 2), (0, 0, 0, 0)), ((0, 0), (96, 64, 320, 240)),
+                                          ((2, 4), (96, 64, 640, 480)), ((1, 1), (0, 0, 0, 0))])
+def test_roi_and_binning_as_image_geometry_adjusts_k_and_p(binning, roi):
+    """REP 104 as image_geometry's PinholeCameraModel.fromCameraInfo: cx, cy minus the ROI offset, then f and c
+    (and P's Tx, Ty) divided by the binning; the image size is the ROI's (the full size without one) binned.
+    A pixel of the reduced image maps to the same ray as its full-resolution pixel (toFullResolution:
+    u * binning_x + x_offset), through the lens too."""
+    info = full_camera_info(width=2 * WIDTH, height=2 * HEIGHT, binning=binning, roi=roi,
+                            p=[1000.0, 0, 650, -100, 0, 1010, 470, 5, 0, 0, 1, 0])
+    bx, by = max(binning[0], 1), max(binning[1], 1)
+    x, y = roi[:2]
+    K, P = reduced_matrices(info)
+    fx, fy, cx, cy = 1000.0, 1000.0, 640.0, 480.0  # CAMERA at 1280x960
+    np.testing.assert_allclose(K, [[fx / bx, 0, (cx - x) / bx], [0, fy / by, (cy - y) / by], [0, 0, 1]])
+    np.testing.assert_allclose(P, [[1000 / bx, 0, (650 - x) / bx, -100 / bx], [0, 1010 / by, (470 - y) / by, 5 / by],
+                                   [0, 0, 1, 0]])
+    size = ((roi[2] or 2 * WIDTH) // bx, (roi[3] or 2 * HEIGHT) // by)
+    assert image_size(info) == size and size_problem(info, size) is None
+    reduced = np.random.default_rng(0).uniform([0, 0], size, (50, 2))
+    full = reduced * [bx, by] + [x, y]
+    full_lens = Calibration(info.k, 'plumb_bob', info.d)
+    np.testing.assert_allclose(Calibration.from_camera_info(info).normalize(reduced), full_lens.normalize(full),
+                               rtol=0, atol=1e-8)  # both iterated to 1e-6 px
+
+
+def test_image_size_of_a_binned_camera_info():
+    """A 1280x960 calibration binned 2x2 is for 640x480 images (it was refused as one for 1280x960 images);
+    any other size is refused with one phrase naming both; a camera_info without a size is not checked."""
+    binned = full_camera_info(width=1280, height=960, binning=(2, 2))
+    assert image_size(binned) == (640, 480) and size_problem(binned, (640, 480)) is None
+    assert size_problem(binned, (1280, 960), 'the images on /cam/image') == (
+        'it is for 1280x960 images with binning 2x2, i.e. 640x480, the images on /cam/image are 1280x960')
+    cropped = full_camera_info(roi=(8, 4, 320, 240))
+    assert size_problem(cropped, (640, 480)) == ('it is for 640x480 images with ROI 320x240 at (8, 4), i.e. '
+                                                 '320x240, the images are 640x480')
+    assert size_problem(full_camera_info(), (320, 240)) == 'it is for 640x480 images, the images are 320x240'
+    assert image_size(camera_info()) is None  # no width, no ROI: nothing to check
+
+
+@pytest.mark.parametrize('length', [4, 5, 8, 12, 14])
+@pytest.mark.parametrize('model', ['plumb_bob', 'rational_polynomial'])
+def test_distortion_vectors_of_every_length_opencv_takes(model, length):
+    """4 (kalibr's radtan), 5, 8 (Orbbec: five, then zeros), 12 and 14 coefficients: each camera_info is used
+    (it was dropped whole), and normalize() inverts OpenCV's own projection with that D."""
+    d = ([-0.2, 0.05, 0.001, -0.0008, 0.01, 0.002, -0.001, 0.003, 0.0005, -0.0002, 0.0004, 0.0001, 0.001, -0.002]
+         [:length])
+    calibration = Calibration.from_camera_info(full_camera_info(d=d, model=model))
+    assert calibration.model == f'{model} with {length} coefficients, undistorted with K and D'
+    truth = normalised_grid(CAMERA) * 0.8
+    pixels, _ = cv2.projectPoints(np.c_[truth, np.ones(len(truth))], np.zeros(3), np.zeros(3), CAMERA, np.array(d))
+    np.testing.assert_allclose(calibration.normalize(pixels.reshape(-1, 2)), truth, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize('model, length', [('plumb_bob', 3), ('plumb_bob', 6), ('rational_polynomial', 9),
+                                           ('rational_polynomial', 13), ('plumb_bob', 15), ('equidistant', 5),
+                                           ('equidistant', 8)])
+def test_other_distortion_lengths_are_refused_in_one_line(model, length):
+    with pytest.raises(ValueError) as error:
+        Calibration.from_camera_info(full_camera_info(d=[0.01] * length, model=model, p=np.c_[CAMERA, np.zeros(3)]))
+    lengths = '4' if model == 'equidistant' else '4 or 5 or 8 or 12 or 14'
+    assert f"distortion_model '{model}' takes {lengths} coefficients in D, got {length}" in str(error.value)
+    assert '\n' not in str(error.value)
 
 
 # -- essential matrix on calibrated, distorting cameras -----------------------------------------------

@@ -2,6 +2,8 @@
 
 One table of cases runs against the numpy backend always and against ROS 2's cv_bridge when it is
 importable: both must give the same arrays and refuse the same messages with the same errors.
+YUV 4:2:2 and Bayer: read as grey with cv_bridge's conversion codes, checked against its table and
+against mosaics / YUV frames built here from colour images.
 Compressed images: JPEG and PNG with the format strings of image_transport's compressed plugin.
 """
 import array
@@ -17,8 +19,8 @@ from std_msgs.msg import Header
 
 from superglue_ros.image import ImageError, to_grayscale_float
 from superglue_ros.ros.diagnostics import rejection_kind
-from superglue_ros.ros.image_conversion import (CV_BRIDGE_AVAILABLE, ENCODINGS, ImageConversionError,
-                                                compressed_msg_to_numpy, image_msg_to_numpy,
+from superglue_ros.ros.image_conversion import (CV_BRIDGE_AVAILABLE, ENCODINGS, GREY_CONVERSIONS,
+                                                ImageConversionError, compressed_msg_to_numpy, image_msg_to_numpy,
                                                 numpy_to_compressed_msg, numpy_to_image_msg)
 
 BACKENDS = ['numpy', pytest.param('cv_bridge', marks=pytest.mark.skipif(
@@ -111,12 +113,120 @@ def test_big_endian_array_is_written_in_machine_order():
     np.testing.assert_array_equal(image_msg_to_numpy(msg)[0], image)
 
 
+# -- YUV 4:2:2 and Bayer, converted to grey as cv_bridge converts them -----------------------------------
+
+# cv_bridge's cvtColor codes to grey (vision_opencv cv_bridge/src/cv_bridge.cpp, getConversionCodes: the
+# pairs (YUV422, GRAY), (YUV422_YUY2, GRAY), (BAYER_RGGB, GRAY), ...; the 8- and 16-bit Bayer encodings
+# share a code), written out here from that table.
+CV_BRIDGE_TO_GREY = {'yuv422': 'COLOR_YUV2GRAY_UYVY', 'yuv422_yuy2': 'COLOR_YUV2GRAY_YUY2',
+                     'bayer_rggb': 'COLOR_BayerBG2GRAY', 'bayer_bggr': 'COLOR_BayerRG2GRAY',
+                     'bayer_gbrg': 'COLOR_BayerGR2GRAY', 'bayer_grbg': 'COLOR_BayerGB2GRAY'}
+BGR_INDEX = {'b': 0, 'g': 1, 'r': 2}
+
+
+def colourful(height: int = 96, width: int = 128, dtype=np.uint8) -> np.ndarray:
+    """A smooth bgr picture whose three channels differ everywhere (a wrong Bayer pattern shows)."""
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    planes = [0.5 + 0.45 * np.sin(3 * x + 2 * y + 2.1 * k) for k in range(3)]
+    return (np.stack(planes, -1) * np.iinfo(dtype).max).round().astype(dtype)
+
+
+def mosaic(bgr: np.ndarray, pattern: str) -> np.ndarray:
+    """The Bayer image a sensor with `pattern` (sensor_msgs naming: the colours of the first row's two pixels,
+    then the second row's, e.g. 'rggb') records of a bgr picture."""
+    image = np.zeros(bgr.shape[:2], bgr.dtype)
+    for colour, (dy, dx) in zip(pattern, ((0, 0), (0, 1), (1, 0), (1, 1))):
+        image[dy::2, dx::2] = bgr[dy::2, dx::2, BGR_INDEX[colour]]
+    return image
+
+
+def yuv422(bgr: np.ndarray, order: str) -> np.ndarray:
+    """[H, W, 2] uint8 bytes of a 4:2:2 frame of a bgr picture: full-range BT.601 (cv2.COLOR_BGR2YUV: Y is
+    0.299 R + 0.587 G + 0.114 B), chroma averaged over pixel pairs; order 'yuyv' (yuv422_yuy2) or 'uyvy'
+    (yuv422)."""
+    yuv = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV).astype(np.float64)
+    luma = yuv[:, :, 0]
+    u, v = [((yuv[:, 0::2, c] + yuv[:, 1::2, c]) / 2).round() for c in (1, 2)]
+    chroma = np.empty(luma.shape)
+    chroma[:, 0::2], chroma[:, 1::2] = u, v
+    planes = (luma, chroma) if order == 'yuyv' else (chroma, luma)
+    return np.stack(planes, -1).astype(np.uint8)
+
+
+def test_grey_conversions_are_cv_bridges():
+    """Every YUV 4:2:2 and Bayer encoding cv_bridge converts (8 and 16 bit), with its code; none else."""
+    expected = {f'{name}{bits}' if name.startswith('bayer') else name: (getattr(cv2, code), bits)
+                for name, code in CV_BRIDGE_TO_GREY.items() for bits in ((8, 16) if name.startswith('bayer') else (8,))}
+    assert {e: code for e, (_, _, code) in GREY_CONVERSIONS.items()} == {e: code for e, (code, _) in expected.items()}
+    for encoding, (dtype, channels, _) in GREY_CONVERSIONS.items():
+        assert np.dtype(dtype).itemsize * 8 == expected[encoding][1] and channels == (2 if 'yuv' in encoding else 1)
+    assert not set(GREY_CONVERSIONS) & set(ENCODINGS)
+
+
+@pytest.mark.parametrize('bits', [8, 16])
+@pytest.mark.parametrize('pattern', ['rggb', 'bggr', 'gbrg', 'grbg'])
+def test_bayer_reads_as_the_grey_of_the_scene(pattern, bits):
+    """A mosaic made here by the sensor_msgs naming reads as the scene's grey (demosaicing error only); each
+    other pattern's code is off by at least 20 grey levels in 255 on average."""
+    dtype = np.uint8 if bits == 8 else np.uint16
+    bgr = colourful(dtype=dtype)
+    grey, inner = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float64), np.s_[4:-4, 4:-4]
+    image, order = image_msg_to_numpy(numpy_to_image_msg(mosaic(bgr, pattern), f'bayer_{pattern}{bits}'))
+    assert image.shape == bgr.shape[:2] and image.dtype == np.dtype(dtype) and order == 'bgr'
+    scale = np.iinfo(dtype).max / 255
+    assert np.abs(image[inner] - grey[inner]).mean() < 0.5 * scale
+    for other in {'rggb', 'bggr', 'gbrg', 'grbg'} - {pattern}:
+        wrong = cv2.cvtColor(mosaic(bgr, pattern), GREY_CONVERSIONS[f'bayer_{other}{bits}'][2]).astype(np.float64)
+        assert np.abs(wrong[inner] - grey[inner]).mean() > 20 * scale, other
+
+
+@pytest.mark.parametrize('encoding, order', [('yuv422_yuy2', 'yuyv'), ('yuv422', 'uyvy')])
+def test_yuv422_reads_as_the_grey_of_the_colour_frame(freiburg_paths, encoding, order):
+    """A 640x480 camera frame as YUYV / UYVY reads as the grey of the colour frame (Y is that grey, to the
+    rounding of each): what cv_bridge's mono8 conversion gives (issue 17, point 5)."""
+    frame = cv2.imread(str(freiburg_paths[0]), cv2.IMREAD_COLOR)
+    msg = numpy_to_image_msg(yuv422(frame, order), encoding)
+    assert (msg.step, len(msg.data)) == (640 * 2, 640 * 480 * 2)
+    grey, color_order = image_msg_to_numpy(msg)
+    assert grey.shape == (480, 640) and grey.dtype == np.uint8 and color_order == 'bgr'
+    assert np.abs(grey.astype(int) - cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)).max() <= 1
+    swapped = 'yuv422' if encoding == 'yuv422_yuy2' else 'yuv422_yuy2'  # the other byte order reads chroma
+    assert np.abs(cv2.cvtColor(yuv422(frame, order), GREY_CONVERSIONS[swapped][2]).astype(int)
+                  - grey).mean() > 10
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('encoding', list(GREY_CONVERSIONS))
+def test_grey_conversion_with_row_padding(encoding, backend):
+    """Both backends, rows padded by the step: the grey of the data as cv2.cvtColor converts it."""
+    dtype, channels, code = GREY_CONVERSIONS[encoding]
+    shape = (6, 8) if channels == 1 else (6, 8, channels)
+    data = np.random.default_rng(1).integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)
+    row = data.reshape(6, -1).view(np.uint8)
+    rows = np.full((6, row.shape[1] + 4), 0xAB, np.uint8)
+    rows[:, :row.shape[1]] = row
+    msg = message(encoding, rows, step=rows.shape[1], width=8, height=6, big_endian=not LITTLE)
+    image, order = image_msg_to_numpy(msg, backend=backend)
+    np.testing.assert_array_equal(image, cv2.cvtColor(data, code))
+    assert order == 'bgr' and image.shape == (6, 8)
+    if backend == 'cv_bridge':  # cv_bridge's own conversion, where it is installed
+        from superglue_ros.ros.image_conversion import _BRIDGE
+        unpadded = numpy_to_image_msg(data, encoding)
+        target = 'mono16' if np.dtype(dtype).itemsize == 2 else 'mono8'
+        np.testing.assert_array_equal(image, _BRIDGE.imgmsg_to_cv2(unpadded, desired_encoding=target))
+
+
 # (fields of a bad message, substrings its error must contain)
 BAD_MESSAGES = {
-    'unsupported encoding': (dict(encoding='yuv422', width=4, height=3, step=8, size=24),
-                             ["encoding='yuv422'", "unsupported encoding 'yuv422'", 'mono8', 'rgba8']),
-    'bayer': (dict(encoding='bayer_rggb8', width=4, height=3, step=4, size=12),
-              ["unsupported encoding 'bayer_rggb8'"]),
+    'unsupported encoding': (dict(encoding='nv21', width=4, height=3, step=4, size=18),
+                             ["encoding='nv21'", "unsupported encoding 'nv21'", 'mono8', 'rgba8', 'yuv422_yuy2',
+                              'bayer_grbg16']),
+    'integer depth': (dict(encoding='16UC1', width=4, height=3, step=8, size=24),
+                      ["unsupported encoding '16UC1'", 'depth images are not']),
+    'yuv422 step < row': (dict(encoding='yuv422_yuy2', width=4, height=3, step=6, size=18),
+                          ['step=6', 'width * 2 channels * 1 bytes = 8']),
+    'odd 16-bit bayer step': (dict(encoding='bayer_rggb16', width=4, height=3, step=9, size=27),
+                              ['step=9', 'not a multiple of the 2-byte']),
     'float depth': (dict(encoding='32FC1', width=4, height=3, step=16, size=48), ["unsupported encoding '32FC1'"]),
     'no encoding': (dict(encoding='', width=4, height=3, step=4, size=12), ["unsupported encoding ''"]),
     'zero width': (dict(encoding='mono8', width=0, height=3, step=0, size=0), ['width=0', 'empty image']),
@@ -150,7 +260,8 @@ def test_bad_message(case, backend):
 
 # (array, encoding, substrings of the error)
 BAD_ARRAYS = {
-    'unsupported encoding': (np.zeros((4, 4), np.uint8), 'yuv422', ["unsupported encoding 'yuv422'", 'mono8']),
+    'unsupported encoding': (np.zeros((4, 4), np.uint8), 'nv21', ["unsupported encoding 'nv21'", 'mono8']),
+    'grey for yuv422': (np.zeros((4, 4), np.uint8), 'yuv422', ['shape (4, 4)', "'yuv422'", '[H, W, 2] uint8']),
     'float for mono16': (np.zeros((4, 4), np.float32), 'mono16', ['dtype float32', "'mono16'", 'uint16']),
     'uint16 for bgr8': (np.zeros((4, 4, 3), np.uint16), 'bgr8', ['dtype uint16', 'expected [H, W, 3] uint8']),
     'grey for bgr8': (np.zeros((4, 4), np.uint8), 'bgr8', ['shape (4, 4)', 'expected [H, W, 3] uint8']),
@@ -361,8 +472,10 @@ def test_compressed_unknown_format(format_, expected):
 def test_rejection_kinds_of_compressed_and_raw_messages():
     msg = compressed(encoded(np.zeros((8, 8), np.uint8), '.png'), 'mono8; png compressed ')
     assert rejection_kind(msg, ImageError('image too small')) == 'unusable_image'
-    raw = Image(encoding='yuv422', width=4, height=3, step=8, data=array.array('B', bytes(24)))
+    raw = Image(encoding='32FC1', width=4, height=3, step=16, data=array.array('B', bytes(48)))
     assert rejection_kind(raw, ImageConversionError('')) == 'unsupported_encoding'
+    raw = Image(encoding='yuv422_yuy2', width=4, height=3, step=8, data=array.array('B', bytes(23)))
+    assert rejection_kind(raw, ImageConversionError('')) == 'size_step_data_mismatch'  # a readable encoding
 
 
 @pytest.mark.parametrize('image, encoding, codec, expected', [

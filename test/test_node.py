@@ -230,9 +230,9 @@ def test_match_images_service(make_rig, frames):
         assert np.all((xy >= 0) & (xy <= [WIDTH - 1, HEIGHT - 1]))
 
     bad = image_msg(frames[1], 2.0)
-    bad.encoding = 'yuv422'
+    bad.encoding = '32FC1'  # a depth image: not read (YUV and Bayer are)
     response = call_service(client, MatchImages.Request(image0=request.image0, image1=bad), WAIT_S)
-    assert not response.success and 'yuv422' in response.message and len(response.confidence) == 0
+    assert not response.success and '32FC1' in response.message and len(response.confidence) == 0
 
     # the keyframe stream is independent of the service
     assert rig.send(frames[0]).keyframe_id == 0 and rig.send(frames[1]).keyframe_id == 0
@@ -290,7 +290,7 @@ def test_static_shapes_node_publishes_the_matches_of_the_dynamic_one(make_rig, f
 
 def test_bad_images_are_skipped_counted_and_logged_once_per_kind(make_rig, frames, capfd, monkeypatch):
     # Once per kind within the throttle period: the period is made longer than this test can take, since on a
-    # slow machine the five frames matched between the two yuv422 images took over the 10 s default (CI).
+    # slow machine the five frames matched between the two 32FC1 images took over the 10 s default (CI).
     monkeypatch.setattr(diagnostics_module, 'LOG_EVERY_S', 3600.0)
     rig = make_rig()
     diagnostics = Inbox('/diagnostics')
@@ -298,7 +298,7 @@ def test_bad_images_are_skipped_counted_and_logged_once_per_kind(make_rig, frame
     first = rig.send(frames[0])
 
     unsupported = image_msg(frames[1], 0.0)
-    unsupported.encoding = 'yuv422'
+    unsupported.encoding = '32FC1'  # a depth image on the image topic
     truncated = image_msg(frames[1], 0.0)
     truncated.data = truncated.data[:-7]
     bad = {'unsupported_encoding': unsupported,
@@ -327,7 +327,7 @@ def test_bad_images_are_skipped_counted_and_logged_once_per_kind(make_rig, frame
     log = capfd.readouterr().err
     for kind in bad:
         assert log.count(f'skipped ({kind})') == 1, kind
-    assert "unsupported encoding 'yuv422'" in log
+    assert "unsupported encoding '32FC1'" in log
 
 
 def test_a_rejection_kind_is_logged_again_after_the_throttle_period(monkeypatch):

@@ -347,7 +347,7 @@ def test_two_cameras_in_one_node_process(context, weight_files, full_frames):
 
         before = driver.send('left', left[1], 'left_camera')
         bad = numpy_to_image_msg(full_frames[12], 'bgr8')
-        bad.encoding = 'yuv422'
+        bad.encoding = 'nv21'
         truncated = numpy_to_image_msg(full_frames[12], 'bgr8')
         truncated.data = truncated.data[:-7]
         for msg, kind in ((bad, 'unsupported_encoding'), (truncated, 'size_step_data_mismatch')):

@@ -51,7 +51,7 @@ SAMPLES = {
     'stereo_pairs': ([[], ['left:right'], ['rig/left:rig/right', 'a:b']],
                      [['left:left'], ['a:b', 'b:c'], ['left'], ['a:b:c'], 'left:right', [3]]),
     'stereo_sync_tolerance_s': ([0, 0.005, 1], [-0.001, float('nan'), 'x']),
-    'stereo_rectified': ([True, False], [1, 'true']),
+    'rectified_cameras': ([[], [''], ['left', 'right'], ['rig/left']], [['left', 'left'], ['/abs'], 'left', [3], True]),
     'stereo_row_threshold_px': ([0.5, 2], [0, -1.0, float('inf')]),
     'keyframe_store_size': ([1, 500, 10000], [0, -1, 2.5, True]),
     'loop_candidates_k': ([0, 5, 100], [-1, 1.5]),

@@ -18,7 +18,7 @@ from superglue_ros.matcher import Matcher
 from superglue_ros.models import SuperGlue, SuperPoint
 from superglue_ros.pipeline import CameraPipeline
 from superglue_ros.random_weights import superglue_state_dict, superpoint_state_dict
-from superglue_ros.settings import check, stereo_pairs_of
+from superglue_ros.settings import check, rectified_cameras_of, stereo_pairs_of
 from superglue_ros.stereo import (LEFT, NO_TRACK, RIGHT, StampPairer, StereoGeometry, StereoVerification,
                                   stamp_ns)
 from superglue_ros.tracking import Correspondences, KeyframePolicy
@@ -70,7 +70,7 @@ def test_depth_of_exact_correspondences(rig):
     rng = np.random.default_rng(0)
     left = rng.uniform([20, 20], [SIZE[0] - 20, SIZE[1] - 20], (200, 2))
     geometry = StereoGeometry.from_camera_infos(*infos(frame))
-    assert geometry.baseline_m == pytest.approx(0.25) and geometry.fx == frame.K[0, 0] and geometry.identity_r
+    assert geometry.baseline_m == pytest.approx(0.25) and geometry.fx == frame.K[0, 0] and geometry.rectified
     stereo = StereoVerification().verify(correspondences(left, frame.right_points(left)), geometry, 300)
     truth = frame.depth_at(left)
     np.testing.assert_allclose(stereo.depth, truth, rtol=1e-5)  # float32 points: ~1e-6 of the disparity
@@ -103,15 +103,18 @@ def test_rectified_check_from_the_camera_infos(rig):
     frame = rig[0]
     rotated = np.eye(3)
     rotated[:2, :2] = [[np.cos(0.01), -np.sin(0.01)], [np.sin(0.01), np.cos(0.01)]]
-    verification, told = StereoVerification(), StereoVerification(rectified=True)
+    verification = StereoVerification()
     rectified = StereoGeometry.from_camera_infos(*infos(frame))
     raw_r = StereoGeometry.from_camera_infos(*infos(frame, left_r=rotated.ravel().tolist()))
+    told = StereoGeometry.from_camera_infos(*infos(frame, left_r=rotated.ravel().tolist()), rectified=True)
     no_tx = StereoGeometry.from_camera_infos(*infos(frame, right_p=frame.left_info['p']))
-    assert verification.is_rectified(rectified) and told.is_rectified(rectified)
-    assert not verification.is_rectified(raw_r) and told.is_rectified(raw_r)  # image_rect topics: the node is told
-    assert not verification.is_rectified(no_tx) and not told.is_rectified(no_tx)
+    no_tx_told = StereoGeometry.from_camera_infos(*infos(frame, right_p=frame.left_info['p']), rectified=True)
+    assert verification.is_rectified(rectified) and verification.is_rectified(told)  # image_rect: the node is told
+    assert not verification.is_rectified(raw_r)
+    assert not verification.is_rectified(no_tx) and not verification.is_rectified(no_tx_told)
     assert StereoGeometry.from_camera_infos(*infos(frame, right_p=[0.0] * 12)) is None  # uncalibrated
-    assert StereoGeometry.from_camera_infos(None, infos(frame)[1]) is None and not told.is_rectified(None)
+    assert StereoGeometry.from_camera_infos(None, infos(frame)[1], rectified=True) is None
+    assert not verification.is_rectified(None)
     with pytest.raises(ValueError, match='right_p .* is not a rectified projection matrix'):
         StereoGeometry.from_camera_infos(*infos(frame, right_p=[1.0] * 12))
     with pytest.raises(ValueError, match='left_p .* must be 12 finite numbers'):
@@ -147,7 +150,7 @@ def test_unrectified_pair_falls_back_to_the_fundamental_matrix_without_depth(rig
         assert c.verified_with == 'fundamental' and np.isnan(stereo.depth).all() and np.isnan(stereo.keypoint_depth).all()
         assert c.inlier[10:].sum() >= 48 and c.inlier[:10].sum() <= 1
     assert StereoVerification.from_settings({'ransac_threshold_px': 1.5, 'stereo_row_threshold_px': 1.0}) == \
-        StereoVerification(1.0, False, Verification('fundamental', 1.5))
+        StereoVerification(1.0, Verification('fundamental', 1.5))
 
 
 # -- pairing by stamp ---------------------------------------------------------------------------
@@ -214,6 +217,18 @@ def test_stereo_settings():
     assert stereo_pairs_of(['rig/left:rig/right'], ['rig/left', 'rig/right', 'front']) == [('rig/left', 'rig/right')]
     with pytest.raises(ValueError, match=r"stereo_pairs names 'rigth', not in cameras \['left', 'right'\]"):
         stereo_pairs_of(['left:rigth'], ['left', 'right'])
+
+
+def test_rectified_cameras_setting():
+    """A rig is rectified as a whole: listed by both its cameras or by neither; names must be cameras."""
+    cameras, pairs = ['left', 'right', 'front'], [('left', 'right')]
+    assert rectified_cameras_of(None, cameras, pairs) == set() and rectified_cameras_of([''], [''], []) == {''}
+    assert rectified_cameras_of(['left', 'right', 'front'], cameras, pairs) == {'left', 'right', 'front'}
+    with pytest.raises(ValueError, match=r"rectified_cameras lists 'right' of the stereo pair 'left:right' but not "
+                                         'the other camera'):
+        rectified_cameras_of(['right', 'front'], cameras, pairs)
+    with pytest.raises(ValueError, match=r"rectified_cameras names 'back', not in cameras"):
+        rectified_cameras_of(['back'], cameras, pairs)
 
 
 # -- a rig's frame path (pipeline.py) --------------------------------------------------------------
@@ -307,9 +322,9 @@ def test_a_swapped_pair_is_not_rectified_and_says_why(rig):
     frame = rig[0]
     p = list(frame.right_info['p'])
     p[3] = -p[3]
-    swapped = StereoGeometry.from_camera_infos(*infos(frame, right_p=p))
+    swapped = StereoGeometry.from_camera_infos(*infos(frame, right_p=p), rectified=True)
     assert swapped.baseline_m < 0
-    verification = StereoVerification(rectified=True)
+    verification = StereoVerification()
     assert not verification.is_rectified(swapped)
     assert 'swapped' in verification.not_rectified_because(swapped)
     left = np.array([[100.0, 100.0], [150.0, 80.0], [200.0, 50.0], [120.0, 200.0], [60.0, 40.0], [250.0, 150.0],
@@ -337,7 +352,7 @@ def test_pairing_recovers_every_pair_across_a_backward_stamp_jump():
 
 
 def test_an_unrectified_pair_has_no_points_normalised_with_p(rig):
-    """P projects the rectified images: raw images (R not the identity, stereo_rectified false) normalised with it
+    """P projects the rectified images: raw images (R not the identity, not in rectified_cameras) normalised with it
     gave wrong points in StereoMatches and in the right camera's ~/features (VINS). They now have none."""
     frame = rig[0]
     rotated = np.eye(3)
@@ -348,7 +363,8 @@ def test_an_unrectified_pair_has_no_points_normalised_with_p(rig):
     stereo = StereoVerification().verify(correspondences(left, frame.right_points(left)), raw, 8)
     c = stereo.correspondences
     assert c.verified_with == 'fundamental' and len(c.normalized0) == 0 == len(c.normalized1)
-    stereo = StereoVerification(rectified=True).verify(correspondences(left, frame.right_points(left)), raw, 8)
+    told = StereoGeometry.from_camera_infos(*infos(frame, left_r=rotated.ravel().tolist()), rectified=True)
+    stereo = StereoVerification().verify(correspondences(left, frame.right_points(left)), told, 8)
     assert stereo.correspondences.verified_with == 'rectified' and len(stereo.correspondences.normalized1) == 8
 
 

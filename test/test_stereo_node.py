@@ -165,7 +165,7 @@ def test_stereo_rig_over_dds(context, weight_files):
         assert last.unpaired_frames == 1 and not [m for m in driver.stereo.messages if m.header.stamp.sec == lone]
         bad = next(_seconds)  # a pair whose right image has an encoding the node does not read: skipped, counted
         driver.publish('left', rig[2].left, infos['left'], bad, 0)
-        driver.publish('right', rig[2].right, infos['right'], bad, 0, encoding='yuv422')
+        driver.publish('right', rig[2].right, infos['right'], bad, 0, encoding='nv21')
         wait_until(lambda: 'skipped (unsupported_encoding): right image on' in node.output,
                    'the pair with a bad right image to be skipped', WAIT_S)
         picture = driver.pictures.wait_for(lambda m: m.header.stamp.sec == sec, f'stamp {sec}', WAIT_S)
@@ -242,7 +242,7 @@ def test_a_rectified_rig_normalises_left_points_with_p_not_the_raw_k_and_d(conte
                 'd': [-0.3, 0.1, 0.001, -0.002, 0.0], 'r': [0.9998, -0.01, 0.0174, 0.01, 0.99995, 0.0, -0.0174, 0.0,
                                                               0.99985]}
     raw_right = {**raw_left, 'p': pairs[0].right_info['p']}
-    rig = InProcessRig(context, weight_files, stereo_rectified=True)
+    rig = InProcessRig(context, weight_files, rectified_cameras=['left', 'right'])
     try:
         for i, pair in enumerate(pairs):
             rig.process(pair.left, pair.right, camera_info(raw_left, 'left'), camera_info(raw_right, 'right'), 3000 + i)
@@ -307,10 +307,11 @@ def test_match_keyframes_of_a_rigs_right_camera_says_to_ask_the_left_one(context
     ('right P all zero', ('(a camera_info has no P (all zero)', '; publish both camera_infos')),
     ('Tx = 0', ('(the right P has Tx = 0: no baseline)', 'no depth; check the stereo calibration')),
     ('R not identity', ('(R is not the identity): left-right matches verified with the fundamental matrix, no depth; '
-                        'for rectified images (image_rect) set stereo_rectified: true',))])
+                        "for rectified images (image_rect) list both in rectified_cameras: ['left', 'right']",))])
 def test_an_unrectified_pair_says_which_camera_info_is_wrong_and_what_to_do(context, weight_files, capfd, case, says):
     """The warning said 'none with a P, or one ignored as logged' whether a camera_info was missing or had no P,
-    named neither, and advised stereo_rectified: true for every reason (it only helps when R is not the identity)."""
+    named neither, and advised stereo_rectified: true (now rectified_cameras) for every reason (it only helps when R
+    is not the identity)."""
     pair = stereo_sequence(1)[0]
     left, right = dict(pair.left_info), dict(pair.right_info)
     if case == 'right P all zero':
@@ -326,6 +327,6 @@ def test_an_unrectified_pair_says_which_camera_info_is_wrong_and_what_to_do(cont
         assert rig.published['_stereo_pub'][-1].verified_with == 'fundamental'
         log = capfd.readouterr().err
         assert all(part.format(ns=rig.node.get_namespace().strip('/')) in log for part in says), log
-        assert case == 'R not identity' or 'stereo_rectified' not in log, log
+        assert case == 'R not identity' or 'rectified_cameras' not in log, log
     finally:
         rig.close()

@@ -14,7 +14,7 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from sensor_msgs.msg import CompressedImage
 
 from ..image import MIN_SIZE
-from .image_conversion import ENCODINGS, ImageConversionError, compressed_format
+from .image_conversion import ImageConversionError, compressed_format, layout
 
 STALE_AFTER_S = 3.0     # no image for this long: WARN
 LOG_EVERY_S = 10.0      # at most one error log per kind of rejected image in this period
@@ -31,7 +31,7 @@ def rejection_kind(msg, error: Exception) -> str:
             return 'unsupported_format'
         return 'undecodable'
     if isinstance(error, ImageConversionError):
-        if msg.encoding not in ENCODINGS:
+        if layout(msg.encoding) is None:
             return 'unsupported_encoding'
         if msg.width == 0 or msg.height == 0:
             return 'empty_image'

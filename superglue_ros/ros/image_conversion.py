@@ -5,6 +5,9 @@ numpy_to_image_msg(array, encoding)     -> sensor_msgs/Image
 compressed_msg_to_numpy(msg)            -> (array, color_order), JPEG / PNG decoded with OpenCV
 numpy_to_compressed_msg(array, encoding, codec) -> sensor_msgs/CompressedImage as image_transport writes it
 
+YUV 4:2:2 and Bayer images are converted to grey on reading (the model takes grey), with the
+cv2.cvtColor code cv_bridge's imgmsg_to_cv2 uses for them (GREY_CONVERSIONS). Depth images
+(16UC1, 32FC1, compressedDepth) are refused.
 Two backends give the same results: ROS 2's cv_bridge where the distribution has it, and a plain
 numpy conversion otherwise. Both run after the same validation, so a message that does not fit its
 own encoding, size and step is refused with the same ImageConversionError whichever is used.
@@ -35,7 +38,20 @@ ENCODINGS = {
     'bgra16': (np.uint16, 4, 'bgr'),
     'rgba16': (np.uint16, 4, 'rgb'),
 }
-SUPPORTED = ', '.join(ENCODINGS)
+# encodings read and then converted to grey, as cv_bridge's imgmsg_to_cv2(msg, 'mono8') (16-bit Bayer:
+# 'mono16') converts them: encoding -> (component dtype, channels of the data, cv2.cvtColor code to grey).
+# The codes are cv_bridge's (cv_bridge.cpp, getConversionCodes). OpenCV names a Bayer pattern by the
+# second row's first two pixels, sensor_msgs by the first row's: bayer_rggb is OpenCV's BayerBG.
+# YUV 4:2:2 to grey keeps the Y samples: yuv422 is UYVY (U Y0 V Y1), yuv422_yuy2 is YUYV (Y0 U Y1 V).
+GREY_CONVERSIONS = {
+    'yuv422': (np.uint8, 2, cv2.COLOR_YUV2GRAY_UYVY),
+    'yuv422_yuy2': (np.uint8, 2, cv2.COLOR_YUV2GRAY_YUY2),
+    **{f'bayer_{pattern}{bits}': (dtype, 1, code)
+       for bits, dtype in ((8, np.uint8), (16, np.uint16))
+       for pattern, code in (('rggb', cv2.COLOR_BayerBG2GRAY), ('bggr', cv2.COLOR_BayerRG2GRAY),
+                             ('gbrg', cv2.COLOR_BayerGR2GRAY), ('grbg', cv2.COLOR_BayerGB2GRAY))},
+}
+SUPPORTED = ', '.join([*ENCODINGS, *GREY_CONVERSIONS])
 MACHINE_IS_BIGENDIAN = int(sys.byteorder == 'big')  # as sensor_msgs/Image.is_bigendian (uint8)
 
 
@@ -81,12 +97,19 @@ def _describe(msg: Image) -> str:
             f"step={msg.step}, is_bigendian={bool(msg.is_bigendian)}, len(data)={len(msg.data)})")
 
 
-def _check_msg(msg: Image) -> tuple[np.dtype, int, str]:
-    """Validate msg against its own encoding, size and step; return (dtype, channels, color_order)."""
-    if msg.encoding not in ENCODINGS:
+def layout(encoding: str) -> tuple[type, int] | None:
+    """(component dtype, channels) of the data of an encoding this module reads, None for any other."""
+    if encoding in ENCODINGS:
+        return ENCODINGS[encoding][:2]
+    return GREY_CONVERSIONS[encoding][:2] if encoding in GREY_CONVERSIONS else None
+
+
+def _check_msg(msg: Image) -> tuple[np.dtype, int]:
+    """Validate msg against its own encoding, size and step; return (dtype, channels) of its data."""
+    if layout(msg.encoding) is None:
         raise ImageConversionError(f'{_describe(msg)}: unsupported encoding {msg.encoding!r}; supported: '
-                                   f'{SUPPORTED} (convert others, e.g. bayer or yuv, with image_proc first)')
-    dtype, channels, color_order = ENCODINGS[msg.encoding]
+                                   f'{SUPPORTED} (depth images are not: publish the camera\'s image topic)')
+    dtype, channels = layout(msg.encoding)
     itemsize = np.dtype(dtype).itemsize
     if msg.width == 0 or msg.height == 0:
         raise ImageConversionError(f'{_describe(msg)}: empty image, width and height must be > 0')
@@ -102,19 +125,21 @@ def _check_msg(msg: Image) -> tuple[np.dtype, int, str]:
         raise ImageConversionError(
             f'{_describe(msg)}: data size does not fit; expected len(data) = step * height = '
             f'{msg.step * msg.height}')
-    return np.dtype(dtype), channels, color_order
+    return np.dtype(dtype), channels
 
 
 def image_msg_to_numpy(msg: Image, backend: str | None = None) -> tuple[np.ndarray, str]:
     """sensor_msgs/Image -> (image, color_order).
 
     image: [H, W] (mono) or [H, W, C], dtype uint8 / uint16 in the machine's byte order; with the
-    numpy backend a view of msg.data (do not modify the message while using it).
+    numpy backend a view of msg.data (do not modify the message while using it). YUV 4:2:2 and Bayer
+    encodings (GREY_CONVERSIONS) arrive as grey [H, W], uint8 (yuv422*, bayer_*8) or uint16 (bayer_*16),
+    converted as cv_bridge converts them to mono8 / mono16 (a new array).
     color_order: 'bgr' or 'rgb', the channel order of the image, as image.py / Matcher.extract take it.
     Raises ImageConversionError naming the encoding, size, step and data length when they do not fit.
     """
     backend = _check_backend(backend)
-    dtype, channels, color_order = _check_msg(msg)
+    dtype, channels = _check_msg(msg)
     swapped = dtype.itemsize > 1 and bool(msg.is_bigendian) != bool(MACHINE_IS_BIGENDIAN)
     # cv_bridge's imgmsg_to_cv2 reads rows of step // pixel size whole pixels, and byte-swaps with
     # ndarray.newbyteorder (removed in numpy 2): other steps and swapped data go through numpy.
@@ -126,17 +151,20 @@ def image_msg_to_numpy(msg: Image, backend: str | None = None) -> tuple[np.ndarr
         image = rows.reshape(msg.height, msg.width, channels) if channels > 1 else rows
     if image.dtype != dtype:  # byte-swapped: convert to the machine's order (image.py expects it)
         image = image.astype(dtype)
-    return image, color_order
+    if msg.encoding in GREY_CONVERSIONS:
+        return cv2.cvtColor(image, GREY_CONVERSIONS[msg.encoding][2]), 'bgr'
+    return image, ENCODINGS[msg.encoding][2]
 
 
 def numpy_to_image_msg(image: np.ndarray, encoding: str, header=None, backend: str | None = None) -> Image:
     """[H, W] / [H, W, 1] / [H, W, C] array -> sensor_msgs/Image with the given encoding (one of
-    ENCODINGS; the array's dtype and channels must fit it). Rows are unpadded, byte order the
-    machine's. header: std_msgs/Header to copy into the message (default: empty)."""
+    ENCODINGS or GREY_CONVERSIONS; the array's dtype and channels must fit it: a Bayer mosaic [H, W],
+    YUV 4:2:2 [H, W, 2] as its bytes come). Rows are unpadded, byte order the machine's.
+    header: std_msgs/Header to copy into the message (default: empty)."""
     backend = _check_backend(backend)
-    if encoding not in ENCODINGS:
+    if layout(encoding) is None:
         raise ImageConversionError(f'unsupported encoding {encoding!r}; supported: {SUPPORTED}')
-    dtype, channels, _ = ENCODINGS[encoding]
+    dtype, channels = layout(encoding)
     if not isinstance(image, np.ndarray):
         raise ImageConversionError(f'expected a numpy array for encoding {encoding!r}, got {type(image).__name__}')
     if image.ndim == 3 and image.shape[2] == 1 and channels == 1:
@@ -234,6 +262,9 @@ def numpy_to_compressed_msg(image: np.ndarray, encoding: str, codec: str = 'jpeg
     bgr8 (JPEG) or bgr8 / bgr16 (PNG, alpha dropped), grey JPEG as mono8 and grey PNG as it is; format
     '<encoding>; <codec> compressed <target>'. The defaults are the plugin's (jpeg_quality 95, png_level 3).
     JPEG takes 8-bit encodings only (use png for 16-bit). ImageConversionError for anything else."""
+    if encoding not in ENCODINGS:
+        raise ImageConversionError(f'unsupported encoding {encoding!r} for a compressed image; supported: '
+                                   f'{", ".join(ENCODINGS)}')
     if codec not in COMPRESSED_CODECS:
         raise ImageConversionError(f'codec must be one of {COMPRESSED_CODECS}, got {codec!r}')
     # checked (and as [H, W] / [H, W, C] in machine byte order) exactly as a raw image of that encoding
