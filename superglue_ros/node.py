@@ -269,7 +269,7 @@ class Camera:
         right, stereo_geometry = self._stereo_inputs(frame, image)
         calibration = self._frame_calibration(frame, image, stereo_geometry)
         result = self.pipeline.process(image[0], stamp_to_seconds(msg.header.stamp), image[1], calibration,
-                                       None if right is None else right[0], stereo_geometry)
+                                       None if right is None else right[0], stereo_geometry, msg.header.frame_id)
         if self.pipeline.verification.method == 'essential' and result.verified_with == 'fundamental':
             self.node.get_logger().warn(
                 f'geometric_verification is essential but a frame of {self.image_topic} has no calibration (no '
@@ -277,7 +277,12 @@ class Camera:
                 f'the fundamental matrix instead', throttle_duration_sec=LOG_THROTTLE_S)
 
         current = (msg.header, image)
-        if result.keyframe_id == result.new_keyframe_id:  # nothing to match: the first frame or a time jump
+        if result.keyframe_id == result.new_keyframe_id:  # nothing to match: first frame, frame_id change, time jump
+            if result.keyframe_reason == 'frame_changed':
+                self.node.get_logger().warn(
+                    f"the frame_id of the images on {self.image_topic} changed from {self._keyframe[0].frame_id!r} "
+                    f"to {msg.header.frame_id!r}: this frame is the new keyframe {result.keyframe_id} (its pixels do "
+                    f"not compare with the old keyframe's); if two cameras publish there, give each its own topic")
             self._keyframe = current
             if result.keyframe_reason == 'time_jump':
                 self.node.get_logger().warn(
