@@ -10,6 +10,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ros_helpers import Inbox, import_interfaces, wait_until
+from superglue_ros.ros.diagnostics import COMPRESSED_TYPE, IMAGE_TYPE, wrong_topic_type
 from superglue_ros.ros.image_conversion import numpy_to_compressed_msg, numpy_to_image_msg
 from test_node_process import FULL_SETTINGS, WAIT_S, Driver, NodeProcess, full_frames, weight_files  # noqa: F401
 
@@ -60,6 +61,24 @@ def test_a_topic_of_another_type_is_named_with_what_to_set(context, weight_files
         assert node.process.poll() is None
     finally:
         driver.close()
+
+
+def test_wrong_topic_type_rules():
+    """No publisher, or all of the type subscribed: nothing to say (the 'no images received' advice holds);
+    with image_transport compressed and nothing on <base>/compressed, raw images on the base topic are
+    named; a CompressedImage topic not named <base>/compressed cannot be read compressed."""
+    assert wrong_topic_type('/cam/image_raw', IMAGE_TYPE, [], 'image') is None
+    assert wrong_topic_type('/cam/image_raw', IMAGE_TYPE, [IMAGE_TYPE] * 2, 'image') is None
+    assert wrong_topic_type('/cam/image_raw/compressed', COMPRESSED_TYPE, [], 'image', [COMPRESSED_TYPE]) is None
+    assert wrong_topic_type('/cam/image_raw/compressed', COMPRESSED_TYPE, [], 'left/image', [IMAGE_TYPE]) == (
+        'nothing publishes /cam/image_raw/compressed, which this camera subscribes (image_transport: compressed), but '
+        '/cam/image_raw carries sensor_msgs/msg/Image: set image_transport: raw, or republish it compressed '
+        '(ros2 run image_transport republish raw compressed)')
+    mixed = wrong_topic_type('/cam/jpeg', IMAGE_TYPE, [IMAGE_TYPE, COMPRESSED_TYPE, COMPRESSED_TYPE], 'image')
+    assert mixed.startswith('/cam/jpeg has 2 publishers of sensor_msgs/msg/CompressedImage, but this camera '
+                            'subscribes sensor_msgs/msg/Image (image_transport: raw) and receives nothing from them')
+    assert mixed.endswith('remap image:= to a topic of sensor_msgs/msg/Image (image_transport: compressed reads only '
+                          'topics named <base topic>/compressed)')
 
 
 def test_two_cameras_on_one_topic_are_warned_of_at_start_up(context, weight_files):
