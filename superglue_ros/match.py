@@ -2,7 +2,7 @@
 
     python -m superglue_ros.match IMAGE0 IMAGE1 [--superpoint-weights W] [--superglue-weights W]
         [--max-keypoints N] [--keypoint-threshold T] [--nms-radius R] [--match-threshold M]
-        [--sinkhorn-iterations K] [--max-matching-memory-mb MIB] [--resize WIDTH HEIGHT]
+        [--sinkhorn-iterations K] [--max-matching-memory-mb MIB] [--resize SIZE [SIZE]]
         [--device auto|cpu|cuda|cuda:N] [--precision fp32|bf16|fp16] [--backend torch|onnxruntime|auto]
         [--json OUT.json] [--image OUT.png]
 
@@ -18,9 +18,12 @@ defaults (the original release's).
 
 Files are read exactly as the original release reads them (read_image in models/utils.py of
 magicleap/SuperGluePretrainedNetwork): cv2.imread(path, cv2.IMREAD_GRAYSCALE), which decodes straight
-to grey (a JPEG's luma) and applies the EXIF orientation; with --resize, cv2.resize(image, (WIDTH, HEIGHT))
-with its default interpolation (bilinear) on that uint8 image; then float32 / 255. Images are used at
-their own size unless --resize is given (the original's match_pairs.py defaults to --resize 640 480).
+to grey (a JPEG's luma) and applies the EXIF orientation; with --resize, cv2.resize(image, (w, h)) with
+its default interpolation (bilinear) on that uint8 image; then float32 / 255. Images are used at their
+own size unless --resize is given (the original's match_pairs.py defaults to --resize 640 480).
+--resize takes the original's forms (match_pairs.py, process_resize in models/utils.py): WIDTH HEIGHT;
+one number N, the longest side (each image scaled by N / max(w, h), sides rounded); WIDTH -1, the same
+as WIDTH alone; -1, the size as given.
 
 --json writes, for the processed images (after the EXIF orientation and --resize: pixels of the resized
 images, as the original's match_pairs.py), and prints nothing:
@@ -50,7 +53,7 @@ from .export import ExportError
 from .image import ImageError
 from .matcher import Matcher, ResourceError, memory_guard
 from .runtime import RuntimeUnavailable
-from .settings import SETTINGS, check_all, resize_of
+from .settings import MAX_RESIZE, MIN_IMAGE_SIZE, SETTINGS, check_all, resize_of
 from .visualization import draw_matches
 from .weights import WeightsError
 
@@ -68,7 +71,7 @@ class Parser(argparse.ArgumentParser):
 
 # flag metavars of the settings; everything else about a flag comes from settings.py
 METAVARS = {'superpoint_weights': 'W', 'superglue_weights': 'W', 'device': 'DEVICE', 'precision': 'P',
-            'resize': ('WIDTH', 'HEIGHT'), 'max_keypoints': 'N', 'keypoint_threshold': 'T', 'nms_radius': 'R',
+            'resize': 'SIZE', 'max_keypoints': 'N', 'keypoint_threshold': 'T', 'nms_radius': 'R',
             'match_threshold': 'M', 'sinkhorn_iterations': 'K', 'max_matching_memory_mb': 'MIB',
             'backend': 'B'}
 
@@ -97,29 +100,67 @@ def add_setting_flags(parser: argparse.ArgumentParser, setting_names):
         default = setting.default
         kind = int if isinstance(default, list) else type(default)
         help_text = f'{setting.description} (default: {default!r})'
+        nargs = 2 if isinstance(default, list) else None
         if name == 'resize':  # the node's description speaks of INTER_AREA and published pixels
-            help_text = ('resize both images to WIDTH HEIGHT as the original\'s read_image does: cv2.resize with '
-                         'its default (bilinear) interpolation; the JSON is then in pixels of the resized images, as '
-                         'the original\'s match_pairs.py writes them (default: as given)')
-        parser.add_argument(f'--{name.replace("_", "-")}', type=kind, nargs=2 if isinstance(default, list) else None,
+            nargs, help_text = '+', (
+                'resize both images as the original\'s match_pairs.py: WIDTH HEIGHT; one number, the longest side '
+                '(aspect kept); WIDTH -1, the same; -1, as given. cv2.resize with its default (bilinear) '
+                'interpolation, as its read_image; the JSON is then in pixels of the resized images, as '
+                'match_pairs.py writes them (default: as given)')
+        parser.add_argument(f'--{name.replace("_", "-")}', type=kind, nargs=nargs,
                             metavar=METAVARS[name], help=help_text.replace('%', '%%'))
 
 
 def settings_of(args) -> dict:
-    """The settings given on the command line, checked (settings.check_all: ValueError, one line)."""
+    """The settings given on the command line but --resize (resize_request: read_image applies it, not the
+    Matcher), checked (settings.check_all: ValueError, one line)."""
     return check_all({name: getattr(args, name) for name, setting in SETTINGS.items()
-                      if setting.cli and getattr(args, name) is not None})
+                      if setting.cli and name != 'resize' and getattr(args, name) is not None})
+
+
+def resize_request(values) -> int | tuple[int, int] | None:
+    """--resize as the original's match_pairs.py takes it: None (not given), [-1] or [-1, -1] -> None (as
+    given); [N] or [N, -1] -> N, the longest side (an integer in [MIN_IMAGE_SIZE, MAX_RESIZE]);
+    [WIDTH, HEIGHT] -> (WIDTH, HEIGHT) (the resize setting: [0, 0] is as given). UsageError or ValueError,
+    one line, for anything else."""
+    if values is None:
+        return None
+    if len(values) > 2:
+        raise UsageError(f'--resize takes one or two numbers, got {len(values)}: WIDTH HEIGHT, the longest side N '
+                         '(or N -1), or -1 for the size as given')
+    if len(values) == 2 and values[1] != -1:
+        return resize_of(values)
+    side = values[0]
+    if side == -1:
+        return None
+    if not MIN_IMAGE_SIZE <= side <= MAX_RESIZE:
+        raise UsageError(f'--resize {" ".join(map(str, values))}: the longest side must be an integer in '
+                         f'[{MIN_IMAGE_SIZE}, {MAX_RESIZE}], or -1 for the size as given')
+    return side
+
+
+def resized_size(size: tuple[int, int], resize: int | tuple[int, int] | None) -> tuple[int, int]:
+    """(width, height) an image of `size` (width, height) is resized to for `resize` (resize_request): as
+    given, the (width, height) given, or scaled so that its longest side is `resize`, each side rounded
+    (Python's round, as process_resize in the original's models/utils.py)."""
+    if resize is None:
+        return size
+    if isinstance(resize, tuple):
+        return resize
+    scale = resize / max(size)
+    return int(round(size[0] * scale)), int(round(size[1] * scale))
 
 
 def read_image(path: Path, resize=None) -> tuple[np.ndarray, tuple[int, int]]:
     """The image file as the original's read_image (models/utils.py) gives it to SuperPoint.
 
     cv2.imread(path, cv2.IMREAD_GRAYSCALE): decoded straight to 8-bit grey (a JPEG's luma, without a
-    colour round trip), EXIF orientation applied; with resize=(width, height): cv2.resize with its
-    default interpolation (bilinear) on the uint8 image. The Matcher then divides by 255 in float32
-    (image.grey_tensor), as the original's frame2tensor.
+    colour round trip), EXIF orientation applied; with a resize (resize_request: (width, height), or the
+    longest side): cv2.resize to resized_size() with its default interpolation (bilinear) on the uint8
+    image. The Matcher then divides by 255 in float32 (image.grey_tensor), as the original's frame2tensor.
     Returns (grey [h, w] uint8, (width, height) of the file after orientation).
-    Raises ImageError naming the file when it cannot be read, ResourceError when resizing runs out of memory."""
+    Raises ImageError naming the file when it cannot be read or a longest side makes it smaller than
+    MIN_IMAGE_SIZE, ResourceError when resizing runs out of memory."""
     if not path.is_file():
         reason = 'it is a directory' if path.is_dir() else 'not a regular file' if path.exists() else 'no such file'
         raise ImageError(f'cannot read image {path}: {reason}')
@@ -128,26 +169,29 @@ def read_image(path: Path, resize=None) -> tuple[np.ndarray, tuple[int, int]]:
         raise ImageError(f'cannot read image {path}: not an image file OpenCV can decode')
     size = (image.shape[1], image.shape[0])
     if resize is not None:
-        with memory_guard(torch.device('cpu'), f'resizing {path} to {resize[0]}x{resize[1]}', '--resize'):
-            image = cv2.resize(image, tuple(resize))
+        width, height = resized_size(size, resize)
+        if min(width, height) < MIN_IMAGE_SIZE:
+            raise ImageError(f'{path} is {size[0]}x{size[1]}: --resize {resize} (the longest side) makes it '
+                             f'{width}x{height}, below {MIN_IMAGE_SIZE} pixels: give a larger size, or WIDTH HEIGHT')
+        with memory_guard(torch.device('cpu'), f'resizing {path} to {width}x{height}', '--resize'):
+            image = cv2.resize(image, (width, height))
     return image, size
 
 
-def check_arguments(args) -> dict:
-    """What can be checked before the slow part; the settings given, checked."""
-    settings = settings_of(args)
+def check_arguments(args) -> tuple[dict, int | tuple[int, int] | None]:
+    """What can be checked before the slow part: the settings given, checked, and the resize_request."""
+    resize, settings = resize_request(args.resize), settings_of(args)
     for flag, path in (('--json', args.json), ('--image', args.image)):
         if path is not None and not path.parent.is_dir():
             raise UsageError(f'{flag} {path}: directory {path.parent} does not exist')
     if args.image is not None and not cv2.haveImageWriter(str(args.image)):
         raise UsageError(f'--image {args.image}: no image format for this extension; use .png or .jpg')
-    return settings
+    return settings, resize
 
 
 def run(args) -> dict:
     """Match args.image0 with args.image1; returns the JSON content."""
-    settings = check_arguments(args)
-    resize = resize_of(settings.pop('resize', [0, 0]))
+    settings, resize = check_arguments(args)
     read = [read_image(path, resize) for path in (args.image0, args.image1)]
     images, sizes = [grey for grey, _ in read], [size for _, size in read]
     # The images are read and resized here, as the original does: the matcher takes them as they are.

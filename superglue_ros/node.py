@@ -77,7 +77,8 @@ from .keyframes import KeyframeStore, LoopPolicy
 from .matcher import Matcher, ResourceError, release_device_memory
 from .pipeline import CameraPipeline, match_keyframes, match_pair
 from .ros import parameters
-from .ros.diagnostics import LOG_EVERY_S, Statistics, diagnostic_status, rejection_kind
+from .ros.diagnostics import (COMPRESSED_TYPE, IMAGE_TYPE, LOG_EVERY_S, Statistics, diagnostic_status,
+                              rejection_kind, wrong_topic_type)
 from .ros.image_conversion import (ImageConversionError, compressed_msg_to_numpy, image_msg_to_numpy,
                                    numpy_to_image_msg)
 from .ros.qos import AdaptiveSubscription
@@ -215,7 +216,7 @@ class Camera:
         self.mailbox = Mailbox()
         self._keyframe = None  # (header, (image, color_order)) of the keyframe; worker thread only
 
-        self.image_topic = self._image_source(name)[2]
+        self.image_topic = self._image_topic(name)
         self.camera_info = CameraInfoSource(node, f'{prefix}camera_info')
         self._image_sub = self._new_keyframe_service = None  # while active
         self._publishers = []
@@ -226,6 +227,7 @@ class Camera:
         self._features = self._features_pub = None
         self._said_uncalibrated = False  # publish_features without a calibration: said once
         self._said_model = ''            # the camera model last logged (_say_model)
+        self._said_wrong_type = None     # the image topics' wrong publisher types last logged (diagnostics timer)
         if node.values['publish_features']:  # camera_id: the camera's place in `cameras` (0 left, 1 right)
             self._features = FeatureVelocity(node.values['cameras'].index(name))
             self._features_pub = self._publisher(PointCloud, f'~/{prefix}features', 10)
@@ -237,18 +239,13 @@ class Camera:
         self._publishers.append(self.node.create_publisher(msg_type, topic, depth))
         return self._publishers[-1]
 
-    def _image_source(self, name: str) -> tuple:
-        """(message type, topic to subscribe, resolved topic) of camera `name`'s images: image, or with
-        image_transport compressed the resolved base topic + /compressed, as image_transport."""
-        prefix = f'{name}/' if name else ''
-        if self.node.values['image_transport'] == 'compressed':
-            topic = self.node.resolve_topic_name(f'{prefix}image') + '/compressed'
-            return CompressedImage, topic, topic
-        return Image, f'{prefix}image', self.node.resolve_topic_name(f'{prefix}image')
+    def _image_topic(self, name: str) -> str:
+        """The resolved topic of camera `name`'s images (image_input)."""
+        return self.node.resolve_topic_name(image_input(self.node, name)[1])
 
     def _subscribe_image(self, name: str, callback) -> AdaptiveSubscription:
-        """The image subscription of camera `name` (_image_source)."""
-        msg_type, topic, _ = self._image_source(name)
+        """The image subscription of camera `name` (image_input)."""
+        _, topic, msg_type = image_input(self.node, name)
         return AdaptiveSubscription(self.node, msg_type, topic, callback)
 
     def activate(self):
@@ -359,7 +356,7 @@ class Camera:
         right, stereo_geometry = self._stereo_inputs(frame, image)
         calibration = self._frame_calibration(frame, image, stereo_geometry)
         result = self.pipeline.process(image[0], stamp_to_seconds(msg.header.stamp), image[1], calibration,
-                                       None if right is None else right[0], stereo_geometry)
+                                       None if right is None else right[0], stereo_geometry, msg.header.frame_id)
         if self.pipeline.verification.method == 'essential' and result.verified_with == 'fundamental':
             self.node.get_logger().warn(
                 f'geometric_verification is essential but a frame of {self.image_topic} has no calibration (no '
@@ -367,7 +364,12 @@ class Camera:
                 f'the fundamental matrix instead', throttle_duration_sec=LOG_THROTTLE_S)
 
         current = (msg.header, image)
-        if result.keyframe_id == result.new_keyframe_id:  # nothing to match: the first frame or a time jump
+        if result.keyframe_id == result.new_keyframe_id:  # nothing to match: first frame, frame_id change, time jump
+            if result.keyframe_reason == 'frame_changed':
+                self.node.get_logger().warn(
+                    f"the frame_id of the images on {self.image_topic} changed from {self._keyframe[0].frame_id!r} "
+                    f"to {msg.header.frame_id!r}: this frame is the new keyframe {result.keyframe_id} (its pixels do "
+                    f"not compare with the old keyframe's); if two cameras publish there, give each its own topic")
             self._keyframe = current
             if result.keyframe_reason == 'time_jump':
                 self.node.get_logger().warn(
@@ -424,14 +426,45 @@ class Camera:
     def _publish_stereo(self, frame: Frame, image, right, result, latency_ms: float):
         """A rig publishes its pair's StereoMatches and picture (Rig)."""
 
+    def _image_topics(self) -> list[tuple[str, str]]:
+        """(camera name, resolved image topic) of each image subscription: a rig adds its right camera's."""
+        return [(self.name, self.image_topic)]
+
+    def _check_topic_types(self) -> str | None:
+        """What wrong_topic_type() says of the image topics' publishers (diagnostics timer), logged as a warning
+        once each time it changes; None when their types fit."""
+        expected = COMPRESSED_TYPE if self.node.values['image_transport'] == 'compressed' else IMAGE_TYPE
+        problems = []
+        for camera, topic in self._image_topics():
+            types = [p.topic_type for p in self.node.get_publishers_info_by_topic(topic)]
+            base = topic.removesuffix('/compressed')
+            base_types = ([p.topic_type for p in self.node.get_publishers_info_by_topic(base)]
+                          if expected == COMPRESSED_TYPE and not types and base != topic else ())
+            problems.append(wrong_topic_type(topic, expected, types, image_input(self.node, camera)[0], base_types))
+        problem = '; '.join(p for p in problems if p) or None
+        if problem is not None and problem != self._said_wrong_type:
+            self.node.get_logger().warn(problem)
+        self._said_wrong_type = problem
+        return problem
+
     def diagnostics(self, device: str) -> DiagnosticStatus:
         status = diagnostic_status(self.stats.report(), self.status_name, self.image_topic, self.camera_info.topic,
-                                   device, self.mailbox.dropped)
+                                   device, self.mailbox.dropped, self._check_topic_types())
         keyframes = self.pipeline.keyframes
         status.values += [KeyValue(key='keyframes stored', value=str(len(keyframes))),
                           KeyValue(key='keyframes evicted', value=str(keyframes.evicted)),
                           KeyValue(key='keyframe store memory (bytes)', value=str(keyframes.memory_bytes()))]
         return status
+
+
+def image_input(node: Node, camera: str) -> tuple[str, str, type]:
+    """(relative topic, topic subscribed, message type) of camera `camera`'s images: the relative topic that
+    users remap is image (left/image, ...); it is subscribed as sensor_msgs/Image, or with image_transport
+    compressed the resolved topic + /compressed as sensor_msgs/CompressedImage (as image_transport names it)."""
+    relative = f'{camera}/image' if camera else 'image'
+    if node.values['image_transport'] == 'compressed':
+        return relative, node.resolve_topic_name(relative) + '/compressed', CompressedImage
+    return relative, relative, Image
 
 
 def to_numpy(msg) -> tuple:
@@ -463,7 +496,7 @@ class Rig(Camera):
         super().__init__(node, left, matcher, policy, verification, keyframes, stereo, mask, right_mask)
         self.right_camera_info = CameraInfoSource(node, f'{right}/camera_info')
         self._right_sub = None  # while active
-        self.right_image_topic = self._image_source(right)[2]
+        self.right_image_topic = self._image_topic(right)
         if self._features is not None:  # one ~/<left>/features message per pair: camera_id 0 and 1 (VINS-Fusion stereo)
             self._right_features = FeatureVelocity(node.values['cameras'].index(right))
         self._stereo_pub = self._publisher(StereoMatches, f'~/{self.rig_name}/stereo_matches', 10)
@@ -484,6 +517,9 @@ class Rig(Camera):
     @property
     def status_name(self) -> str:
         return f'{self.node.get_name()}: {self.name} | {self.right_name}'
+
+    def _image_topics(self) -> list[tuple[str, str]]:
+        return [*super()._image_topics(), (self.right_name, self.right_image_topic)]
 
     @property
     def unpaired(self) -> int:
@@ -721,6 +757,22 @@ class SuperGlueNode(LifecycleNode):
         if message_filters is None:
             logger.info('message_filters is not installed: Matches.camera_info is the latest camera_info '
                         'received, not the one with the image stamp')
+        self._warn_shared_image_topics()
+
+    def _warn_shared_image_topics(self):
+        """Start-up: cameras whose image topics resolve to one topic would each process every frame of it (twice
+        or more, as separate cameras): one warning per such topic, naming the cameras and the remapping."""
+        cameras_of = {}
+        for camera in self.values['cameras']:
+            relative, topic, _ = image_input(self, camera)
+            cameras_of.setdefault(self.resolve_topic_name(topic), []).append((camera, relative))
+        for topic, cameras in cameras_of.items():
+            if len(cameras) > 1:
+                self.get_logger().warn(
+                    f"cameras {', '.join(repr(camera) for camera, _ in cameras)} all subscribe {topic}: each of its "
+                    f"images goes to every one of them (processed {len(cameras)} times, or paired with itself in a "
+                    f"stereo rig); give each camera its own topic "
+                    f"({', '.join(f'{relative}:=<topic>' for _, relative in cameras)})")
 
     def _activate(self):
         """Subscriptions, services and the /diagnostics publisher and timer created: frames are taken."""

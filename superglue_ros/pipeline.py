@@ -205,6 +205,7 @@ class _Frame:
     right: Features | None = None        # a rig's right image (stereo), else None
     stereo_geometry: StereoGeometry | None = None
     stereo_prediction: dict | None = None  # on the CPU: SuperGlue left against right
+    frame_id: str = ''                   # its optical frame (tracker.keyframe_for)
 
 
 class CameraPipeline:
@@ -295,14 +296,15 @@ class CameraPipeline:
     # -- frames -----------------------------------------------------------------------------------
 
     def submit(self, image: np.ndarray, stamp_s: float, color_order: str = 'bgr', calibration=None,
-               right: np.ndarray | None = None, stereo_geometry: StereoGeometry | None = None):
+               right: np.ndarray | None = None, stereo_geometry: StereoGeometry | None = None, frame_id: str = ''):
         """Start a camera frame: its upload and SuperPoint are enqueued (and its SuperGlue when its
         keyframe is known); returns without waiting for the device.
 
         image: grey or colour numpy array (image.py), stamp_s: its capture time in seconds,
         calibration: geometry.Calibration of the camera or None. A rig's left camera also gets the
         right image of the pair (same size, type and color_order) and the pair's StereoGeometry (None:
-        no P in the camera_infos). ImageError / ValueError for an unusable image or stamp (or a right
+        no P in the camera_infos). frame_id: the image's optical frame (std_msgs/Header.frame_id): a frame
+        whose frame_id is not its keyframe's becomes the keyframe (reason 'frame_changed'). ImageError / ValueError for an unusable image or stamp (or a right
         image that does not fit the left one), ResourceError when memory runs out (nothing submitted);
         RuntimeError when `depth` frames are in flight: collect() first.
         """
@@ -354,7 +356,8 @@ class CameraPipeline:
         slot.clock = clock
         self._submitted += 1
         self._frames.append(_Frame(float(stamp_s), calibration, features[0], clock, start, (prepared - start) * 1e3,
-                                   right=features[1] if right is not None else None, stereo_geometry=stereo_geometry))
+                                   right=features[1] if right is not None else None, stereo_geometry=stereo_geometry,
+                                   frame_id=frame_id))
         if len(self._frames) == 1:  # the frames before it are collected: its keyframe is known
             try:
                 self._enqueue_match(self._frames[0])
@@ -383,17 +386,18 @@ class CameraPipeline:
         return result
 
     def process(self, image: np.ndarray, stamp_s: float, color_order: str = 'bgr', calibration=None,
-                right: np.ndarray | None = None, stereo_geometry: StereoGeometry | None = None) -> FrameResult:
+                right: np.ndarray | None = None, stereo_geometry: StereoGeometry | None = None,
+                frame_id: str = '') -> FrameResult:
         """submit() then collect(); no other frame may be in flight."""
         if self._frames:
             raise RuntimeError(f'process() with {len(self._frames)} frame(s) in flight: collect() them first')
-        self.submit(image, stamp_s, color_order, calibration, right, stereo_geometry)
+        self.submit(image, stamp_s, color_order, calibration, right, stereo_geometry, frame_id)
         return self.collect()
 
     def process_stream(self, frames):
-        """FrameResults of `frames` ((image, stamp_s[, color_order[, calibration[, right, stereo_geometry]]]),
-        as submit() takes them), in order, with up to `depth` frames in flight; a result is returned once
-        the frame after it is submitted (or the stream ends)."""
+        """FrameResults of `frames` ((image, stamp_s[, color_order[, calibration[, right, stereo_geometry[,
+        frame_id]]]]), as submit() takes them), in order, with up to `depth` frames in flight; a result is
+        returned once the frame after it is submitted (or the stream ends)."""
         for frame in frames:
             if len(self._frames) >= self.depth:
                 yield self.collect()
@@ -422,7 +426,7 @@ class CameraPipeline:
         """Enqueue the oldest frame's SuperGlue against the keyframe the tracker names for it (none:
         it becomes the keyframe), for a rig's pair also left against right, and the copies of the
         results to the host."""
-        frame.keyframe = self.tracker.keyframe_for(frame.stamp_s)
+        frame.keyframe = self.tracker.keyframe_for(frame.stamp_s, frame.frame_id)
         features, clock, stream = frame.features, frame.clock, self.match_stream
         with torch.cuda.stream(stream):
             clock.wait('extracted', stream)
@@ -496,7 +500,7 @@ class CameraPipeline:
             stereo.right_features = frame.right
         verified = time.perf_counter()
         result = self.tracker.update(features, frame.stamp_s, correspondences, frame.calibration,
-                                     None if stereo is None else stereo.keypoint_depth)
+                                     None if stereo is None else stereo.keypoint_depth, frame.frame_id)
         if stereo is not None:
             result.stereo = stereo.with_track_ids(result)
         result.timings_ms = {'preprocess': frame.preprocess_ms, **stages,

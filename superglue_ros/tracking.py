@@ -5,9 +5,12 @@ For every frame it is given the frame's features, its correspondences with the c
 whether the frame becomes the keyframe, keeps the keyframe, its id and the track ids of its
 keypoints, and returns the FrameResult. Every keyframe rule lives here and only here:
 
-  nothing to match against  keyframe_for(): no keyframe yet ('first'), or the stamp went back by
-                            more than time_jump_threshold_s ('time_jump': a restarted bag or
-                            camera; smaller backward steps are stamp jitter and are matched)
+  nothing to match against  keyframe_for(): no keyframe yet ('first'), the frame's frame_id is
+                            not the keyframe's ('frame_changed': another optical frame, e.g. a
+                            driver reconfigured or two cameras on one topic: its pixels do not
+                            compare with the keyframe's), or the stamp went back by more than
+                            time_jump_threshold_s ('time_jump': a restarted bag or camera;
+                            smaller backward steps are stamp jitter and are matched)
   new keyframe after a match  a request ('requested'), fewer matches than min_matches
                             ('few_matches'), matches / keyframe keypoints below min_match_ratio
                             ('low_match_ratio'), keyframe older than max_age_s ('max_age')
@@ -35,7 +38,7 @@ from .pose import RelativePose
 from .settings import check, defaults
 
 # Why a frame became the keyframe; when several rules fire, the first one listed is given.
-KEYFRAME_REASONS = ('first', 'time_jump', 'requested', 'few_matches', 'low_match_ratio', 'max_age')
+KEYFRAME_REASONS = ('first', 'frame_changed', 'time_jump', 'requested', 'few_matches', 'low_match_ratio', 'max_age')
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,7 @@ class Keyframe:
     calibration: object = None       # geometry.Calibration of the camera when it was taken, or None
     depth: np.ndarray | None = None  # [N] float32 metres (z, optical frame) per keypoint from a stereo pair,
                                      # NaN where unknown; None for a monocular camera
+    frame_id: str = ''               # the optical frame of its image (std_msgs/Header.frame_id; '' when unknown)
 
 
 @dataclass
@@ -126,12 +130,13 @@ class FrameResult:
     """One processed frame. Correspondence k: keyframe_points[k] <-> frame_points[k]."""
     frame_index: int                 # frames processed by this camera since start: 0, 1, ...
     stamp_s: float                   # this frame's stamp, seconds
-    keyframe_id: int                 # keyframe the correspondences refer to (first / time_jump: this frame's new id)
+    keyframe_id: int                 # keyframe the correspondences refer to (first / frame_changed / time_jump:
+                                     # this frame's new id)
     keyframe_stamp_s: float          # that keyframe's stamp
     is_new_keyframe: bool            # this frame is the keyframe for the following frames
     new_keyframe_id: int | None      # its id when is_new_keyframe, else None
     keyframe_reason: str             # why (one of KEYFRAME_REASONS), '' when not a new keyframe
-    keyframe_features: Features      # the keyframe's (first / time_jump: this frame's, the same object)
+    keyframe_features: Features      # the keyframe's (first / frame_changed / time_jump: this frame's, the same object)
     frame_features: Features
     keyframe_points: np.ndarray      # [K, 2] float32, pixels of the keyframe image as given
     frame_points: np.ndarray         # [K, 2] float32, pixels of this image as given
@@ -196,28 +201,33 @@ class KeyframeTracker:
             requested, self._requested = self._requested, False
         return requested
 
-    def keyframe_for(self, stamp_s: float) -> Keyframe | None:
-        """The keyframe a frame with this stamp is matched against, or None when there is nothing to
-        match against (no keyframe yet, or a time jump): update() then makes it the keyframe."""
-        if self.keyframe is None or stamp_s < self._last_stamp_s - self.policy.time_jump_threshold_s:
+    def keyframe_for(self, stamp_s: float, frame_id: str = '') -> Keyframe | None:
+        """The keyframe a frame with this stamp (seconds) and frame_id (its optical frame) is matched
+        against, or None when there is nothing to match against (no keyframe yet, another frame_id, or a
+        time jump): update() then makes it the keyframe."""
+        keyframe = self.keyframe
+        if (keyframe is None or keyframe.frame_id != frame_id
+                or stamp_s < self._last_stamp_s - self.policy.time_jump_threshold_s):
             return None
-        return self.keyframe
+        return keyframe
 
     def update(self, frame: Features, stamp_s: float, correspondences: Correspondences | None,
-               calibration=None, depth: np.ndarray | None = None) -> FrameResult:
+               calibration=None, depth: np.ndarray | None = None, frame_id: str = '') -> FrameResult:
         """The result of a frame, and the keyframe updated.
 
         correspondences: the frame's correspondences with the keyframe keyframe_for(stamp_s) returned,
         None when it returned None. calibration: the camera's geometry.Calibration at this frame, and
         depth ([N] float32 metres per frame keypoint, NaN where unknown: the left image of a stereo rig;
-        None otherwise), kept with the frame when it becomes the keyframe (Keyframe.depth)."""
+        None otherwise), kept with the frame when it becomes the keyframe (Keyframe.depth), as is frame_id
+        (the frame's optical frame, as given to keyframe_for)."""
         keyframe, policy = self.keyframe, self.policy
         # as matched: a new keyframe moves the old one's features to the host (keyframes.py)
         keyframe_features = frame if keyframe is None else keyframe.features
         frame_keypoints = frame.keypoints_original()
         direct = correspondences is None
         if direct:
-            reason = 'first' if keyframe is None else 'time_jump'
+            reason = ('first' if keyframe is None else 'frame_changed' if keyframe.frame_id != frame_id
+                      else 'time_jump')
             self._take_request()  # satisfied by this keyframe
             correspondences = Correspondences.empty()
         else:
@@ -244,7 +254,7 @@ class KeyframeTracker:
             new_track_ids[fresh] = self._next_track_id + np.arange(fresh.sum(), dtype=np.uint64)
             self._next_track_id += int(fresh.sum())
             new_keyframe = Keyframe(self._next_keyframe_id, float(stamp_s), frame, frame_keypoints,
-                                    new_track_ids, calibration, depth)
+                                    new_track_ids, calibration, depth, frame_id)
             loop_candidates = self.keyframes.add(new_keyframe)
             self._next_keyframe_id += 1
             if direct:

@@ -190,7 +190,11 @@ def test_missing_weights(pair, tmp_path, weights, cli, monkeypatch):
 
 @pytest.mark.parametrize('args, fragment', [
     (['--resize', '0', '240'], 'resize must be'),
-    (['--resize', '320'], '--resize'),
+    (['--resize', '320', '240', '1'], '--resize takes one or two numbers, got 3'),
+    (['--resize', '0'], 'the longest side must be an integer in [16, 8192], or -1'),
+    (['--resize', '-2'], 'the longest side must be'),
+    (['--resize', '100000', '-1'], 'the longest side must be'),
+    (['--resize', '12'], 'the longest side must be'),
     (['--resize', '100000', '100000'], 'integers in [16, 8192]'),  # a typo that would exhaust host memory
     (['--nms-radius', '1000000000'], 'nms_radius must be an integer in [0, 64]'),
     (['--sinkhorn-iterations', '100000000'], 'sinkhorn_iterations must be an integer in [1, 1000]'),
@@ -247,14 +251,28 @@ def test_cuda_without_cuda(weights, pair, cli):
 
 # -- Files read as the original release reads them ----------------------------------------------
 
+def original_new_size(w: int, h: int, resize) -> tuple[int, int]:
+    """The new size of a w x h image for the original's --resize values (a list), as match_pairs.py reads
+    them (W -1 is W) and process_resize (models/utils.py) applies them: one value >= 0 scales the longest
+    side to it (sides rounded with Python's round), -1 keeps the size, two are the width and height."""
+    resize = list(resize)
+    if len(resize) == 2 and resize[1] == -1:
+        resize = resize[:1]
+    if len(resize) == 2:
+        return resize[0], resize[1]
+    if resize[0] == -1:
+        return w, h
+    return int(round(w * resize[0] / max(w, h))), int(round(h * resize[0] / max(w, h)))
+
+
 def original_read_image(path, resize=None, grey=None) -> torch.Tensor:
     """read_image of magicleap/SuperGluePretrainedNetwork (models/utils.py; rotation 0, resize_float off):
-    cv2.imread(path, cv2.IMREAD_GRAYSCALE), cv2.resize to the new size with its default interpolation
-    (also at the same size), astype('float32'), then frame2tensor: image / 255. -> [1, 1, H, W].
-    grey: an already decoded uint8 image instead of the file."""
+    cv2.imread(path, cv2.IMREAD_GRAYSCALE), cv2.resize to the new size (original_new_size; None: as
+    given) with its default interpolation (also at the same size), astype('float32'), then frame2tensor:
+    image / 255. -> [1, 1, H, W]. grey: an already decoded uint8 image instead of the file."""
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) if grey is None else grey
     w, h = image.shape[1], image.shape[0]
-    w_new, h_new = (w, h) if resize is None else resize
+    w_new, h_new = (w, h) if resize is None else original_new_size(w, h, resize)
     image = cv2.resize(image, (w_new, h_new)).astype('float32')
     return torch.from_numpy(image / 255.).float()[None, None]
 
@@ -360,3 +378,34 @@ def test_resize_as_the_original(files, weights, models, tmp_path, cli):
     content = run_json(cli, tmp_path, paths, weights, '--max-keypoints', 512, '--resize', *size)
     assert content['image0_size'] == content['image1_size'] == list(size)
     check_identical(content, original_pipeline(models, [original_read_image(p, size) for p in paths], 512))
+
+
+@pytest.mark.parametrize('resize, sizes', [
+    ([333], ([250, 333], [333, 250])),       # the longest side, each image its own aspect: 480 * 333 / 640 = 249.75
+    ([333, -1], ([250, 333], [333, 250])),   # W -1 is W
+    ([-1], ([480, 640], [640, 480])),        # as given
+    ([-1, -1], ([480, 640], [640, 480])),
+    ([400, 300], ([400, 300], [400, 300])),  # WIDTH HEIGHT, as before
+])
+def test_resize_forms_of_match_pairs(files, weights, models, tmp_path, cli, resize, sizes):
+    """Issue 17 point 8: --resize takes what the original's match_pairs.py takes (one number: the longest
+    side; -1: as given; W -1; W H), on a portrait and a landscape image: the original's sizes, and its
+    keypoints, scores and matches bit for bit."""
+    paths = [files['portrait'], files['jpeg']]
+    stored = cv2.imread(str(paths[0]), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)
+    portrait = np.ascontiguousarray(np.rot90(stored, k=-1))  # as cv2.imread shows it (EXIF Orientation=6)
+    content = run_json(cli, tmp_path, paths, weights, '--max-keypoints', 256, '--resize', *resize)
+    assert [content['image0_size'], content['image1_size']] == list(sizes)
+    reference = original_pipeline(models, [original_read_image(None, resize, grey=portrait),
+                                           original_read_image(paths[1], resize)], 256)
+    check_identical(content, reference)
+    done = cli(*paths, '--superglue-weights', weights['hf'], *FAST, '--resize', *resize)  # the summary says so
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f'image0 {paths[0]}: {sizes[0][0]}x{sizes[0][1]}'
+                                  + (' (resized from 480x640)' if sizes[0] != [480, 640] else ','))
+
+
+def test_a_longest_side_too_small_for_an_image_is_one_line(files, weights, tmp_path, cli):
+    """--resize 20 makes a 640x480 image 20x15, below SuperPoint's 16 pixels: refused, naming the file."""
+    check_error(cli(files['jpeg'], files['jpeg'], '--superglue-weights', weights['hf'], '--resize', 20),
+                'frame1.jpg is 640x480: --resize 20 (the longest side) makes it 20x15, below 16 pixels')

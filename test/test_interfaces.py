@@ -67,7 +67,7 @@ CHILD_COMMON = textwrap.dedent('''
     def make_keyframe():
         k = Keyframe()
         header(k.header, 10, 'camera')
-        k.camera, k.keyframe_id, k.image_width, k.image_height = 'left', 7, 640, 480
+        k.camera, k.keyframe_id, k.reason, k.image_width, k.image_height = 'left', 7, 'frame_changed', 640, 480
         k.keypoints, k.scores, k.track_ids = [1.0, 2.0, 3.0, 4.0], [0.5, 0.25], [2 ** 64 - 1, 0]
         k.descriptor_dim = 2
         k.descriptors = [0.6, 0.8, 1.0, 0.0]

@@ -57,17 +57,18 @@ def first(k: int) -> list:
     return [(i, i) for i in range(k)]
 
 
-def step(tracker: KeyframeTracker, frame: Features, stamp_s: float, pairs=(), inlier=None) -> FrameResult:
-    """One frame as the pipeline drives the tracker: keyframe_for(stamp), then update() with `pairs` against
-    that keyframe (None when it names none). inlier: [K] flags of a 'fundamental' verification, in the
+def step(tracker: KeyframeTracker, frame: Features, stamp_s: float, pairs=(), inlier=None,
+         frame_id: str = '') -> FrameResult:
+    """One frame as the pipeline drives the tracker: keyframe_for(stamp, frame_id), then update() with `pairs`
+    against that keyframe (None when it names none). inlier: [K] flags of a 'fundamental' verification, in the
     order of the correspondences (sorted by keyframe index)."""
-    keyframe = tracker.keyframe_for(stamp_s)
+    keyframe = tracker.keyframe_for(stamp_s, frame_id)
     correspondences = None
     if keyframe is not None:
         correspondences = pairs_of(keyframe, frame, pairs)
         if inlier is not None:
             correspondences.inlier, correspondences.verified_with = np.asarray(inlier, np.uint8), 'fundamental'
-    return tracker.update(frame, stamp_s, correspondences)
+    return tracker.update(frame, stamp_s, correspondences, frame_id=frame_id)
 
 
 def test_first_frame_becomes_keyframe_0():
@@ -121,6 +122,28 @@ def test_time_jump_only_beyond_the_threshold(threshold):
     np.testing.assert_array_equal(jumped.new_keyframe_track_ids, 40 + np.arange(30, dtype=np.uint64))  # none inherited
     ahead = step(tracker, fake_features(30, 3), 1e6, first(20))  # forward: matched (max_age off)
     assert (ahead.keyframe_id, ahead.is_new_keyframe, ahead.keyframe_reason) == (1, False, '')
+
+
+def test_frame_id_change_makes_the_frame_the_keyframe():
+    """Issue 17 point 8: a frame whose frame_id is not its keyframe's is not matched against it (another
+    optical frame) and becomes the keyframe itself, reason 'frame_changed', without inheriting track ids;
+    the next frames of that frame_id match it; a request is satisfied by it, as by a time jump."""
+    tracker = KeyframeTracker(OFF)
+    step(tracker, fake_features(40), 0.0, frame_id='camera_a')
+    assert tracker.keyframe.frame_id == 'camera_a'
+    assert not step(tracker, fake_features(40, 1), 0.1, first(30), frame_id='camera_a').is_new_keyframe
+    assert tracker.keyframe_for(0.2, 'camera_b') is None and tracker.keyframe_for(0.2, 'camera_a') is tracker.keyframe
+    tracker.request_new_keyframe()
+    changed = step(tracker, fake_features(30, 2), 0.2, first(20), frame_id='camera_b')
+    assert changed.is_new_keyframe and changed.keyframe_reason == 'frame_changed' and changed.frame_index == 2
+    assert changed.keyframe_id == changed.new_keyframe_id == 1 and changed.keyframe_features is changed.frame_features
+    assert len(changed.confidence) == 0 and tracker.keyframe.frame_id == 'camera_b'
+    np.testing.assert_array_equal(changed.new_keyframe_track_ids, 40 + np.arange(30, dtype=np.uint64))
+    after = step(tracker, fake_features(30, 3), 0.3, first(20), frame_id='camera_b')  # the request was used up
+    assert (after.keyframe_id, after.is_new_keyframe, len(after.confidence)) == (1, False, 20)
+    # a frame_id change and a time jump at once: frame_changed, listed first
+    both = step(tracker, fake_features(30, 4), -10.0, frame_id='camera_a')
+    assert both.keyframe_reason == 'frame_changed' and both.new_keyframe_id == 2
 
 
 def test_requested_keyframe():
@@ -215,7 +238,8 @@ def test_max_age():
     (False, 60, 10.5, ''),
 ])
 def test_rule_order(request_it, matches, stamp, reason):
-    assert KEYFRAME_REASONS == ('first', 'time_jump', 'requested', 'few_matches', 'low_match_ratio', 'max_age')
+    assert KEYFRAME_REASONS == ('first', 'frame_changed', 'time_jump', 'requested', 'few_matches', 'low_match_ratio',
+                                'max_age')
     tracker = KeyframeTracker(KeyframePolicy(min_matches=10, min_match_ratio=0.5, max_age_s=1.0))
     step(tracker, fake_features(100), 10.0)
     if request_it:

@@ -18,6 +18,7 @@ from .image_conversion import ImageConversionError, compressed_format, layout
 
 STALE_AFTER_S = 3.0     # no image for this long: WARN
 LOG_EVERY_S = 10.0      # at most one error log per kind of rejected image in this period
+IMAGE_TYPE, COMPRESSED_TYPE = 'sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage'  # as the graph names them
 
 
 def rejection_kind(msg, error: Exception) -> str:
@@ -39,6 +40,41 @@ def rejection_kind(msg, error: Exception) -> str:
     if min(msg.width, msg.height) < MIN_SIZE:
         return 'too_small'
     return 'unusable_image'
+
+
+def wrong_topic_type(topic: str, expected: str, publisher_types, remap: str, base_types=()) -> str | None:
+    """Why a camera receives nothing from its image topic's publishers, and what to set; None when their type
+    is the one it subscribes (or there is no publisher: the 'no images received' advice holds).
+
+    topic: the resolved topic the camera subscribes; expected: IMAGE_TYPE (image_transport raw) or
+    COMPRESSED_TYPE (compressed); publisher_types: the type of each of the topic's publishers, as the ROS graph
+    names them (rclpy TopicEndpointInfo.topic_type, `ros2 topic info`); remap: the camera's relative image
+    topic that users remap (image, left/image); base_types: with compressed, the publishers' types of the base
+    topic (topic without /compressed), where a camera without the compressed plugin publishes raw images.
+    Returns one line: the types found, the type subscribed, and the setting or remapping that fits."""
+    transport = 'compressed' if expected == COMPRESSED_TYPE else 'raw'
+    counts = Counter(publisher_types)
+    wrong = {kind: n for kind, n in sorted(counts.items()) if kind != expected}
+    base = topic.removesuffix('/compressed')
+    if not counts and expected == COMPRESSED_TYPE and IMAGE_TYPE in base_types:
+        return (f'nothing publishes {topic}, which this camera subscribes (image_transport: compressed), but {base} '
+                f'carries {IMAGE_TYPE}: set image_transport: raw, or republish it compressed '
+                f'(ros2 run image_transport republish raw compressed)')
+    if not wrong:
+        return None
+    if expected == IMAGE_TYPE and COMPRESSED_TYPE in wrong and topic != base:
+        advice = (f'set image_transport: compressed and remap {remap}:={base} (the node adds /compressed), or remap '
+                  f'{remap}:= to the raw topic ({base} where the camera publishes both)')
+    elif expected == IMAGE_TYPE and COMPRESSED_TYPE in wrong:
+        advice = (f'remap {remap}:= to a topic of {IMAGE_TYPE} (image_transport: compressed reads only topics named '
+                  f'<base topic>/compressed)')
+    elif expected == COMPRESSED_TYPE and IMAGE_TYPE in wrong:
+        advice = f'set image_transport: raw and remap {remap}:={topic}'
+    else:
+        advice = f'remap {remap}:= to a topic of {expected} (ros2 topic list -t gives each topic\'s type)'
+    found = ', '.join(f'{n} publisher{"s" if n > 1 else ""} of {kind}' for kind, n in wrong.items())
+    return (f'{topic} has {found}, but this camera subscribes {expected} (image_transport: {transport}) and '
+            f'receives nothing from {"them" if sum(wrong.values()) > 1 else "it"}: {advice}')
 
 
 @dataclass
@@ -163,8 +199,9 @@ def _mean(values) -> float:
 
 
 def diagnostic_status(report: Report, name: str, image_topic: str, camera_info_topic: str, device: str,
-                      dropped: int) -> DiagnosticStatus:
-    """OK / WARN / ERROR with a message a user can act on, and the figures as key-values."""
+                      dropped: int, wrong_type: str | None = None) -> DiagnosticStatus:
+    """OK / WARN / ERROR with a message a user can act on, and the figures as key-values. wrong_type: what
+    wrong_topic_type() says of the image topic, the message while no images arrive."""
     level, message = DiagnosticStatus.OK, f'matching at {report.processed / report.window_s:.1f} Hz'
     if report.failures:
         level, message = DiagnosticStatus.ERROR, (
@@ -173,6 +210,8 @@ def diagnostic_status(report: Report, name: str, image_topic: str, camera_info_t
         level, message = DiagnosticStatus.WARN, (
             f'one frame of {image_topic} has been processing for {report.busy_s:.0f} s (newer images wait, older '
             'ones are dropped): lower resize, max_keypoints or sinkhorn_iterations')
+    elif wrong_type is not None and (report.since_last_image_s is None or report.since_last_image_s > STALE_AFTER_S):
+        level, message = DiagnosticStatus.WARN, wrong_type
     elif report.since_last_image_s is None:
         level, message = DiagnosticStatus.WARN, (
             f'no images received on {image_topic}: check that the camera publishes there '

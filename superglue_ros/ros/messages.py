@@ -69,7 +69,7 @@ def keyframe_message(result: FrameResult, camera: str, header, image_size: tuple
     features = result.frame_features
     descriptors = features.descriptors.float().cpu().numpy()    # [D, N]
     return Keyframe(
-        header=header, camera=camera, keyframe_id=result.new_keyframe_id,
+        header=header, camera=camera, keyframe_id=result.new_keyframe_id, reason=result.keyframe_reason,
         image_width=image_size[0], image_height=image_size[1],
         keypoints=_array('f', features.keypoints_original().reshape(-1), np.float32),
         scores=_array('f', features.scores.float().cpu().numpy(), np.float32),
