@@ -69,7 +69,7 @@ from .keyframes import KeyframeStore, LoopPolicy
 from .matcher import Matcher, ResourceError
 from .pipeline import CameraPipeline, match_keyframes, match_pair
 from .ros import parameters
-from .ros.diagnostics import LOG_EVERY_S, Statistics, diagnostic_status, rejection_kind
+from .ros.diagnostics import LOG_EVERY_S, SequenceGaps, Statistics, diagnostic_status, rejection_kind
 from .ros.image_conversion import (ImageConversionError, compressed_msg_to_numpy, image_msg_to_numpy,
                                    numpy_to_image_msg)
 from .ros.qos import AdaptiveSubscription
@@ -113,23 +113,34 @@ class Frame:
 
 class Mailbox:
     """One slot between a subscription callback and its worker: put() replaces an unread frame
-    (counted in `dropped`), take() waits for one; None after close()."""
+    (counted in `dropped`, with the `replaced` frames the caller skipped), take() waits for one; None
+    after close(). wait_wanted() lets a callback wait until the worker waits in take()."""
 
     def __init__(self):
         self._changed = threading.Condition()
         self._frame = None
         self._closed = False
+        self._waiting = False  # the worker waits in take()
         self.dropped = 0
 
-    def put(self, frame: Frame):
+    def put(self, frame: Frame, replaced: int = 0):
         with self._changed:
-            self.dropped += self._frame is not None
+            self.dropped += replaced + (self._frame is not None)
             self._frame = frame
-            self._changed.notify()
+            self._changed.notify_all()
+
+    def wait_wanted(self) -> bool:
+        """Blocks until the worker waits for a frame and none is waiting for it (True), or close() (False)."""
+        with self._changed:
+            self._changed.wait_for(lambda: (self._waiting and self._frame is None) or self._closed)
+            return not self._closed
 
     def take(self) -> Frame | None:
         with self._changed:
+            self._waiting = True
+            self._changed.notify_all()
             self._changed.wait_for(lambda: self._frame is not None or self._closed)
+            self._waiting = False
             frame, self._frame = self._frame, None
             return None if self._closed else frame
 
@@ -176,9 +187,11 @@ class Camera:
                                        keyframes=keyframes)
         self.stats = Statistics()
         self.mailbox = Mailbox()
+        self.lost = SequenceGaps()  # frames lost before _on_image
         self._keyframe = None  # (header, (image, color_order)) of the keyframe; worker thread only
 
-        self._image_sub = self._subscribe_image(name, self._on_image)
+        # a callback group of its own: _on_image waits for the worker there, holding only this subscription
+        self._image_sub = self._subscribe_image(name, self._on_image, MutuallyExclusiveCallbackGroup())
         self.image_topic = self._image_sub.topic_name
         self.camera_info = CameraInfoSource(node, f'{prefix}camera_info')
         self._matches_pub = node.create_publisher(Matches, f'~/{prefix}matches', 10)
@@ -194,14 +207,15 @@ class Camera:
         self._worker = threading.Thread(target=self._work, name=f'superglue_{name or "camera"}', daemon=True)
         self._worker.start()
 
-    def _subscribe_image(self, name: str, callback) -> AdaptiveSubscription:
+    def _subscribe_image(self, name: str, callback, callback_group=None) -> AdaptiveSubscription:
         """The image subscription of camera `name`: image, or with image_transport compressed the resolved
         base topic + /compressed, as image_transport."""
         prefix = f'{name}/' if name else ''
         if self.node.values['image_transport'] == 'compressed':
             return AdaptiveSubscription(self.node, CompressedImage,
-                                        self.node.resolve_topic_name(f'{prefix}image') + '/compressed', callback)
-        return AdaptiveSubscription(self.node, Image, f'{prefix}image', callback)
+                                        self.node.resolve_topic_name(f'{prefix}image') + '/compressed', callback,
+                                        callback_group)
+        return AdaptiveSubscription(self.node, Image, f'{prefix}image', callback, callback_group)
 
     @property
     def status_name(self) -> str:
@@ -214,10 +228,21 @@ class Camera:
 
     # -- executor threads -------------------------------------------------------------------------
 
-    def _on_image(self, msg):
+    def _on_image(self, msg, info: dict):
+        """Waits until the worker wants a frame, then drains the reader: the newest message goes to the
+        mailbox, the others taken are counted as dropped, and gaps in their sequence numbers as lost
+        (SequenceGaps). So a flood costs the executor one callback per processed frame, not one per
+        message; the reader's keep-last history overwrites the rest meanwhile (README: Large images)."""
+        if not self.mailbox.wait_wanted():  # closed
+            return
+        newest, infos = self._image_sub.take()
+        infos.insert(0, info)
+        self.lost.note(infos, self.node.count_publishers(self.image_topic))
+        if newest is not None:
+            msg, info = newest, infos[-1]
         camera_info = self.camera_info.for_stamp(msg.header.stamp)
-        self.stats.image_received(camera_info is not None)
-        self.mailbox.put(Frame(msg, time.monotonic(), camera_info))
+        self.stats.image_received(camera_info is not None, len(infos))
+        self.mailbox.put(Frame(msg, received_at(info), camera_info), replaced=len(infos) - 1)
 
     def _on_new_keyframe(self, request, response):
         self.pipeline.request_new_keyframe()
@@ -337,11 +362,29 @@ class Camera:
     def diagnostics(self, device: str) -> DiagnosticStatus:
         status = diagnostic_status(self.stats.report(), self.status_name, self.image_topic, self.camera_info.topic,
                                    device, self.mailbox.dropped)
+        status.values += [KeyValue(key=k, value=v) for k, v in self.lost.figures().items()]
         keyframes = self.pipeline.keyframes
         status.values += [KeyValue(key='keyframes stored', value=str(len(keyframes))),
                           KeyValue(key='keyframes evicted', value=str(keyframes.evicted)),
                           KeyValue(key='keyframe store memory (bytes)', value=str(keyframes.memory_bytes()))]
         return status
+
+
+def received_at(info: dict) -> float:
+    """time.monotonic() of a message's receipt by the DDS reader, from its message info's received_timestamp
+    (system clock, ns); now where the RMW gives none. A message may wait in the reader while the worker is
+    busy: its latency counts from here."""
+    now = time.monotonic()
+    received_ns = info.get('received_timestamp', 0)
+    return now - max(0.0, (time.time_ns() - received_ns) * 1e-9) if received_ns else now
+
+
+def executor_threads(values: dict) -> int:
+    """Threads of the node's executor for parameter values `values`: two for the services, timers and
+    camera_info, and one for each single camera, whose image callback waits for its worker (Camera._on_image).
+    A stereo rig's callbacks do not wait. ValueError as settings.stereo_pairs_of."""
+    rigs = stereo_pairs_of(values['stereo_pairs'], values['cameras'])
+    return 2 + len(values['cameras']) - 2 * len(rigs)
 
 
 def to_numpy(msg) -> tuple:
@@ -363,6 +406,7 @@ class Rig(Camera):
         self._pair_lock = threading.Lock()      # the two image callbacks may run on two executor threads
         self._received = [0, 0]                 # images per side (message_filters keeps no unpaired count)
         self._pairs = 0
+        self.right_lost = SequenceGaps()        # right images lost before _on_right_image
         self._synchronizer = None
         if message_filters is not None:
             self._sources = (message_filters.SimpleFilter(), message_filters.SimpleFilter())
@@ -394,10 +438,16 @@ class Rig(Camera):
 
     # -- executor threads: pairing ----------------------------------------------------------------
 
-    def _on_image(self, msg):
+    # A rig's callbacks take each message as it comes (they do not wait for the worker as Camera._on_image):
+    # pairing needs both sides' stamps. So a flood of small images costs a rig a callback per message
+    # (README: Large images over Fast DDS).
+
+    def _on_image(self, msg, info: dict):
+        self.lost.note([info], self.node.count_publishers(self.image_topic))
         self._offer(LEFT, msg, self.camera_info)
 
-    def _on_right_image(self, msg):
+    def _on_right_image(self, msg, info: dict):
+        self.right_lost.note([info], self.node.count_publishers(self.right_image_topic))
         self._offer(RIGHT, msg, self.right_camera_info)
 
     def _offer(self, side: int, msg, camera_info: CameraInfoSource):
@@ -492,6 +542,7 @@ class Rig(Camera):
         with self._pair_lock:
             received, pairs = list(self._received), self._pairs
         figures = {'right image topic': self.right_image_topic, 'images received (left, right)': str(received),
+                   **{f'right {k}': v for k, v in self.right_lost.figures().items()},
                    'pairs': str(pairs), 'unpaired images': str(self.unpaired),
                    'pairing': 'message_filters' if self._synchronizer is not None else 'stereo.StampPairer',
                    'stereo_sync_tolerance_s': str(self.node.values['stereo_sync_tolerance_s'])}
@@ -748,7 +799,7 @@ def main(args=None) -> int:
         if not rclpy.ok():  # Ctrl-C while the models were loading
             return 0
         raise
-    executor = MultiThreadedExecutor(num_threads=2)
+    executor = MultiThreadedExecutor(num_threads=executor_threads(node.values))
     executor.add_node(node)
     try:
         executor.spin()
