@@ -26,9 +26,12 @@ derived from settings.py), the services ~/match_images (MatchImages: two given i
 ~/match_keyframes (MatchKeyframes: two stored keyframes of a camera, by id), and the /diagnostics
 publisher (1 Hz).
 
-The path of one image: subscription callback -> the camera's one-slot mailbox (a frame still waiting
-there is replaced by the newer one and counted as dropped, so latency stays at most about two
-processing times however fast images come) -> the camera's worker thread: message to numpy
+The path of one image: subscription callback (in a callback group of its own, it waits until the
+worker wants a frame, then drains the reader: the newest message goes on, the others taken are counted
+as dropped and the gaps in their sequence numbers as lost; a rig's callbacks take each message) -> the
+camera's one-slot mailbox (a frame still waiting there is replaced by the newer one and counted as
+dropped, so latency stays at most about two processing times however fast images come) -> the camera's
+worker thread: message to numpy
 (ros/image_conversion.py), CameraPipeline.process (pipeline.py: upload, SuperPoint, SuperGlue,
 tracker) -> Matches / Keyframe / match picture (ros/messages.py) -> publish. The executor stays free
 for callbacks, services and parameter changes.
