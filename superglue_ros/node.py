@@ -26,9 +26,12 @@ derived from settings.py), the services ~/match_images (MatchImages: two given i
 ~/match_keyframes (MatchKeyframes: two stored keyframes of a camera, by id), and the /diagnostics
 publisher (1 Hz).
 
-The path of one image: subscription callback -> the camera's one-slot mailbox (a frame still waiting
-there is replaced by the newer one and counted as dropped, so latency stays at most about two
-processing times however fast images come) -> the camera's worker thread: message to numpy
+The path of one image: subscription callback (in a callback group of its own, it waits until the
+worker wants a frame, then drains the reader: the newest message goes on, the others taken are counted
+as dropped and the gaps in their sequence numbers as lost; a rig's callbacks take each message) -> the
+camera's one-slot mailbox (a frame still waiting there is replaced by the newer one and counted as
+dropped, so latency stays at most about two processing times however fast images come) -> the camera's
+worker thread: message to numpy
 (ros/image_conversion.py), CameraPipeline.process (pipeline.py: upload, SuperPoint, SuperGlue,
 tracker) -> Matches / Keyframe / match picture (ros/messages.py) -> publish. The executor stays free
 for callbacks, services and parameter changes.
@@ -77,8 +80,8 @@ from .keyframes import KeyframeStore, LoopPolicy
 from .matcher import Matcher, ResourceError, release_device_memory
 from .pipeline import CameraPipeline, match_keyframes, match_pair
 from .ros import parameters
-from .ros.diagnostics import (COMPRESSED_TYPE, IMAGE_TYPE, LOG_EVERY_S, Statistics, diagnostic_status,
-                              rejection_kind, wrong_topic_type)
+from .ros.diagnostics import (COMPRESSED_TYPE, IMAGE_TYPE, LOG_EVERY_S, SequenceGaps, Statistics,
+                              diagnostic_status, rejection_kind, wrong_topic_type)
 from .ros.image_conversion import (ImageConversionError, compressed_msg_to_numpy, image_msg_to_numpy,
                                    numpy_to_image_msg)
 from .ros.qos import AdaptiveSubscription
@@ -124,30 +127,40 @@ class Frame:
 
 class Mailbox:
     """One slot between a subscription callback and its worker: put() replaces an unread frame
-    (counted in `dropped`), take() waits for one; None after close(). While paused (the camera is
-    deactivated) the waiting frame and every frame put are dropped and counted."""
+    (counted in `dropped`, with the `replaced` frames the caller skipped), take() waits for one; None
+    after close(). wait_wanted() lets a callback wait until the worker waits in take(). While paused (the
+    camera is deactivated) the waiting frame and every frame put are dropped and counted."""
 
     def __init__(self):
         self._changed = threading.Condition()
         self._frame = None
         self._closed = False
         self._paused = False
+        self._waiting = False  # the worker waits in take()
         self.dropped = 0
 
-    def put(self, frame: Frame):
+    def put(self, frame: Frame, replaced: int = 0):
         with self._changed:
             if self._paused:  # a callback that was running when the camera was deactivated
-                self.dropped += 1
+                self.dropped += 1 + replaced
                 return
-            self.dropped += self._frame is not None
+            self.dropped += replaced + (self._frame is not None)
             self._frame = frame
-            self._changed.notify()
+            self._changed.notify_all()
+
+    def wait_wanted(self) -> bool:
+        """Blocks until the worker waits for a frame and none is waiting for it (True), or close() or pause()
+        (False)."""
+        with self._changed:
+            self._changed.wait_for(lambda: (self._waiting and self._frame is None) or self._closed or self._paused)
+            return not (self._closed or self._paused)
 
     def pause(self):
         with self._changed:
             self._paused = True
             self.dropped += self._frame is not None
             self._frame = None
+            self._changed.notify_all()  # a callback in wait_wanted returns
 
     def resume(self):
         with self._changed:
@@ -155,7 +168,10 @@ class Mailbox:
 
     def take(self) -> Frame | None:
         with self._changed:
+            self._waiting = True
+            self._changed.notify_all()
             self._changed.wait_for(lambda: self._frame is not None or self._closed)
+            self._waiting = False
             frame, self._frame = self._frame, None
             return None if self._closed else frame
 
@@ -214,6 +230,7 @@ class Camera:
                                        keyframes=keyframes)
         self.stats = Statistics()
         self.mailbox = Mailbox()
+        self.lost = SequenceGaps()  # frames lost before _on_image
         self._keyframe = None  # (header, (image, color_order)) of the keyframe; worker thread only
 
         self.image_topic = self._image_topic(name)
@@ -243,16 +260,17 @@ class Camera:
         """The resolved topic of camera `name`'s images (image_input)."""
         return self.node.resolve_topic_name(image_input(self.node, name)[1])
 
-    def _subscribe_image(self, name: str, callback) -> AdaptiveSubscription:
+    def _subscribe_image(self, name: str, callback, callback_group=None) -> AdaptiveSubscription:
         """The image subscription of camera `name` (image_input)."""
         _, topic, msg_type = image_input(self.node, name)
-        return AdaptiveSubscription(self.node, msg_type, topic, callback)
+        return AdaptiveSubscription(self.node, msg_type, topic, callback, callback_group)
 
     def activate(self):
         """Frames are taken: the image and camera_info subscriptions and ~/new_keyframe."""
         self.mailbox.resume()
         self.camera_info.subscribe()
-        self._image_sub = self._subscribe_image(self.name, self._on_image)
+        # a callback group of its own: _on_image waits for the worker there, holding only this subscription
+        self._image_sub = self._subscribe_image(self.name, self._on_image, MutuallyExclusiveCallbackGroup())
         self._new_keyframe_service = self.node.create_service(
             Trigger, f'~/{f"{self.name}/" if self.name else ""}new_keyframe', self._on_new_keyframe)
 
@@ -289,10 +307,22 @@ class Camera:
 
     # -- executor threads -------------------------------------------------------------------------
 
-    def _on_image(self, msg):
+    def _on_image(self, msg, info: dict):
+        """Waits until the worker wants a frame, then drains the reader: the newest message goes to the
+        mailbox, the others taken are counted as dropped, and gaps in their sequence numbers as lost
+        (SequenceGaps). So a flood costs the executor one callback per processed frame, not one per
+        message; the reader's keep-last history overwrites the rest meanwhile (README: Large images)."""
+        if not self.mailbox.wait_wanted():  # closed, or paused (deactivate)
+            return
+        subscription = self._image_sub  # None after deactivate
+        newest, infos = subscription.take() if subscription is not None else (None, [])
+        infos.insert(0, info)
+        self.lost.note(infos, self.node.count_publishers(self.image_topic))
+        if newest is not None:
+            msg, info = newest, infos[-1]
         camera_info = self.camera_info.for_stamp(msg.header.stamp)
-        self.stats.image_received(camera_info is not None)
-        self.mailbox.put(Frame(msg, time.monotonic(), camera_info))
+        self.stats.image_received(camera_info is not None, len(infos))
+        self.mailbox.put(Frame(msg, received_at(info), camera_info), replaced=len(infos) - 1)
 
     def _on_new_keyframe(self, request, response):
         self.pipeline.request_new_keyframe()
@@ -303,24 +333,27 @@ class Camera:
 
     def _work(self):
         logger = self.node.get_logger()
-        while (frame := self.mailbox.take()) is not None:
-            self.stats.frame_started()
-            try:
-                self._process(frame)
-            except (ImageConversionError, ImageError) as e:
-                kind = rejection_kind(frame.right.msg if isinstance(e, RightImageError) else frame.msg, e)
-                if self.stats.rejected(kind, str(e)):
-                    logger.error(f'image on {self.image_topic} skipped ({kind}): {e}. '
-                                 f'Logged at most every {LOG_THROTTLE_S:.0f} s per kind; counted on /diagnostics')
-            except Exception as e:  # ResourceError (out of memory) and anything unexpected: next frame
-                if not self.node.context.ok():  # Ctrl-C arrived mid-frame: its publishers are gone, so is the node
-                    return
-                self.stats.failed(f'{type(e).__name__}: {e}')
-                logger.error(f'processing a frame of {self.image_topic} failed: {e}' if isinstance(e, ResourceError)
-                             else f'processing a frame of {self.image_topic} failed: {type(e).__name__}: {e}',
-                             throttle_duration_sec=LOG_THROTTLE_S)
-            finally:
-                self.stats.frame_ended()
+        try:
+            while (frame := self.mailbox.take()) is not None:
+                self.stats.frame_started()
+                try:
+                    self._process(frame)
+                except (ImageConversionError, ImageError) as e:
+                    kind = rejection_kind(frame.right.msg if isinstance(e, RightImageError) else frame.msg, e)
+                    if self.stats.rejected(kind, str(e)):
+                        logger.error(f'image on {self.image_topic} skipped ({kind}): {e}. '
+                                     f'Logged at most every {LOG_THROTTLE_S:.0f} s per kind; counted on /diagnostics')
+                except Exception as e:  # ResourceError (out of memory) and anything unexpected: next frame
+                    if not self.node.context.ok():  # Ctrl-C arrived mid-frame: its publishers are gone, so is the node
+                        return
+                    self.stats.failed(f'{type(e).__name__}: {e}')
+                    logger.error(f'processing a frame of {self.image_topic} failed: {e}' if isinstance(e, ResourceError)
+                                 else f'processing a frame of {self.image_topic} failed: {type(e).__name__}: {e}',
+                                 throttle_duration_sec=LOG_THROTTLE_S)
+                finally:
+                    self.stats.frame_ended()
+        finally:  # the worker is gone: a callback waiting for it (Mailbox.wait_wanted) returns
+            self.mailbox.close()
 
     def _calibration(self, camera_info: CameraInfo | None, image_size: tuple[int, int]) -> Calibration | None:
         """The frame's calibration, or None: no camera_info, K all zero, or one that cannot be used
@@ -450,6 +483,7 @@ class Camera:
     def diagnostics(self, device: str) -> DiagnosticStatus:
         status = diagnostic_status(self.stats.report(), self.status_name, self.image_topic, self.camera_info.topic,
                                    device, self.mailbox.dropped, self._check_topic_types())
+        status.values += [KeyValue(key=k, value=v) for k, v in self.lost.figures().items()]
         keyframes = self.pipeline.keyframes
         status.values += [KeyValue(key='keyframes stored', value=str(len(keyframes))),
                           KeyValue(key='keyframes evicted', value=str(keyframes.evicted)),
@@ -465,6 +499,23 @@ def image_input(node: Node, camera: str) -> tuple[str, str, type]:
     if node.values['image_transport'] == 'compressed':
         return relative, node.resolve_topic_name(relative) + '/compressed', CompressedImage
     return relative, relative, Image
+
+
+def received_at(info: dict) -> float:
+    """time.monotonic() of a message's receipt by the DDS reader, from its message info's received_timestamp
+    (system clock, ns); now where the RMW gives none. A message may wait in the reader while the worker is
+    busy: its latency counts from here."""
+    now = time.monotonic()
+    received_ns = info.get('received_timestamp', 0)
+    return now - max(0.0, (time.time_ns() - received_ns) * 1e-9) if received_ns else now
+
+
+def executor_threads(values: dict) -> int:
+    """Threads of the node's executor for parameter values `values`: two for the services, timers and
+    camera_info, and one for each single camera, whose image callback waits for its worker (Camera._on_image).
+    A stereo rig's callbacks do not wait. ValueError as settings.stereo_pairs_of."""
+    rigs = stereo_pairs_of(values['stereo_pairs'], values['cameras'])
+    return 2 + len(values['cameras']) - 2 * len(rigs)
 
 
 def to_numpy(msg) -> tuple:
@@ -486,6 +537,7 @@ class Rig(Camera):
         self._pair_lock = threading.Lock()      # the two image callbacks may run on two executor threads
         self._received = [0, 0]                 # images per side (message_filters keeps no unpaired count)
         self._pairs = 0
+        self.right_lost = SequenceGaps()        # right images lost before _on_right_image
         self._synchronizer = None
         if message_filters is not None:
             self._sources = (message_filters.SimpleFilter(), message_filters.SimpleFilter())
@@ -532,10 +584,16 @@ class Rig(Camera):
 
     # -- executor threads: pairing ----------------------------------------------------------------
 
-    def _on_image(self, msg):
+    # A rig's callbacks take each message as it comes (they do not wait for the worker as Camera._on_image):
+    # pairing needs both sides' stamps. So a flood of small images costs a rig a callback per message
+    # (README: Large images over Fast DDS).
+
+    def _on_image(self, msg, info: dict):
+        self.lost.note([info], self.node.count_publishers(self.image_topic))
         self._offer(LEFT, msg, self.camera_info)
 
-    def _on_right_image(self, msg):
+    def _on_right_image(self, msg, info: dict):
+        self.right_lost.note([info], self.node.count_publishers(self.right_image_topic))
         self._offer(RIGHT, msg, self.right_camera_info)
 
     def _offer(self, side: int, msg, camera_info: CameraInfoSource):
@@ -635,6 +693,7 @@ class Rig(Camera):
         with self._pair_lock:
             received, pairs = list(self._received), self._pairs
         figures = {'right image topic': self.right_image_topic, 'images received (left, right)': str(received),
+                   **{f'right {k}': v for k, v in self.right_lost.figures().items()},
                    'pairs': str(pairs), 'unpaired images': str(self.unpaired),
                    'pairing': 'message_filters' if self._synchronizer is not None else 'stereo.StampPairer',
                    'stereo_sync_tolerance_s': str(self.node.values['stereo_sync_tolerance_s'])}
@@ -1027,7 +1086,7 @@ def main(args=None) -> int:
     except KeyboardInterrupt:  # a signal while the models were loading
         rclpy.try_shutdown()
         return 0
-    executor = MultiThreadedExecutor(num_threads=2)
+    executor = MultiThreadedExecutor(num_threads=executor_threads(node.values))
     executor.add_node(node)
     failure = []
     spinning = threading.Thread(target=spin, args=(executor, failure), name='executor', daemon=True)

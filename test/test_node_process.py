@@ -322,6 +322,45 @@ def test_reliable_640x480_frames_are_all_accounted_for(context, weight_files, fu
         driver.close()
 
 
+def test_a_flood_of_small_frames_is_accounted_for_on_diagnostics(context, weight_files):
+    """Issue 17 point 7: a reliable keep-last-10 publisher in another process sends 64x48 mono8 frames back to
+    back, far faster than the node matches. The frames overwritten before the callback are counted on
+    /diagnostics: frames processed + dropped by the mailbox = images received, and images received + frames
+    lost before the callback = frames sent; the last frame sent is matched."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    node = NodeProcess(f'/test_flood_{os.getpid()}', {**NODE_SETTINGS, **weight_files})
+    driver = Driver(context, node)
+    diagnostics = Inbox('/diagnostics')
+    driver.helper.create_subscription(DiagnosticArray, '/diagnostics', diagnostics, 100)
+    texture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (64, 80), dtype=np.uint8), (3, 3), 0)
+    small = [numpy_to_image_msg(np.ascontiguousarray(texture[i:i + 48, i:i + 64]), 'mono8') for i in range(8)]
+    flood = 1000
+    try:
+        driver.send('', small[0])  # the node counts gaps from the first frame it takes
+        for i in range(flood):
+            driver.publish('', small[i % len(small)], next(_stamps))
+        driver.send('', small[0])
+        sent, matched = 1 + flood + 1, len(driver.matches[''].messages)
+
+        def ours(array):  # this node's status, once it has counted every frame matched here
+            for status in array.status:
+                values = {v.key: v.value for v in status.values}
+                if values.get('image topic') == f'{node.namespace}/image' and int(values['frames processed']) >= matched:
+                    return values
+            return None
+        values = ours(diagnostics.wait_for(ours, 'the status after the last frame', WAIT_S))
+        received, processed, dropped = (int(values[k]) for k in ('images received', 'frames processed', 'frames dropped'))
+        assert 'frames lost before the callback' in values, f'lost frames are not counted: {values}'
+        lost = int(values['frames lost before the callback'])
+        print(f'\n[flood] {sent} 64x48 frames sent back to back: {received} received ({processed} processed, '
+              f'{dropped} dropped by the mailbox), {lost} lost before the callback')
+        assert values['frames lost counted from'] == 'publication sequence numbers (one publisher)'
+        assert processed == matched and processed + dropped == received
+        assert received + lost == sent and lost > 0
+    finally:
+        driver.close()
+
+
 def test_two_cameras_in_one_node_process(context, weight_files, full_frames):
     """Issue 7: two cameras over DDS, fed from another process, each matched against its own keyframe on
     its own topics; keyframe ids per camera; bad input on one leaves the other's matching untouched."""

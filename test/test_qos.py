@@ -17,11 +17,13 @@ from types import SimpleNamespace
 
 import pytest
 import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from ros_helpers import Inbox, Spinner, isolate_ros_network, wait_until
+from superglue_ros.ros.diagnostics import SequenceGaps
 from superglue_ros.ros.qos import RELIABLE_DEPTH, AdaptiveSubscription, subscription_qos, user_overrides
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -142,6 +144,52 @@ def test_reliable_publisher_every_frame_arrives(node, topic):
         subscription.destroy()
         wait_until(lambda: node.count_subscribers(topic) == 0, 'the subscription gone from the graph', WAIT_S)
     finally:
+        driver.stop()
+
+
+def test_take_drains_the_reader_and_every_frame_is_taken_or_counted_lost(node, topic):
+    """While the callback holds its callback group (as node.Camera._on_image does while the worker is busy),
+    a reliable keep-last-10 driver in another process sends 59 small frames back to back: the reader's
+    history overwrites most of them. take() gives the newest (deserialized) and the info of every message
+    taken; with the callback's first frame, taken + the gaps in the publication sequence numbers
+    (SequenceGaps) = the 60 frames sent."""
+    driver = CameraDriver(topic, 'reliable', size=(64, 48))
+    held, release, infos = threading.Event(), threading.Event(), []
+
+    def hold(msg, info):
+        assert msg.header.stamp.sec == 1
+        infos.append(info)
+        held.set()
+        release.wait(WAIT_S)
+    try:
+        wait_until(lambda: node.count_publishers(topic), 'the camera driver in the graph', WAIT_S)
+        subscription = AdaptiveSubscription(node, Image, topic, hold, MutuallyExclusiveCallbackGroup())
+        driver.command('wait reliable', 'matched')
+        driver.command('send 1 0', 'sent 1')
+        assert held.wait(WAIT_S)
+        driver.command('send 59 0', 'sent 59')
+        newest = []
+
+        def drained():  # take until the last frame sent is in
+            msg, taken = subscription.take()
+            infos.extend(taken)
+            newest.extend([msg] if msg is not None else [])
+            return newest and newest[-1].header.stamp.sec == 60
+        wait_until(drained, 'the last frame sent taken', WAIT_S)
+        release.set()
+        assert (newest[-1].width, newest[-1].height) == (64, 48)
+        numbers = [info['publication_sequence_number'] for info in infos]
+        assert numbers[0] == 1 and numbers[-1] == 60 and numbers == sorted(set(numbers)), numbers
+        gaps = SequenceGaps()
+        gaps.note(infos, publishers=1)
+        lost = int(gaps.figures()['frames lost before the callback'])
+        print(f'\n[take] 60 sent: {len(infos)} taken, {lost} lost before the callback')
+        assert len(infos) + lost == 60 and lost >= 60 - 2 * RELIABLE_DEPTH - 1  # the reader keeps 10
+        assert subscription.take() == (None, [])
+        subscription.destroy()
+        assert subscription.take() == (None, [])
+    finally:
+        release.set()
         driver.stop()
 
 

@@ -77,6 +77,45 @@ def wrong_topic_type(topic: str, expected: str, publisher_types, remap: str, bas
             f'receives nothing from {"them" if sum(wrong.values()) > 1 else "it"}: {advice}')
 
 
+class SequenceGaps:
+    """Frames lost before the subscription callback, counted from gaps in the publication sequence numbers
+    of the messages taken (rmw message info: a DDS writer numbers its samples 1, 2, 3, ...). A number
+    missing between two taken was overwritten in a keep-last history while the node was slower than the
+    publisher (reliable or best effort alike), or lost on the way (best effort). Counted while the topic
+    has one publisher: with more, the writers' numbers interleave; a number that does not rise (a new
+    publisher) starts the count again. Thread-safe."""
+
+    UNSUPPORTED = 2 ** 64 - 1  # rmw's RMW_MESSAGE_INFO_SEQUENCE_NUMBER_UNSUPPORTED
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._last = None
+        self._lost = 0
+        self._why_not = 'no image yet'  # why the gaps are not counted now; None while they are
+
+    def note(self, infos: list, publishers: int):
+        """infos: rclpy's message info dicts of the messages taken, in the order taken; publishers: the
+        topic's publisher count now."""
+        with self._lock:
+            for info in infos:
+                number = info.get('publication_sequence_number', self.UNSUPPORTED)
+                if publishers != 1 or number in (0, self.UNSUPPORTED):
+                    self._last = None
+                    self._why_not = (f'{publishers} publishers' if publishers != 1
+                                     else 'the RMW gives no publication sequence numbers')
+                    continue
+                if self._last is not None and number > self._last + 1:
+                    self._lost += number - self._last - 1
+                self._last, self._why_not = number, None
+
+    def figures(self) -> dict:
+        """The /diagnostics key-values: the count, and how it is counted (or why it is not, now)."""
+        with self._lock:
+            return {'frames lost before the callback': str(self._lost),
+                    'frames lost counted from': ('publication sequence numbers (one publisher)' if self._why_not is None
+                                                 else f'nothing now: {self._why_not}')}
+
+
 @dataclass
 class Report:
     """Totals, the last frame's figures, and the window since the previous report."""
@@ -128,10 +167,11 @@ class Statistics:
         self._camera_info_received = False
         self._last_logged = {}  # kind -> time.monotonic() of its last error log
 
-    def image_received(self, has_camera_info: bool):
+    def image_received(self, has_camera_info: bool, count: int = 1):
+        """`count` images taken from the subscription (the newest of them has or lacks a camera_info)."""
         with self._lock:
-            self._received_total += 1
-            self._window.received += 1
+            self._received_total += count
+            self._window.received += count
             self._last_image_time = time.monotonic()
             self._camera_info_received |= has_camera_info
 

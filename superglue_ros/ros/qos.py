@@ -8,6 +8,7 @@ them all. A reliable reader, in turn, does not match a best-effort publisher at 
 
     subscription = AdaptiveSubscription(node, Image, 'image', callback)
     subscription.topic_name, subscription.qos, subscription.overridden; subscription.destroy()
+    newest, infos = subscription.take()  # drain the reader: the newest message, the info of all taken
 
 Rule (subscription_qos): every publisher reliable -> reliable, keep last RELIABLE_DEPTH; any
 best-effort publisher -> best effort, keep last 5 (sensor data); no publisher yet -> sensor-data QoS.
@@ -26,9 +27,10 @@ import threading
 
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import ParameterException
+from rclpy.exceptions import InvalidHandle, ParameterException
 from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import InvalidQosOverridesError, QoSOverridingOptions
+from rclpy.serialization import deserialize_message
 
 POLL_S = 1.0
 # Reliable readers keep the depth of rclpy's default profile (qos_profile_default, keep last 10): a
@@ -109,7 +111,8 @@ class AdaptiveSubscription:
             self._timer = None
         else:
             self._subscription = node.create_subscription(msg_type, topic, callback, qos, callback_group=callback_group)
-            self._timer = node.create_timer(poll_s, self._follow_publishers, callback_group=callback_group,
+            # not in callback_group: a callback there may wait long (node.Camera._on_image waits for its worker)
+            self._timer = node.create_timer(poll_s, self._follow_publishers,
                                             clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._qos = self._subscription.qos_profile
         node.get_logger().info(f'{self.topic_name}: subscribed {describe(self._qos)}' +
@@ -138,6 +141,25 @@ class AdaptiveSubscription:
                                                                 callback_group=self._callback_group)
             self._qos = self._subscription.qos_profile
         self._node.get_logger().info(f'{self.topic_name}: {len(publishers)} publisher(s); subscribed {describe(qos)}')
+
+    def take(self) -> tuple:
+        """Drains the reader: (the newest message waiting, or None; the message info of every message taken,
+        oldest first: rclpy's dict with publication_sequence_number, received_timestamp (ns) and the like).
+        The others are taken serialized and never deserialized, so a flood costs a copy per message. Safe on
+        any thread; nothing once destroyed."""
+        with self._lock:
+            subscription, taken = self._subscription, []
+            if subscription is None:
+                return None, []
+            try:
+                with subscription.handle:
+                    while (sample := subscription.handle.take_message(self._msg_type, True)) is not None:
+                        taken.append(sample)
+            except InvalidHandle:  # destroyed meanwhile
+                pass
+        if not taken:
+            return None, []
+        return deserialize_message(taken[-1][0], self._msg_type), [info for _, info in taken]
 
     def destroy(self):
         """Destroy the subscription and its timer (idempotent)."""
