@@ -453,7 +453,11 @@ def test_match_service_under_a_memory_limit(context, weight_files, full_frames):
         assert not response.success and 'memory' in response.message and '\n' not in response.message
         assert 'lower the image size (resize' in response.message
         assert node.process.poll() is None, node.output
-        assert call_service(client, request, WAIT_S).success  # the next request works
+        try:
+            assert call_service(client, request, WAIT_S).success  # the next request works
+        except BaseException:
+            print(f'node output:\n{node.output}')
+            raise
         assert 'Traceback' not in node.output
     finally:
         driver.close()

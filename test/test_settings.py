@@ -225,6 +225,8 @@ def test_cli_refuses_with_the_same_message(name, capsys, tmp_path):
         parsed = _parsed(name, words)
         if parsed is None or _accepted(name, parsed):
             continue  # not expressible on a command line, or a different value once parsed (3 -> '3')
+        if name == 'resize' and parsed[1] == -1:
+            continue  # WIDTH -1 is the original's form (the longest side; -1 -1: as given): test_cli
         assert cli.main([str(image), str(image), flag, *words]) == 2
         err = capsys.readouterr().err
         assert err.count('\n') == 1 and refusal(check, name, parsed) in err
