@@ -27,7 +27,6 @@ from typing import Callable
 
 MIN_IMAGE_SIZE = 16  # SuperPoint works on 8x8 cells and needs a few of them (image.py)
 MAX_RESIZE = 8192    # an 8K frame (7680 x 4320) fits; larger is a typo that would exhaust host memory
-CAMERA_NAME = r'[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*'  # a named camera: a relative ROS name
 
 
 def _is_int(value) -> bool:
@@ -66,7 +65,7 @@ def _device(value) -> bool:
     return isinstance(value, str) and re.fullmatch(r'auto|cpu|cuda(:\d+)?', value) is not None
 
 
-CAMERA_NAME = r'[A-Za-z][A-Za-z0-9_]*(?:/[A-Za-z][A-Za-z0-9_]*)*'  # a relative ROS name
+CAMERA_NAME = r'[A-Za-z][A-Za-z0-9_]*(?:/[A-Za-z][A-Za-z0-9_]*)*'  # a named camera: a relative ROS name
 
 
 def _cameras(value) -> bool:
