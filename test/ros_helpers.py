@@ -119,13 +119,21 @@ class Spinner:
         self._thread.join(timeout=5)
 
 
-def call_service(client, request, timeout: float = 60.0):
-    """Call a service from a thread that is not spinning; the Spinner serves the response."""
+def call_service(client, request, timeout: float = 60.0, resend_s: float | None = None):
+    """Call a service from a thread that is not spinning; the Spinner serves the response. resend_s, for a
+    request that may be sent twice (a query): sent again after resend_s seconds without a response. The
+    first call after discovery can lose its response: the client sees the service before the server's
+    response writer has matched the client's reader (DDS discovery runs per endpoint)."""
     if not client.wait_for_service(timeout_sec=timeout):
         pytest.fail(f'service {client.srv_name} not available after {timeout} s')
-    future = client.call_async(request)
-    done = threading.Event()
-    future.add_done_callback(lambda _: done.set())
-    if not done.wait(timeout):
-        pytest.fail(f'service {client.srv_name}: no response after {timeout} s')
-    return future.result()
+    deadline = time.monotonic() + timeout
+    while True:
+        future = client.call_async(request)
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        left = deadline - time.monotonic()
+        if done.wait(min(left, resend_s or left)):
+            return future.result()
+        client.remove_pending_request(future)
+        if time.monotonic() >= deadline:
+            pytest.fail(f'service {client.srv_name}: no response after {timeout} s')

@@ -35,7 +35,7 @@ def test_a_topic_of_another_type_is_named_with_what_to_set(context, weight_files
     base = topic.removesuffix('/compressed')
     node = NodeProcess(f'/test_wrong_type_{os.getpid()}', {**FULL_SETTINGS, **weight_files, 'image_transport': transport},
                        remap={'image': base if transport == 'compressed' else topic})
-    driver = Driver(context, node, msg_type=published, topics={'': topic})  # waits for the node's subscription
+    driver = Driver(context, node, msg_type=published, topics={'': topic}, matched=False)  # the node's subscription
     diagnostics = Inbox('/diagnostics')
     driver.helper.create_subscription(DiagnosticArray, '/diagnostics', diagnostics, 100)
     expected = 'sensor_msgs/msg/CompressedImage' if transport == 'compressed' else 'sensor_msgs/msg/Image'

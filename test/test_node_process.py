@@ -262,15 +262,17 @@ def full_frames(freiburg_paths):
 
 class Driver:
     """A camera driver as REP 2003 describes one, in this process: reliable, keep last 10; and readers of
-    the node's outputs. The node runs in its own process (NodeProcess)."""
+    the node's outputs. The node runs in its own process (NodeProcess). matched=False: msg_type is not the
+    node's (its reader never matches ours); the wait is for its reliable subscription in the graph only."""
 
-    def __init__(self, context, node: NodeProcess, cameras=('',), msg_type=Image, topics=None):
+    def __init__(self, context, node: NodeProcess, cameras=('',), msg_type=Image, topics=None, matched=True):
         self.node, self.helper = node, Node('driver', namespace=node.namespace, context=context)
-        self.matches, self.publishers = {}, {}
+        self.matches, self.publishers, readers = {}, {}, []
         for camera in cameras:
             prefix = f'{camera}/' if camera else ''
             self.matches[camera] = Inbox(f'~/{prefix}matches')
-            self.helper.create_subscription(Matches, f'superglue/{prefix}matches', self.matches[camera], 1000)
+            readers.append(self.helper.create_subscription(Matches, f'superglue/{prefix}matches',
+                                                           self.matches[camera], 1000))
             topic = (topics or {}).get(camera, f'{prefix}image')
             self.publishers[camera] = self.helper.create_publisher(msg_type, topic, RELIABLE)
         self.spinner = Spinner(context, self.helper).__enter__()
@@ -281,6 +283,12 @@ class Driver:
                 for info in self.helper.get_subscriptions_info_by_topic(topic)),
                 f'the node to subscribe {topic} reliably', WAIT_S)
             assert node.process.poll() is None, f'the node exited:\n{node.output}'
+        # the graph shows an endpoint before DDS has matched it with ours, each pair on its own: a frame sent
+        # before its reader matched, or a Matches before ours did, is lost
+        wait_until(lambda: node.process.poll() is not None or (
+            all(p.get_subscription_count() or not matched for p in self.publishers.values())
+            and all(r.get_publisher_count() for r in readers)), 'the node to match our endpoints', WAIT_S)
+        assert node.process.poll() is None, f'the node exited:\n{node.output}'
 
     def publish(self, camera, msg, stamp: int, frame_id: str = 'camera'):
         msg.header.stamp.sec, msg.header.frame_id = stamp, frame_id
@@ -289,7 +297,10 @@ class Driver:
     def send(self, camera, msg, frame_id: str = 'camera') -> 'Matches':
         stamp = next(_stamps)
         self.publish(camera, msg, stamp, frame_id)
-        return self.matches[camera].wait_for(lambda m: m.header.stamp.sec == stamp, f'stamp {stamp}', WAIT_S)
+        try:
+            return self.matches[camera].wait_for(lambda m: m.header.stamp.sec == stamp, f'stamp {stamp}', WAIT_S)
+        except pytest.fail.Exception as e:  # what the node said meanwhile
+            pytest.fail(f'{e}\nnode output (last 3000 characters):\n{self.node.output[-3000:]}')
 
     def close(self):
         self.spinner.__exit__()
