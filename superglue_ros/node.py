@@ -89,7 +89,7 @@ from .ros.messages import (features_message, fill_match_images_response, fill_ma
                            keyframe_message, loop_candidates_message, match_picture, matches_message,
                            stamp_to_seconds, stereo_matches_message, stereo_picture)
 from .runtime import RuntimeUnavailable
-from .settings import mask_paths, names, rectified_cameras_of, stereo_pairs_of
+from .settings import SETTINGS, mask_paths, names, rectified_cameras_of, stereo_pairs_of
 from .stereo import LEFT, NO_TRACK, PAIR_QUEUE_SIZE, RIGHT, StampPairer, StereoGeometry, StereoVerification, stamp_ns
 from .tracking import KeyframePolicy
 from .weights import WeightsError
@@ -244,6 +244,8 @@ class Camera:
         self._features = self._features_pub = None
         self._said_uncalibrated = False  # publish_features without a calibration: said once
         self._said_model = ''            # the camera model last logged (_say_model)
+        self.camera_info_problem = None  # why the last frame's camera_info was ignored (_camera_info_ignored)
+        self._said_camera_info_at = -LOG_THROTTLE_S
         self._said_wrong_type = None     # the image topics' wrong publisher types last logged (diagnostics timer)
         if node.values['publish_features']:  # camera_id: the camera's place in `cameras` (0 left, 1 right)
             self._features = FeatureVelocity(node.values['cameras'].index(name))
@@ -360,18 +362,26 @@ class Camera:
         (malformed, or of another image size after its ROI and binning: logged, throttled). A camera in
         rectified_cameras is projected by P, others undistorted with K and D (geometry.Calibration)."""
         problem = camera_info is not None and size_problem(camera_info, image_size, f'the images on {self.image_topic}')
-        if problem:
-            self.node.get_logger().error(f'camera_info on {self.camera_info.topic} ignored: {problem}',
-                                         throttle_duration_sec=LOG_THROTTLE_S)
-            return None
         try:
-            calibration = Calibration.from_camera_info(camera_info, rectified=self.name in self.node.rectified_cameras)
+            calibration = None if problem else Calibration.from_camera_info(
+                camera_info, rectified=self.name in self.node.rectified_cameras)
         except ValueError as e:
-            self.node.get_logger().error(f'camera_info on {self.camera_info.topic} ignored: {e}',
-                                         throttle_duration_sec=LOG_THROTTLE_S)
+            problem = str(e)
+        self._camera_info_ignored(problem or None)
+        if problem:
             return None
         self._say_model(calibration, camera_info)
         return calibration
+
+    def _camera_info_ignored(self, problem: str | None):
+        """Why the camera_info of the last frame was ignored (None: it was not), shown on /diagnostics; logged as
+        an error each time it changes, and every LOG_THROTTLE_S seconds while it stays."""
+        now = time.monotonic()
+        if problem is not None and (problem != self.camera_info_problem or now - self._said_camera_info_at
+                                    >= LOG_THROTTLE_S):
+            self.node.get_logger().error(f'camera_info on {self.camera_info.topic} ignored: {problem}')
+            self._said_camera_info_at = now
+        self.camera_info_problem = problem
 
     def _say_model(self, calibration: Calibration | None, camera_info: CameraInfo | None):
         """Log which camera model maps this camera's pixels: once, and again when it changes."""
@@ -484,6 +494,10 @@ class Camera:
         status = diagnostic_status(self.stats.report(), self.status_name, self.image_topic, self.camera_info.topic,
                                    device, self.mailbox.dropped, self._check_topic_types())
         status.values += [KeyValue(key=k, value=v) for k, v in self.lost.figures().items()]
+        status.values.append(KeyValue(key='camera_info ignored', value=self.camera_info_problem or 'no'))
+        if self.camera_info_problem is not None and status.level == DiagnosticStatus.OK:
+            status.level = DiagnosticStatus.WARN
+            status.message = f'camera_info ignored: {self.camera_info_problem}'
         keyframes = self.pipeline.keyframes
         status.values += [KeyValue(key='keyframes stored', value=str(len(keyframes))),
                           KeyValue(key='keyframes evicted', value=str(keyframes.evicted)),
@@ -721,7 +735,7 @@ class SuperGlueNode(LifecycleNode):
     def __init__(self, managed: bool = False, **node_options):
         super().__init__(NODE_NAME, enable_communication_interface=managed, **node_options)
         self.managed = managed
-        self.values = parameters.declare(self)
+        self.values = parameters.declare(self, managed)
         for name, close in parameters.unknown_overrides(self).items():
             self.get_logger().warn(f"parameter '{name}' ignored: this node has no such parameter"
                                    + (f"; did you mean '{close[0]}'?" if close else '')
@@ -737,6 +751,8 @@ class SuperGlueNode(LifecycleNode):
                                 for service in ('match_images', 'match_keyframes')}
         self._running = Counter()              # service calls and transitions in progress, by what they are
         self._served = threading.Condition()
+        if managed:
+            self._service_change_state.callback = self._guarded(self._service_change_state.callback)
         if not managed:
             for transition in (self.trigger_configure, self.trigger_activate):
                 transition()
@@ -759,6 +775,23 @@ class SuperGlueNode(LifecycleNode):
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
         return self._transition('shutdown', self._release)
+
+    def _guarded(self, serve):
+        """rclpy's ~/change_state handler `serve`, answering a transition that the current state does not have
+        with success=false and one warning line: rclpy (Jazzy) raises out of the service there, and the executor
+        with it (ros2/rclpy#1209), so a lifecycle manager's call out of order would stop the node."""
+        def change_state(request, response):
+            transition = request.transition
+            state = self._state_machine.current_state[1]
+            available = {label: number for number, label, *_ in self._state_machine.available_transitions}
+            if (transition.label or transition.id) not in (available if transition.label else available.values()):
+                self.get_logger().warn(
+                    f'transition {transition.label or transition.id} refused: the node is {state}, where the '
+                    f'transitions are {", ".join(f"{label} ({number})" for label, number in available.items())}')
+                response.success = False
+                return response
+            return serve(request, response)
+        return change_state
 
     def _transition(self, name: str, step, undo=None) -> TransitionCallbackReturn:
         """SUCCESS when step() returns; when it raises, undo() and FAILURE (the state stays as it was), with
@@ -929,9 +962,15 @@ class SuperGlueNode(LifecycleNode):
     # -- parameters: on-set validates (settings.check), post-set applies (as ros2/demos) ----------
 
     def _validate_parameters(self, changed) -> SetParametersResult:
-        """On-set step: each value (parameters.validate), then what the Matcher refuses of them together
-        with its start-up settings (Matcher.check_settings: static_shapes' rules) once configured."""
+        """On-set step: each value (parameters.validate); once configured, no start-up setting (the managed
+        node takes them while unconfigured; the plain node's are read-only) and what the Matcher refuses of the
+        values together with its start-up settings (Matcher.check_settings: static_shapes' rules)."""
         result = parameters.validate(changed)
+        start_up = [p.name for p in changed if p.name in SETTINGS and not SETTINGS[p.name].live]
+        if result.successful and start_up and self.matcher is not None:  # the managed node, configured
+            return SetParametersResult(successful=False, reason=(
+                f'{", ".join(start_up)}: start-up settings, taken while the node is unconfigured: cleanup, set '
+                'them, then configure'))
         if result.successful and self.matcher is not None:
             model = {name: value for name, value in parameters.changes(changed).items() if name in Matcher.MODEL_SETTINGS}
             try:

@@ -21,7 +21,7 @@ from sensor_msgs.msg import CameraInfo
 from superglue_ros.ros.image_conversion import numpy_to_image_msg
 from test_node_process import FULL_SETTINGS, RELIABLE, WAIT_S, Driver, NodeProcess, full_frames, weight_files  # noqa: F401
 from test_image_conversion import mosaic
-from ros_helpers import wait_until
+from ros_helpers import Inbox, wait_until
 
 STRONG_LENS = [-0.28, 0.07, 0.0008, -0.0005, 0.0]  # the issue's wide-angle plumb_bob
 K = np.array([[525.0, 0, 319.5], [0, 525.0, 239.5], [0, 0, 1]])
@@ -104,6 +104,23 @@ def test_rectified_and_binned_camera_infos_over_dds(context, weight_files, full_
         assert ("camera 'binned': plumb_bob with 8 coefficients, undistorted with K and D (binning 2x2 of the "
                 'camera_info applied)') in node.output
         assert 'ignored' not in node.output, node.output
+
+        # two unusable camera_infos one after the other: each refused with its own line (not throttled away
+        # as the same message), and /diagnostics names the one in use now
+        from diagnostic_msgs.msg import DiagnosticArray
+        diagnostics = Inbox('/diagnostics')
+        driver.helper.create_subscription(DiagnosticArray, '/diagnostics', diagnostics, 100)
+        for length in (3, 6):
+            bad = binned_info()
+            bad.d = bad.d[:length]
+            for _ in range(10):  # until a frame sent after it carries it
+                infos['binned'].publish(bad)
+                if len(driver.send('binned', frames[1]).camera_info.d) == length:
+                    break
+            assert f'coefficients in D, got {length}:' in node.output, node.output
+        diagnostics.wait_for(lambda array: any(
+            'coefficients in D, got 6:' in {v.key: v.value for v in status.values}.get('camera_info ignored', '')
+            and status.level == status.WARN for status in array.status), 'the camera_info ignored now', WAIT_S)
     finally:
         driver.close()
 

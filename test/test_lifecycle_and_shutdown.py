@@ -32,11 +32,22 @@ class Manager:
         self.helper = Node('lifecycle_manager', namespace=node.namespace, context=context)
         self._change = self.helper.create_client(ChangeState, 'superglue/change_state')
         self._get = self.helper.create_client(GetState, 'superglue/get_state')
+        self._set = None
         self.spinner = Spinner(context, self.helper).__enter__()
 
     def transition(self, transition_id: int) -> bool:
         request = ChangeState.Request(transition=Transition(id=transition_id))
         return call_service(self._change, request, WAIT_S).success
+
+    def set(self, name: str, value: str):
+        """SetParameters of one string parameter: its SetParametersResult."""
+        from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+        from rcl_interfaces.srv import SetParameters
+        client = self._set or self.helper.create_client(SetParameters, 'superglue/set_parameters')
+        self._set = client
+        value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        return call_service(client, SetParameters.Request(parameters=[Parameter(name=name, value=value)]),
+                            WAIT_S).results[0]
 
     def state(self) -> str:
         return call_service(self._get, GetState.Request(), WAIT_S, resend_s=5.0).current_state.label
@@ -120,7 +131,18 @@ def test_a_configure_that_fails_leaves_the_node_unconfigured_saying_why(context,
         assert manager.state() == 'unconfigured' and node.process.poll() is None, node.output
         line, = [line for line in node.output.splitlines() if 'configure failed' in line]
         assert 'ERROR' in line and str(missing) in line and 'does not exist' in line, line
-        assert 'Traceback' not in node.output, node.output
+
+        # a transition the state does not have: success=false and one line, the node stays (rclpy#1209 raises)
+        assert not manager.transition(Transition.TRANSITION_CLEANUP) and manager.state() == 'unconfigured'
+        assert 'transition 2 refused: the node is unconfigured, where the transitions are configure (1)' in (
+            node.output), node.output
+        # the weights set while unconfigured, then configure takes them; once configured they are refused
+        assert manager.set('superglue_weights', weight_files['superglue_weights']).successful
+        assert manager.transition(Transition.TRANSITION_CONFIGURE) and manager.state() == 'inactive'
+        refused = manager.set('superglue_weights', str(missing))
+        assert not refused.successful and 'taken while the node is unconfigured: cleanup' in refused.reason
+        assert manager.transition(Transition.TRANSITION_CLEANUP) and manager.state() == 'unconfigured'
+        assert node.process.poll() is None and 'Traceback' not in node.output, node.output
     finally:
         manager.close()
         node.stop()

@@ -19,23 +19,26 @@ class ParameterError(ValueError):
     """A parameter value that is not accepted; the message is settings.check()'s."""
 
 
-def descriptor(setting: Setting) -> ParameterDescriptor:
-    """The descriptor of one setting: description, accepted values, read-only unless live."""
+def descriptor(setting: Setting, managed: bool = False) -> ParameterDescriptor:
+    """The descriptor of one setting: description, accepted values, read-only unless live. managed (the
+    lifecycle node): a start-up setting is not read-only; the node takes it while unconfigured and configure
+    applies it (SuperGlueNode._validate_parameters refuses it once configured)."""
     kind = type(setting.default).__name__ if not isinstance(setting.default, list) else \
         f'list of {type(setting.default[0]).__name__}' if setting.default else 'list'  # [] (stereo_pairs): a list
     return ParameterDescriptor(
-        name=setting.name, description=setting.description, read_only=not setting.live, dynamic_typing=True,
-        additional_constraints=f'{kind}; accepted: {setting.accepted}'
-                               f'{"" if setting.live else " (read-only: restart to change)"}')
+        name=setting.name, description=setting.description, read_only=not (setting.live or managed),
+        dynamic_typing=True, additional_constraints=f'{kind}; accepted: {setting.accepted}' + (
+            '' if setting.live else ' (set while unconfigured, then configure)' if managed
+            else ' (read-only: restart to change)'))
 
 
-def declare(node) -> dict:
-    """Declare every setting as a parameter of `node`; their checked values by name.
+def declare(node, managed: bool = False) -> dict:
+    """Declare every setting as a parameter of `node` (descriptor(setting, managed)); their checked values by name.
     ParameterError with settings.check()'s message when an override (command line, YAML) is refused."""
     values = {}
     for name, setting in SETTINGS.items():
         try:
-            value = node.declare_parameter(name, setting.default, descriptor(setting)).value
+            value = node.declare_parameter(name, setting.default, descriptor(setting, managed)).value
         except ParameterException as e:
             raise ParameterError(f"parameter '{name}': {e}") from None
         try:
