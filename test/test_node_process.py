@@ -6,6 +6,7 @@ counted instead of queued); Ctrl-C (SIGINT) ends it cleanly; missing or corrupt 
 parameters stop it at start-up with a non-zero exit code and a message that says what to do.
 The node runs confident random weights written by the test as original .pth files, on CPU.
 """
+import ctypes
 import itertools
 import os
 import re
@@ -50,6 +51,7 @@ class NodeProcess:
         self.namespace = namespace
 
         def limit():
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the node goes when the test run does
             if address_space is not None:
                 resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
         self.process = subprocess.Popen([sys.executable, '-m', 'superglue_ros.node', *options, '--ros-args', *args],
@@ -276,6 +278,13 @@ class Driver:
             topic = (topics or {}).get(camera, f'{prefix}image')
             self.publishers[camera] = self.helper.create_publisher(msg_type, topic, RELIABLE)
         self.spinner = Spinner(context, self.helper).__enter__()
+        try:
+            self._wait_matched(node, readers, matched)
+        except BaseException:  # the test never gets the driver to close: the node would outlive it
+            self.close()
+            raise
+
+    def _wait_matched(self, node: NodeProcess, readers: list, matched: bool):
         for camera, publisher in self.publishers.items():  # the node follows the publisher: reliable
             topic = publisher.topic_name
             wait_until(lambda: node.process.poll() is not None or any(
