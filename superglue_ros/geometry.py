@@ -68,7 +68,12 @@ def image_size(camera_info) -> tuple[int, int] | None:
 def size_problem(camera_info, size: tuple[int, int], images: str = 'the images') -> str | None:
     """Why a camera_info does not describe images of `size` (width, height): one phrase naming both sizes and
     the ROI / binning that gave the camera_info's ('it is for 1280x960 images with binning 2x2, i.e. 640x480,
-    <images> are 320x240'); None when it does, or gives no size."""
+    <images> are 320x240', or 'its ROI 640x480 at (600, 0) runs past the 640x480 sensor'); None when it does,
+    or gives no size."""
+    x, y, width, height = _roi(camera_info)
+    sensor = int(getattr(camera_info, 'width', 0)), int(getattr(camera_info, 'height', 0))
+    if all(sensor) and (x + width > sensor[0] or y + height > sensor[1]):
+        return f'its ROI {width}x{height} at ({x}, {y}) runs past the {sensor[0]}x{sensor[1]} sensor'
     expected = image_size(camera_info)
     if expected is None or tuple(size) == expected:
         return None

@@ -382,6 +382,9 @@ def test_image_size_of_a_binned_camera_info():
                                                  '320x240, the images are 640x480')
     assert size_problem(full_camera_info(), (320, 240)) == 'it is for 640x480 images, the images are 320x240'
     assert image_size(camera_info()) is None  # no width, no ROI: nothing to check
+    past = full_camera_info(roi=(600, 0, 640, 480))  # the right edge at 1240 of a 640 wide sensor
+    assert size_problem(past, (640, 480)) == 'its ROI 640x480 at (600, 0) runs past the 640x480 sensor'
+    assert size_problem(full_camera_info(roi=(0, 0, 640, 480)), (640, 480)) is None  # the whole sensor
 
 
 @pytest.mark.parametrize('length', [4, 5, 8, 12, 14])
