@@ -319,7 +319,7 @@ class Camera:
         subscription = self._image_sub  # None after deactivate
         newest, infos = subscription.take() if subscription is not None else (None, [])
         infos.insert(0, info)
-        self.lost.note(infos, self.node.count_publishers(self.image_topic))
+        self.lost.note(infos, self._image_publishers(self.image_topic))
         if newest is not None:
             msg, info = newest, infos[-1]
         camera_info = self.camera_info.for_stamp(msg.header.stamp)
@@ -473,10 +473,18 @@ class Camera:
         """(camera name, resolved image topic) of each image subscription: a rig adds its right camera's."""
         return [(self.name, self.image_topic)]
 
+    def _image_type(self) -> str:
+        """The type this camera subscribes, as the ROS graph names it (image_transport)."""
+        return COMPRESSED_TYPE if self.node.values['image_transport'] == 'compressed' else IMAGE_TYPE
+
+    def _image_publishers(self, topic: str) -> int:
+        """Publishers of `topic` of the type subscribed (SequenceGaps: those of another type deliver nothing)."""
+        return sum(p.topic_type == self._image_type() for p in self.node.get_publishers_info_by_topic(topic))
+
     def _check_topic_types(self) -> str | None:
         """What wrong_topic_type() says of the image topics' publishers (diagnostics timer), logged as a warning
         once each time it changes; None when their types fit."""
-        expected = COMPRESSED_TYPE if self.node.values['image_transport'] == 'compressed' else IMAGE_TYPE
+        expected = self._image_type()
         problems = []
         for camera, topic in self._image_topics():
             types = [p.topic_type for p in self.node.get_publishers_info_by_topic(topic)]
@@ -603,11 +611,11 @@ class Rig(Camera):
     # (README: Large images over Fast DDS).
 
     def _on_image(self, msg, info: dict):
-        self.lost.note([info], self.node.count_publishers(self.image_topic))
+        self.lost.note([info], self._image_publishers(self.image_topic))
         self._offer(LEFT, msg, self.camera_info)
 
     def _on_right_image(self, msg, info: dict):
-        self.right_lost.note([info], self.node.count_publishers(self.right_image_topic))
+        self.right_lost.note([info], self._image_publishers(self.right_image_topic))
         self._offer(RIGHT, msg, self.right_camera_info)
 
     def _offer(self, side: int, msg, camera_info: CameraInfoSource):
