@@ -15,11 +15,11 @@ import os
 import cv2
 import numpy as np
 import pytest
-from rclpy.qos import QoSReliabilityPolicy
 from sensor_msgs.msg import CameraInfo
 
 from superglue_ros.ros.image_conversion import numpy_to_image_msg
-from test_node_process import FULL_SETTINGS, RELIABLE, WAIT_S, Driver, NodeProcess, full_frames, weight_files  # noqa: F401
+from test_node_process import (FULL_SETTINGS, WAIT_S, Driver, NodeProcess, driver_publisher, full_frames,  # noqa: F401
+                               wait_followed, weight_files)
 from test_image_conversion import mosaic
 from ros_helpers import Inbox, wait_until
 
@@ -44,17 +44,6 @@ def binned_info() -> CameraInfo:
                       binning_x=2, binning_y=2)
 
 
-def send_with_info(driver, camera, info_pub, info, msg):
-    """Publish the camera_info, then the frame, until a Matches carrying that camera_info comes back (without
-    message_filters the node takes the latest camera_info: it must have arrived before the frame)."""
-    for _ in range(10):
-        info_pub.publish(info)
-        matches = driver.send(camera, msg)
-        if matches.camera_info.k[0]:
-            return matches
-    pytest.fail(f'the camera_info of {camera} never reached the node:\n{driver.node.output}')
-
-
 def test_rectified_and_binned_camera_infos_over_dds(context, weight_files, full_frames):  # noqa: F811
     cameras = ('rect', 'binned')
     node = NodeProcess(f'/test_camera_models_{os.getpid()}', {**FULL_SETTINGS, **weight_files,
@@ -62,17 +51,14 @@ def test_rectified_and_binned_camera_infos_over_dds(context, weight_files, full_
                                                                'rectified_cameras': "['rect']"})
     driver = Driver(context, node, cameras=cameras)
     try:
-        infos = {camera: driver.helper.create_publisher(CameraInfo, f'{camera}/camera_info', RELIABLE)
-                 for camera in cameras}
+        infos = {camera: driver_publisher(driver.helper, CameraInfo, f'{camera}/camera_info') for camera in cameras}
         for publisher in infos.values():
-            wait_until(lambda: any(i.qos_profile.reliability == QoSReliabilityPolicy.RELIABLE
-                                   for i in driver.helper.get_subscriptions_info_by_topic(publisher.topic_name)),
-                       f'the node to subscribe {publisher.topic_name} reliably', WAIT_S)
+            wait_followed(node, publisher)
         frames = [numpy_to_image_msg(frame, 'bgr8') for frame in full_frames[:2]]
 
         rect = rectified_info()
-        send_with_info(driver, 'rect', infos['rect'], rect, frames[0])
-        matches = send_with_info(driver, 'rect', infos['rect'], rect, frames[1])
+        driver.send_with_info('rect', infos['rect'], rect, frames[0])
+        matches = driver.send_with_info('rect', infos['rect'], rect, frames[1])
         points = np.asarray(matches.frame_points, np.float64).reshape(-1, 2)
         normalized = np.asarray(matches.frame_points_normalized, np.float64).reshape(-1, 2)
         assert len(points) > 20 and normalized.shape == points.shape
@@ -91,8 +77,8 @@ def test_rectified_and_binned_camera_infos_over_dds(context, weight_files, full_
         assert off_px.mean() > 1
 
         binned = binned_info()
-        send_with_info(driver, 'binned', infos['binned'], binned, frames[0])
-        matches = send_with_info(driver, 'binned', infos['binned'], binned, frames[1])
+        driver.send_with_info('binned', infos['binned'], binned, frames[0])
+        matches = driver.send_with_info('binned', infos['binned'], binned, frames[1])
         points = np.asarray(matches.frame_points, np.float64).reshape(-1, 2)
         normalized = np.asarray(matches.frame_points_normalized, np.float64).reshape(-1, 2)
         assert len(points) > 20 and normalized.shape == points.shape  # used, not refused as one for 1280x960

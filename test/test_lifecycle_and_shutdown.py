@@ -13,12 +13,11 @@ import pytest
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.node import Node
-from rclpy.qos import QoSReliabilityPolicy
 
 from ros_helpers import Spinner, call_service, import_interfaces, wait_until
 from superglue_ros.ros.image_conversion import numpy_to_image_msg
 from test_node_process import (FULL_SETTINGS, WAIT_S, Driver, NodeProcess, _stamps, full_frames,  # noqa: F401
-                               weight_files)
+                               wait_followed, weight_files)
 
 Matches, _, MatchImages = import_interfaces()
 
@@ -59,10 +58,11 @@ class Manager:
 
 def wait_subscribed(driver: Driver, subscribed: bool = True):
     """Until the node's image subscription matches the driver's reliable publisher (or is gone)."""
-    topic = driver.publishers[''].topic_name
-    wait_until(lambda: any(info.qos_profile.reliability == QoSReliabilityPolicy.RELIABLE
-                           for info in driver.helper.get_subscriptions_info_by_topic(topic)) == subscribed,
-               f'the node to {"subscribe" if subscribed else "unsubscribe"} {topic}', WAIT_S)
+    publisher = driver.publishers['']
+    if subscribed:
+        return wait_followed(driver.node, publisher)
+    wait_until(lambda: not driver.helper.get_subscriptions_info_by_topic(publisher.topic_name),
+               f'the node to unsubscribe {publisher.topic_name}', WAIT_S)
 
 
 def test_the_managed_node_through_its_transitions_over_dds(context, weight_files, full_frames):

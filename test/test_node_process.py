@@ -15,11 +15,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -262,6 +264,37 @@ def full_frames(freiburg_paths):
     return [cv2.imread(str(path), cv2.IMREAD_COLOR) for path in freiburg_paths]
 
 
+def driver_publisher(helper: Node, msg_type, topic: str):
+    """A publisher as a camera driver makes one (REP 2003: reliable, keep last 10). Its readers_matched: how
+    many readers DDS has matched with it, ever (its matched event's total_count)."""
+    def matched(status):
+        publisher.readers_matched = status.total_count
+
+    publisher = helper.create_publisher(msg_type, topic, RELIABLE,
+                                        event_callbacks=PublisherEventCallbacks(matched=matched))
+    publisher.readers_matched = 0
+    return publisher
+
+
+def wait_followed(node: NodeProcess, publisher, matched: bool = True):
+    """Until the node (another process) subscribes `publisher`'s topic reliably, following our
+    driver_publisher, and DDS has matched that subscription with it (matched=False: the node's message type is
+    not ours, so they never match). The node subscribes best_effort before a publisher appears, then destroys
+    that subscription and subscribes reliable (qos.AdaptiveSubscription). The graph and DDS's matched counts
+    each learn of that on their own: a matched count of 1 can still be the old reader, and a frame sent then
+    is lost. Each subscription the node makes is a line of its log: our publisher must have matched as many."""
+    topic = publisher.topic_name
+
+    def followed():
+        made = [line for line in node.output.splitlines() if f'{topic}: ' in line and 'subscribed ' in line]
+        return bool(made) and 'subscribed reliable' in made[-1] and (
+            not matched or publisher.readers_matched >= len(made) and publisher.get_subscription_count() > 0)
+
+    wait_until(lambda: node.process.poll() is not None or followed(), f'the node to subscribe {topic} reliably',
+               WAIT_S)
+    assert node.process.poll() is None, f'the node exited:\n{node.output}'
+
+
 class Driver:
     """A camera driver as REP 2003 describes one, in this process: reliable, keep last 10; and readers of
     the node's outputs. The node runs in its own process (NodeProcess). matched=False: msg_type is not the
@@ -276,7 +309,7 @@ class Driver:
             readers.append(self.helper.create_subscription(Matches, f'superglue/{prefix}matches',
                                                            self.matches[camera], 1000))
             topic = (topics or {}).get(camera, f'{prefix}image')
-            self.publishers[camera] = self.helper.create_publisher(msg_type, topic, RELIABLE)
+            self.publishers[camera] = driver_publisher(self.helper, msg_type, topic)
         self.spinner = Spinner(context, self.helper).__enter__()
         try:
             self._wait_matched(node, readers, matched)
@@ -285,18 +318,11 @@ class Driver:
             raise
 
     def _wait_matched(self, node: NodeProcess, readers: list, matched: bool):
-        for camera, publisher in self.publishers.items():  # the node follows the publisher: reliable
-            topic = publisher.topic_name
-            wait_until(lambda: node.process.poll() is not None or any(
-                info.qos_profile.reliability == QoSReliabilityPolicy.RELIABLE
-                for info in self.helper.get_subscriptions_info_by_topic(topic)),
-                f'the node to subscribe {topic} reliably', WAIT_S)
-            assert node.process.poll() is None, f'the node exited:\n{node.output}'
-        # the graph shows an endpoint before DDS has matched it with ours, each pair on its own: a frame sent
-        # before its reader matched, or a Matches before ours did, is lost
-        wait_until(lambda: node.process.poll() is not None or (
-            all(p.get_subscription_count() or not matched for p in self.publishers.values())
-            and all(r.get_publisher_count() for r in readers)), 'the node to match our endpoints', WAIT_S)
+        for publisher in self.publishers.values():
+            wait_followed(node, publisher, matched)
+        # a Matches published before our reader matched is lost
+        wait_until(lambda: node.process.poll() is not None or all(r.get_publisher_count() for r in readers),
+                   'the node to match our readers', WAIT_S)
         assert node.process.poll() is None, f'the node exited:\n{node.output}'
 
     def publish(self, camera, msg, stamp: int, frame_id: str = 'camera'):
@@ -310,6 +336,22 @@ class Driver:
             return self.matches[camera].wait_for(lambda m: m.header.stamp.sec == stamp, f'stamp {stamp}', WAIT_S)
         except pytest.fail.Exception as e:  # what the node said meanwhile
             pytest.fail(f'{e}\nnode output (last 3000 characters):\n{self.node.output[-3000:]}')
+
+    def send_with_info(self, camera, info_publisher, info, msg, missed=None) -> 'Matches':
+        """Publish the camera_info, then the frame, until a Matches carrying that camera_info comes back (for
+        up to WAIT_S). Without message_filters the node takes the latest camera_info: it must have arrived before
+        the frame. And DDS matches each side of a pair on its own: what we publish after our writer matched the
+        node's reader, but before that reader matched our writer, is dropped, and what follows waits for the
+        writer's next heartbeat to repair the gap (seconds). missed(): called after each Matches without it."""
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            info_publisher.publish(info)
+            matches = self.send(camera, msg)
+            if matches.camera_info.k[0]:
+                return matches
+            if missed is not None:
+                missed()
+        pytest.fail(f'the camera_info of {camera!r} never reached the node:\n{self.node.output}')
 
     def close(self):
         self.spinner.__exit__()
@@ -520,23 +562,20 @@ def test_relative_pose_features_and_mask_over_dds(context, weight_files, panel_s
         features, keyframes = Inbox('~/features'), Inbox('~/keyframe')
         driver.helper.create_subscription(PointCloud, 'superglue/features', features, 100)
         driver.helper.create_subscription(Keyframe, 'superglue/keyframe', keyframes, 100)
-        info_pub = driver.helper.create_publisher(CameraInfo, 'camera_info', RELIABLE)
-        wait_until(lambda: any(i.qos_profile.reliability == QoSReliabilityPolicy.RELIABLE
-                               for i in driver.helper.get_subscriptions_info_by_topic(info_pub.topic_name)),
-                   'the node to subscribe camera_info reliably', WAIT_S)
+        info_pub = driver_publisher(driver.helper, CameraInfo, 'camera_info')
+        wait_followed(node, info_pub)
         info = CameraInfo(width=640, height=480, distortion_model='plumb_bob', d=[0.0] * 5,
                           k=panel_sequence.camera_info['k'])
         images = [numpy_to_image_msg(panel_sequence.image(i), 'bgr8') for i in range(POSE_FRAMES)]
-        first, trigger = None, driver.helper.create_client(Trigger, 'superglue/new_keyframe')
-        for _ in range(10):  # camera_info before the first frame: without message_filters the node takes the latest
-            info_pub.publish(info)
-            first = driver.send('', images[0])
-            if first.camera_info.k[0]:
-                break
-            # the camera_info came after the frame, which became a keyframe without a calibration: a new one
+        trigger = driver.helper.create_client(Trigger, 'superglue/new_keyframe')
+
+        def new_keyframe():  # frame 0 came without a calibration and became a keyframe without one
             assert call_service(trigger, Trigger.Request(), WAIT_S).success
-        assert first.camera_info.k[0] and first.is_new_keyframe and first.pose_source == 'none'
+        first = driver.send_with_info('', info_pub, info, images[0], missed=new_keyframe)
+        assert first.is_new_keyframe and first.pose_source == 'none'
         keyframe_stamp = first.header.stamp.sec
+        # its id: first.keyframe_id is the keyframe frame 0 was matched against when it became one on request
+        keyframe = keyframes.wait_for(lambda f: f.header.stamp.sec == keyframe_stamp, 'the first keyframe')
         results = [first]
         for msg in images[1:]:
             info_pub.publish(info)
@@ -544,7 +583,7 @@ def test_relative_pose_features_and_mask_over_dds(context, weight_files, panel_s
 
         print(f'\n[pose over DDS] random weights, 640x480, essential verification, keyframe = frame 0:')
         for k, m in enumerate(results[1:], 1):
-            assert m.keyframe_id == first.keyframe_id and m.verified_with == 'essential' and m.pose_source in ('essential', 'none')
+            assert m.keyframe_id == keyframe.keyframe_id and m.verified_with == 'essential' and m.pose_source in ('essential', 'none')
             q = m.relative_pose.orientation
             assert np.isclose(q.x ** 2 + q.y ** 2 + q.z ** 2 + q.w ** 2, 1.0, atol=1e-6)
             t = np.array([m.relative_pose.position.x, m.relative_pose.position.y, m.relative_pose.position.z])
@@ -572,7 +611,6 @@ def test_relative_pose_features_and_mask_over_dds(context, weight_files, panel_s
             decoded = vins_decode(cloud)
             assert all(observations[0][0] == 0 for observations in decoded.values())   # camera_id 0
             if k == 0:  # the keyframe: all its keypoints, Keyframe.track_ids, velocity 0
-                keyframe = keyframes.wait_for(lambda f: f.header.stamp.sec == keyframe_stamp, 'the first keyframe')
                 assert sorted(decoded) == sorted(keyframe.track_ids)
                 assert len(decoded) == len(keyframe.keypoints) // 2 > 50
                 assert all(obs[0][6] == obs[0][7] == 0 for obs in decoded.values())

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
-from rclpy.qos import QoSReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud
 
 from ros_helpers import Inbox, Spinner, random_weight_files, wait_until
@@ -25,7 +24,7 @@ from superglue_ros.demo.synthetic import stereo_sequence
 from superglue_ros.ros.image_conversion import numpy_to_image_msg
 from superglue_ros.stereo import NO_TRACK
 from superglue_ros.visualization import MARGIN
-from test_node_process import RELIABLE, WAIT_S, NodeProcess
+from test_node_process import WAIT_S, NodeProcess, driver_publisher, wait_followed
 
 from superglue_ros.msg import Matches, StereoMatches  # noqa: E402  (after ros_helpers: built messages)
 
@@ -54,9 +53,8 @@ class StereoDriver:
 
     def __init__(self, context, node: NodeProcess):
         self.node, self.helper = node, Node('stereo_driver', namespace=node.namespace, context=context)
-        self.images = {side: self.helper.create_publisher(Image, f'{side}/image', RELIABLE) for side in ('left', 'right')}
-        self.infos = {side: self.helper.create_publisher(CameraInfo, f'{side}/camera_info', RELIABLE)
-                      for side in ('left', 'right')}
+        self.images = {side: driver_publisher(self.helper, Image, f'{side}/image') for side in ('left', 'right')}
+        self.infos = {side: driver_publisher(self.helper, CameraInfo, f'{side}/camera_info') for side in ('left', 'right')}
         self.matches, self.stereo = Inbox('~/left/matches'), Inbox('~/left_right/stereo_matches')
         self.features = Inbox('~/left/features')
         self.helper.create_subscription(PointCloud, 'superglue/left/features', self.features, 100)
@@ -68,12 +66,7 @@ class StereoDriver:
         self.helper.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics, 10)
         self.spinner = Spinner(context, self.helper).__enter__()
         for publisher in (*self.images.values(), *self.infos.values()):
-            topic = publisher.topic_name
-            wait_until(lambda: node.process.poll() is not None or any(  # the node follows the publisher: reliable
-                info.qos_profile.reliability == QoSReliabilityPolicy.RELIABLE
-                for info in self.helper.get_subscriptions_info_by_topic(topic)),
-                f'the node to subscribe {topic} reliably', WAIT_S)
-            assert node.process.poll() is None, f'the node exited:\n{node.output}'
+            wait_followed(node, publisher)
 
     def publish(self, side: str, image: np.ndarray, info: CameraInfo, sec: int, nanosec: int, encoding: str = ''):
         msg = numpy_to_image_msg(image, 'bgr8')
