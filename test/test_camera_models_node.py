@@ -99,10 +99,7 @@ def test_rectified_and_binned_camera_infos_over_dds(context, weight_files, full_
         for length in (3, 6):
             bad = binned_info()
             bad.d = bad.d[:length]
-            for _ in range(10):  # until a frame sent after it carries it
-                infos['binned'].publish(bad)
-                if len(driver.send('binned', frames[1]).camera_info.d) == length:
-                    break
+            driver.send_with_info('binned', infos['binned'], bad, frames[1])
             assert f'coefficients in D, got {length}:' in node.output, node.output
         diagnostics.wait_for(lambda array: any(
             'coefficients in D, got 6:' in {v.key: v.value for v in status.values}.get('camera_info ignored', '')

@@ -12,6 +12,8 @@ import cv2
 import pytest
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
 from rclpy.node import Node
 
 from ros_helpers import Spinner, call_service, import_interfaces, wait_until
@@ -31,7 +33,7 @@ class Manager:
         self.helper = Node('lifecycle_manager', namespace=node.namespace, context=context)
         self._change = self.helper.create_client(ChangeState, 'superglue/change_state')
         self._get = self.helper.create_client(GetState, 'superglue/get_state')
-        self._set = None
+        self._set = self.helper.create_client(SetParameters, 'superglue/set_parameters')
         self.spinner = Spinner(context, self.helper).__enter__()
 
     def transition(self, transition_id: int) -> bool:
@@ -40,12 +42,8 @@ class Manager:
 
     def set(self, name: str, value: str):
         """SetParameters of one string parameter: its SetParametersResult."""
-        from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
-        from rcl_interfaces.srv import SetParameters
-        client = self._set or self.helper.create_client(SetParameters, 'superglue/set_parameters')
-        self._set = client
         value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
-        return call_service(client, SetParameters.Request(parameters=[Parameter(name=name, value=value)]),
+        return call_service(self._set, SetParameters.Request(parameters=[Parameter(name=name, value=value)]),
                             WAIT_S).results[0]
 
     def state(self) -> str:

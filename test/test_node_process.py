@@ -338,7 +338,7 @@ class Driver:
             pytest.fail(f'{e}\nnode output (last 3000 characters):\n{self.node.output[-3000:]}')
 
     def send_with_info(self, camera, info_publisher, info, msg, missed=None) -> 'Matches':
-        """Publish the camera_info, then the frame, until a Matches carrying that camera_info comes back (for
+        """Publish the camera_info `info`, then the frame, until a Matches carrying it comes back (for
         up to WAIT_S). Without message_filters the node takes the latest camera_info: it must have arrived before
         the frame. And DDS matches each side of a pair on its own: what we publish after our writer matched the
         node's reader, but before that reader matched our writer, is dropped, and what follows waits for the
@@ -347,7 +347,7 @@ class Driver:
         while time.monotonic() < deadline:
             info_publisher.publish(info)
             matches = self.send(camera, msg)
-            if matches.camera_info.k[0]:
+            if matches.camera_info == info:
                 return matches
             if missed is not None:
                 missed()
