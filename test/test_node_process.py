@@ -303,6 +303,7 @@ class Driver:
     def __init__(self, context, node: NodeProcess, cameras=('',), msg_type=Image, topics=None, matched=True):
         self.node, self.helper = node, Node('driver', namespace=node.namespace, context=context)
         self.matches, self.publishers, readers = {}, {}, []
+        self._diagnostics = None  # an Inbox of /diagnostics, subscribed by the first wait_status
         for camera in cameras:
             prefix = f'{camera}/' if camera else ''
             self.matches[camera] = Inbox(f'~/{prefix}matches')
@@ -336,6 +337,23 @@ class Driver:
             return self.matches[camera].wait_for(lambda m: m.header.stamp.sec == stamp, f'stamp {stamp}', WAIT_S)
         except pytest.fail.Exception as e:  # what the node said meanwhile
             pytest.fail(f'{e}\nnode output (last 3000 characters):\n{self.node.output[-3000:]}')
+
+    def wait_status(self, wanted, what: str, camera: str = '') -> dict:
+        """The key-value pairs of the node's /diagnostics status of `camera` once wanted(values) holds (up to
+        WAIT_S; the node publishes it every second)."""
+        if self._diagnostics is None:
+            from diagnostic_msgs.msg import DiagnosticArray
+            self._diagnostics = Inbox('/diagnostics')
+            self.helper.create_subscription(DiagnosticArray, '/diagnostics', self._diagnostics, 100)
+        topic = self.publishers[camera].topic_name
+
+        def ours(array):
+            for status in array.status:
+                values = {v.key: v.value for v in status.values}
+                if values.get('image topic') == topic and wanted(values):
+                    return values
+            return None
+        return ours(self._diagnostics.wait_for(ours, what, WAIT_S))
 
     def send_with_info(self, camera, info_publisher, info, msg, missed=None) -> 'Matches':
         """Publish the camera_info `info`, then the frame, until a Matches carrying it comes back (for
@@ -389,11 +407,8 @@ def test_a_flood_of_small_frames_is_accounted_for_on_diagnostics(context, weight
     back, far faster than the node matches. The frames overwritten before the callback are counted on
     /diagnostics: frames processed + dropped by the mailbox = images received, and images received + frames
     lost before the callback = frames sent; the last frame sent is matched."""
-    from diagnostic_msgs.msg import DiagnosticArray
     node = NodeProcess(f'/test_flood_{os.getpid()}', {**NODE_SETTINGS, **weight_files})
     driver = Driver(context, node)
-    diagnostics = Inbox('/diagnostics')
-    driver.helper.create_subscription(DiagnosticArray, '/diagnostics', diagnostics, 100)
     texture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (64, 80), dtype=np.uint8), (3, 3), 0)
     small = [numpy_to_image_msg(np.ascontiguousarray(texture[i:i + 48, i:i + 64]), 'mono8') for i in range(8)]
     flood = 1000
@@ -403,14 +418,8 @@ def test_a_flood_of_small_frames_is_accounted_for_on_diagnostics(context, weight
             driver.publish('', small[i % len(small)], next(_stamps))
         driver.send('', small[0])
         sent, matched = 1 + flood + 1, len(driver.matches[''].messages)
-
-        def ours(array):  # this node's status, once it has counted every frame matched here
-            for status in array.status:
-                values = {v.key: v.value for v in status.values}
-                if values.get('image topic') == f'{node.namespace}/image' and int(values['frames processed']) >= matched:
-                    return values
-            return None
-        values = ours(diagnostics.wait_for(ours, 'the status after the last frame', WAIT_S))
+        values = driver.wait_status(lambda values: int(values['frames processed']) >= matched,
+                                    'the status once it has counted every frame matched here')
         received, processed, dropped = (int(values[k]) for k in ('images received', 'frames processed', 'frames dropped'))
         assert 'frames lost before the callback' in values, f'lost frames are not counted: {values}'
         lost = int(values['frames lost before the callback'])
